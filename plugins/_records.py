@@ -1,0 +1,37 @@
+"""What the On Import and On Export trigger types share: a record status filter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wfapp.triggers import Field, TriggerType
+
+RECORD_STATUSES = (("success", "Success"), ("error", "Error"))
+
+
+class RecordTrigger(TriggerType):
+    """A trigger fired by the records of an integration run, optionally filtered by status."""
+
+    def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+        """Match when no status filter is set or the record's status equals it."""
+        wanted = config.get("record_status")
+        if not wanted:
+            return True
+        record = event.get("record") or {}
+        status = record.get("status") or (event.get("payload") or {}).get("status")
+        return status == wanted
+
+
+def record_trigger(name: str, label: str, direction: str) -> RecordTrigger:
+    """Build the trigger type for one run direction."""
+    return RecordTrigger(
+        name=name,
+        label=label,
+        description=f"Fired by {direction} runs: per record (Per Record mode) or once when the "
+        "run ends, with its summary (Per Run mode).",
+        fields=(
+            Field("record_status", "Record Status", type="choice", choices=RECORD_STATUSES,
+                  help="Fire only for records with this status; empty fires for every record."),
+        ),
+    )

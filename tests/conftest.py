@@ -1,0 +1,157 @@
+"""Fixtures: app, client, runner, auth helper, API tokens; SQLite or WFAPP_TEST_DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import text
+
+from wfapp import create_app
+from wfapp.extensions import db
+
+PASSWORD = "secret-pass"
+ROLES = ("viewer", "operator", "author", "admin")
+
+
+def need_service(reason: str) -> None:
+    """Skip a test that needs a missing service, visibly; in CI a missing service fails it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """PostgreSQL when WFAPP_TEST_DATABASE_URL is set, else a SQLite file for this session."""
+    url = os.environ.get("WFAPP_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def _migrated(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Run the real migrations once per session, on an empty schema."""
+    from flask_migrate import downgrade, upgrade
+
+    app = create_app(_config(database_url, tmp_path_factory.mktemp("instance")))
+    with app.app_context():
+        if database_url.startswith("postgresql"):
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        elif _has_version_table():
+            downgrade(revision="base")
+        upgrade()
+        db.engine.dispose()
+    return database_url
+
+
+def _has_version_table() -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(db.engine).has_table("alembic_version")
+
+
+def _config(database_url: str, instance: Path) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "WTF_CSRF_ENABLED": False,
+        "WFAPP_PLUGINS": [],
+        "INSTANCE_PATH_FOR_TESTS": str(instance),
+    }
+
+
+def _truncate() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            quoted = ", ".join(f'"{t}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f'DELETE FROM "{table}"'))
+
+
+@pytest.fixture
+def app_config(_migrated: str, tmp_path: Path) -> dict[str, Any]:
+    """The configuration each test's app gets; tests may change it before using `app`."""
+    return _config(_migrated, tmp_path)
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    """A wfapp app on a clean, migrated database; an app context is pushed."""
+    app = create_app(app_config)
+    with app.app_context():
+        _truncate()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A CLI runner for `app`."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def users(app: Flask) -> dict[str, Any]:
+    """One user per role, named after the role, all with PASSWORD."""
+    from wfapp.services.users import create_user
+
+    return {role: create_user(role, PASSWORD, role) for role in ROLES}
+
+
+class AuthActions:
+    """Log the test client in and out as one of the role users."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self._client = client
+
+    def login(self, role: str = "admin") -> Any:
+        """Log in as the user named `role`."""
+        return self._client.post("/auth/login", data={"username": role, "password": PASSWORD})
+
+    def logout(self) -> Any:
+        """Log out."""
+        return self._client.post("/auth/logout")
+
+
+@pytest.fixture
+def auth(client: FlaskClient, users: dict[str, Any]) -> AuthActions:
+    """Log in and out (`auth.login("author")`)."""
+    return AuthActions(client)
+
+
+@pytest.fixture
+def tokens(app: Flask, users: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Authorization headers per role for the JSON API."""
+    from wfapp.services.users import create_token
+
+    return {role: {"Authorization": f"Bearer {create_token(role)}"} for role in ROLES}
+
+
+@pytest.fixture
+def demo(app: Flask) -> None:
+    """Load the demo workflow and integration."""
+    from wfapp.demo import ORDER_SYNC, SHOP_ORDERS
+    from wfapp.services.definitions import import_document
+    from wfapp.services.integrations import create_integration
+
+    import_document(ORDER_SYNC)
+    create_integration(dict(SHOP_ORDERS))

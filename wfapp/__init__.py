@@ -1,0 +1,78 @@
+"""wfapp: a workflow engine for integration engineers. create_app() wires the pieces together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _templates_dir() -> str:
+    """Templates ship inside the package when installed; in a checkout they are top-level."""
+    inside = PACKAGE_DIR / "templates"
+    return str(inside if inside.is_dir() else PACKAGE_DIR.parent / "templates")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build a wfapp application: config, extensions, plugins, blueprints, CLI."""
+    app = Flask(__name__, instance_relative_config=True, template_folder=_templates_dir())
+    app.config.from_object("wfapp.config")
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'wfapp.sqlite'}"
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("WFAPP")
+    else:
+        app.config.from_mapping(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        if not app.config.get("TESTING"):
+            raise RuntimeError(
+                "wfapp needs a SECRET_KEY: set WFAPP_SECRET_KEY or SECRET_KEY in "
+                f"{Path(app.instance_path) / 'config.py'} (make run writes one for the demo)")
+        app.config["SECRET_KEY"] = "testing-only"
+
+    from . import security
+    from .extensions import bootstrap, csrf, db, migrate
+    from .plugins import build_registry, get_plugin_manager
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"))
+    csrf.init_app(app)
+    bootstrap.init_app(app)
+    security.init_app(app)
+
+    pm = get_plugin_manager(tuple(app.config.get("WFAPP_PLUGINS") or ()))
+    app.extensions["wfapp"] = {"plugin_manager": pm, "registry": build_registry(pm)}
+
+    from .api import bp as api_bp
+    from .auth import bp as auth_bp
+    from .integrations import bp as integrations_bp
+    from .main import bp as main_bp
+    from .workflows import bp as workflows_bp
+
+    for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp):
+        app.register_blueprint(blueprint)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)
+    for group in pm.hook.register_blueprints():
+        for blueprint in group or ():
+            app.register_blueprint(blueprint)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite enforces foreign keys (and so ON DELETE CASCADE) only when asked per connection."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

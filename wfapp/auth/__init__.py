@@ -1,0 +1,7 @@
+"""Log in and out."""
+
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+from . import views  # noqa: E402,F401  (views register routes on bp)

@@ -1,0 +1,16 @@
+"""Default configuration; `instance/config.py` and `WFAPP_*` environment variables override it."""
+
+from __future__ import annotations
+
+# SECRET_KEY has no default on purpose: create_app() refuses to start without one outside tests.
+SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+# Unset: the embedded queue (in-process worker, for one machine). Set: redis://host:6379/0.
+REDIS_URL = None
+# Bootstrap's CSS and JS come from the package, never from a CDN: wfapp runs on closed networks.
+BOOTSTRAP_SERVE_LOCAL = True
+BOOTSTRAP_BOOTSWATCH_THEME = None
+WTF_CSRF_TIME_LIMIT = None
+# Extra plugin modules to register by dotted name, besides the `wfapp` entry points.
+WFAPP_PLUGINS: list[str] = []
+# Rows per page in lists.
+PAGE_SIZE = 50

@@ -1,0 +1,115 @@
+"""The demo: an ORDER_SYNC workflow, a SHOP_ORDERS integration and an admin to log in with."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from .extensions import db
+from .models import Integration, User, Workflow
+from .services.definitions import FORMAT, import_document
+from .services.integrations import create_integration
+from .services.users import create_user
+
+DEMO_ADMIN = "admin"
+
+ORDER_SYNC: dict[str, Any] = {
+    "format": FORMAT,
+    "workflow": {
+        "code": "ORDER_SYNC",
+        "description": "Sales order to fulfilment",
+        "initial_state": "NEW",
+        "enabled": True,
+        "states": [
+            {"code": "NEW", "description": "New order imported", "is_initial": True,
+             "is_final": False, "timeout_hours": 24, "on_timeout_transition": "EXPIRE"},
+            {"code": "PENDING", "description": "Sent to fulfilment, awaiting confirmation",
+             "is_initial": False, "is_final": False, "timeout_hours": 48,
+             "on_timeout_transition": "GIVE_UP"},
+            {"code": "CONFIRMED", "description": "Confirmed by fulfilment", "is_initial": False,
+             "is_final": True, "timeout_hours": None, "on_timeout_transition": None},
+            {"code": "FAILED", "description": "Failed; needs attention", "is_initial": False,
+             "is_final": True, "timeout_hours": None, "on_timeout_transition": None},
+            {"code": "EXPIRED", "description": "Never submitted in time", "is_initial": False,
+             "is_final": True, "timeout_hours": None, "on_timeout_transition": None},
+        ],
+        "transitions": [
+            {"code": "SUBMIT", "description": "Submit to Fulfillment API", "from_state": "NEW",
+             "to_state": "PENDING", "trigger_type": "on_import", "enabled": True,
+             "priority": 10, "trigger_config": {"record_status": "success"},
+             "conditions": [{"field": "record.total", "operator": "gt", "value": 0}],
+             "capture": {"order_no": "record.number"}},
+            {"code": "REJECT", "description": "Import failed", "from_state": "NEW",
+             "to_state": "FAILED", "trigger_type": "on_import", "enabled": True,
+             "priority": 20, "trigger_config": {"record_status": "error"}, "conditions": [],
+             "capture": {}},
+            {"code": "EXPIRE", "description": "Expire unsubmitted order", "from_state": "NEW",
+             "to_state": "EXPIRED", "trigger_type": "manual", "enabled": True, "priority": 90,
+             "trigger_config": {"button_label": "Expire now", "confirm": True},
+             "conditions": [], "capture": {}},
+            {"code": "CONFIRM", "description": "Fulfilment confirmed the order",
+             "from_state": "PENDING", "to_state": "CONFIRMED", "trigger_type": "on_webhook",
+             "enabled": True, "priority": 10,
+             "trigger_config": {"event_filter": "order.confirmed"},
+             "conditions": [{"field": "event.data.status", "operator": "in",
+                             "value": ["confirmed", "shipped"]}],
+             "capture": {"tracking_no": "event.data.tracking"}},
+            {"code": "POLL_STATUS", "description": "Ask fulfilment for the order status",
+             "from_state": "PENDING", "to_state": "CONFIRMED",
+             "trigger_type": "on_scheduled_poll", "enabled": False, "priority": 20,
+             "trigger_config": {"url": "https://fulfilment.example/api/orders/{record_key}",
+                                "method": "GET", "interval_minutes": 15,
+                                "response_path": "status", "expected_value": "shipped"},
+             "conditions": [], "capture": {}},
+            {"code": "EXPORT_FAILED", "description": "Export to fulfilment failed",
+             "from_state": "PENDING", "to_state": "FAILED", "trigger_type": "on_export",
+             "enabled": True, "priority": 30, "trigger_config": {"record_status": "error"},
+             "conditions": [], "capture": {}},
+            {"code": "BC_DELETED", "description": "Order deleted in Business Central",
+             "from_state": "PENDING", "to_state": "FAILED", "trigger_type": "on_bc_event",
+             "enabled": True, "priority": 40,
+             "trigger_config": {"resource": "salesOrders", "change_types": ["deleted"]},
+             "conditions": [], "capture": {}},
+            {"code": "GIVE_UP", "description": "No confirmation in time", "from_state": "PENDING",
+             "to_state": "FAILED", "trigger_type": "manual", "enabled": True, "priority": 90,
+             "trigger_config": {"button_label": "Mark failed", "confirm": True},
+             "conditions": [], "capture": {}},
+        ],
+    },
+}
+
+SHOP_ORDERS = {
+    "code": "SHOP_ORDERS",
+    "description": "Web shop orders to fulfilment",
+    "workflow_code": "ORDER_SYNC",
+    "instance_mode": "per_record",
+    "enabled": True,
+    "record_url_template": "https://erp.example/orders/{record_key}",
+    "record_key_path": "id",
+    "event_type_path": "type",
+}
+
+
+def load_demo(instance_path: str) -> list[str]:
+    """Create what the demo needs and is missing; return lines telling the user how to log in."""
+    lines = []
+    if db.session.scalar(select(Workflow.id).where(Workflow.code == "ORDER_SYNC")) is None:
+        import_document(ORDER_SYNC)
+        lines.append("Loaded the demo workflow ORDER_SYNC.")
+    if db.session.scalar(select(Integration.id).where(Integration.code == "SHOP_ORDERS")) is None:
+        create_integration(dict(SHOP_ORDERS))
+        lines.append("Loaded the demo integration SHOP_ORDERS.")
+    password_file = Path(instance_path) / "demo-admin.txt"
+    if db.session.scalar(select(User.id).where(User.username == DEMO_ADMIN)) is None:
+        password = secrets.token_urlsafe(12)
+        create_user(DEMO_ADMIN, password, "admin")
+        password_file.write_text(f"user: {DEMO_ADMIN}\npassword: {password}\n")
+        password_file.chmod(0o600)
+        lines.append(f"Created the demo admin. Log in as {DEMO_ADMIN} / {password}")
+        lines.append(f"(the password is kept in {password_file})")
+    elif password_file.exists():
+        lines.append(f"Log in as {DEMO_ADMIN}; the password is in {password_file}")
+    return lines

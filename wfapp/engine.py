@@ -1,0 +1,358 @@
+"""Pure workflow decisions: definition rules, condition evaluation and transition selection.
+
+Nothing here knows Flask, the database or the queue; everything takes and returns plain data,
+so every rule of the product design (§2) is unit-testable in microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .paths import MISSING, resolve_path
+from .triggers import TriggerType
+
+CODE_RE = re.compile(r"[A-Z0-9_-]{1,20}")
+CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+FIELD_RE = re.compile(
+    r"(?:event|record)(?:\.[^.\s]+)+|instance\.(?:state|record_key|run_id)|instance\.vars(?:\.[^.\s]+)+"
+)
+OPERATORS = (
+    "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "starts_with",
+    "exists", "not_exists", "matches",
+)
+OPERATOR_LABELS = {
+    "eq": "equals", "ne": "does not equal", "gt": "greater than", "ge": "greater or equal",
+    "lt": "less than", "le": "less or equal", "in": "is one of", "not_in": "is not one of",
+    "contains": "contains", "starts_with": "starts with", "exists": "exists",
+    "not_exists": "does not exist", "matches": "matches (regex)",
+}
+VALUELESS = {"exists", "not_exists"}
+MAX_DESCRIPTION = 100
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """One broken rule, with the place it concerns (`workflow.states[2].code`)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def normalize_code(value: Any) -> Any:
+    """Codes are stored upper-case; anything that is not a string is left for validation."""
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+# --- definition rules -------------------------------------------------------------------------
+
+
+def check_code(value: Any, path: str, errors: list[RuleError], label: str = "code") -> None:
+    """Append an error unless `value` is a well-formed code (1-20 of A-Z 0-9 _ -)."""
+    if not isinstance(value, str) or not value:
+        errors.append(RuleError(path, f"{label} is required"))
+    elif not CODE_RE.fullmatch(value):
+        errors.append(RuleError(
+            path, f"{label} {value!r} must be 1-20 characters of A-Z, 0-9, _ and -"))
+
+
+def validate_workflow(
+    wf: Mapping[str, Any], trigger_types: Mapping[str, TriggerType], prefix: str = "workflow"
+) -> list[RuleError]:
+    """Check a normalized workflow definition against every rule; return all that are broken."""
+    errors: list[RuleError] = []
+    check_code(wf.get("code"), f"{prefix}.code", errors)
+    if len(wf.get("description") or "") > MAX_DESCRIPTION:
+        errors.append(RuleError(f"{prefix}.description",
+                                f"must be at most {MAX_DESCRIPTION} characters"))
+    states = list(wf.get("states") or [])
+    transitions = list(wf.get("transitions") or [])
+    state_codes = _unique_codes(states, f"{prefix}.states", errors)
+    transition_by_code = {
+        t["code"]: t for t in transitions if isinstance(t.get("code"), str)
+    }
+    _unique_codes(transitions, f"{prefix}.transitions", errors)
+
+    if not states:
+        errors.append(RuleError(f"{prefix}.states", "a workflow needs at least one state"))
+    initial = wf.get("initial_state")
+    if not initial:
+        errors.append(RuleError(f"{prefix}.initial_state", "initial state is required"))
+    elif initial not in state_codes:
+        errors.append(RuleError(f"{prefix}.initial_state",
+                                f"initial state {initial!r} is not a state of this workflow"))
+    marked = [s.get("code") for s in states if s.get("is_initial")]
+    if len(marked) != 1 and states:
+        errors.append(RuleError(
+            f"{prefix}.states",
+            f"exactly one state must be marked initial; {len(marked)} are"
+            + (f" ({', '.join(map(str, marked))})" if marked else "")))
+    elif marked and initial and marked[0] != initial:
+        errors.append(RuleError(
+            f"{prefix}.initial_state",
+            f"initial state {initial!r} differs from the state marked initial ({marked[0]!r})"))
+
+    final_codes = {s.get("code") for s in states if s.get("is_final")}
+    for i, state in enumerate(states):
+        _check_state(state, f"{prefix}.states[{i}]", transition_by_code, errors)
+    for i, transition in enumerate(transitions):
+        _check_transition(transition, f"{prefix}.transitions[{i}]", state_codes, final_codes,
+                          trigger_types, errors)
+    return errors
+
+
+def _unique_codes(rows: list[Mapping[str, Any]], path: str, errors: list[RuleError]) -> set[str]:
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        code = row.get("code")
+        check_code(code, f"{path}[{i}].code", errors)
+        if isinstance(code, str) and code:
+            if code in seen:
+                errors.append(RuleError(f"{path}[{i}].code", f"duplicate code {code!r}"))
+            seen.add(code)
+    return seen
+
+
+def _check_state(state: Mapping[str, Any], path: str, transitions: Mapping[str, Any],
+                 errors: list[RuleError]) -> None:
+    if len(state.get("description") or "") > MAX_DESCRIPTION:
+        errors.append(RuleError(f"{path}.description",
+                                f"must be at most {MAX_DESCRIPTION} characters"))
+    if state.get("is_initial") and state.get("is_final"):
+        errors.append(RuleError(f"{path}.is_final", "the initial state cannot be final"))
+    hours = state.get("timeout_hours")
+    on_timeout = state.get("on_timeout_transition")
+    if hours is not None:
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0:
+            errors.append(RuleError(f"{path}.timeout_hours",
+                                    "timeout must be a number of hours greater than 0"))
+        elif state.get("is_final"):
+            errors.append(RuleError(f"{path}.timeout_hours", "a final state has no timeout"))
+        elif not on_timeout:
+            errors.append(RuleError(f"{path}.on_timeout_transition",
+                                    "a state with a timeout needs an On Timeout Transition"))
+    if on_timeout:
+        transition = transitions.get(on_timeout)
+        if transition is None:
+            errors.append(RuleError(f"{path}.on_timeout_transition",
+                                    f"transition {on_timeout!r} does not exist"))
+        elif transition.get("from_state") != state.get("code"):
+            errors.append(RuleError(
+                f"{path}.on_timeout_transition",
+                f"transition {on_timeout!r} leaves {transition.get('from_state')!r}, "
+                f"not {state.get('code')!r}"))
+        elif hours is None:
+            errors.append(RuleError(f"{path}.timeout_hours",
+                                    "an On Timeout Transition needs a timeout"))
+
+
+def _check_transition(t: Mapping[str, Any], path: str, states: set[str], finals: set[Any],
+                      trigger_types: Mapping[str, TriggerType], errors: list[RuleError]) -> None:
+    if len(t.get("description") or "") > MAX_DESCRIPTION:
+        errors.append(RuleError(f"{path}.description",
+                                f"must be at most {MAX_DESCRIPTION} characters"))
+    for key in ("from_state", "to_state"):
+        code = t.get(key)
+        if not code:
+            errors.append(RuleError(f"{path}.{key}", f"{key.replace('_', ' ')} is required"))
+        elif code not in states:
+            errors.append(RuleError(f"{path}.{key}", f"state {code!r} does not exist"))
+    if t.get("from_state") in finals:
+        errors.append(RuleError(
+            f"{path}.from_state",
+            f"state {t['from_state']!r} is final; nothing leaves a final state"))
+    priority = t.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        errors.append(RuleError(f"{path}.priority", "priority must be a whole number"))
+    trigger = trigger_types.get(t.get("trigger_type") or "")
+    if trigger is None:
+        errors.append(RuleError(
+            f"{path}.trigger_type",
+            f"unknown trigger type {t.get('trigger_type')!r}; known: {', '.join(trigger_types)}"))
+    else:
+        for name, message in trigger.validate(t.get("trigger_config") or {}):
+            where = f"{path}.trigger_config" + (f".{name}" if name else "")
+            errors.append(RuleError(where, message))
+    for i, condition in enumerate(t.get("conditions") or []):
+        errors.extend(check_condition(condition, f"{path}.conditions[{i}]"))
+    capture = t.get("capture") or {}
+    if not isinstance(capture, Mapping):
+        errors.append(RuleError(f"{path}.capture", "must be an object of names to paths"))
+        return
+    for name, source in capture.items():
+        if not CAPTURE_NAME_RE.fullmatch(str(name)):
+            errors.append(RuleError(f"{path}.capture.{name}",
+                                    "variable name must be a letter or _ then letters, digits, _"))
+        if not isinstance(source, str) or not FIELD_RE.fullmatch(source):
+            errors.append(RuleError(
+                f"{path}.capture.{name}",
+                f"path {source!r} must start with event., record. or instance.vars."))
+
+
+def check_condition(condition: Mapping[str, Any], path: str) -> list[RuleError]:
+    """Return what is wrong with one condition (field, operator, value)."""
+    errors: list[RuleError] = []
+    field = condition.get("field")
+    operator = condition.get("operator")
+    value = condition.get("value")
+    if not isinstance(field, str) or not FIELD_RE.fullmatch(field):
+        errors.append(RuleError(
+            f"{path}.field", f"field {field!r} must be a path starting with event., record., "
+            "instance.vars. (or instance.state, instance.record_key, instance.run_id)"))
+    if operator not in OPERATORS:
+        errors.append(RuleError(f"{path}.operator",
+                                f"unknown operator {operator!r}; known: {' '.join(OPERATORS)}"))
+        return errors
+    if operator in VALUELESS:
+        if value is not None:
+            errors.append(RuleError(f"{path}.value", f"operator {operator} takes no value"))
+    elif operator in ("in", "not_in"):
+        if not isinstance(value, list):
+            errors.append(RuleError(f"{path}.value", f"operator {operator} needs a list value"))
+    elif operator in ("gt", "ge", "lt", "le"):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            errors.append(RuleError(f"{path}.value",
+                                    f"operator {operator} needs a number or a string"))
+    elif operator in ("matches", "starts_with"):
+        if not isinstance(value, str):
+            errors.append(RuleError(f"{path}.value", f"operator {operator} needs a string"))
+        elif operator == "matches":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                errors.append(RuleError(f"{path}.value", f"invalid regular expression: {exc}"))
+    elif value is None and "value" not in condition:
+        errors.append(RuleError(f"{path}.value", f"operator {operator} needs a value"))
+    return errors
+
+
+# --- condition evaluation ----------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if actual == expected and type(actual) is not bool and type(expected) is not bool:
+        return True
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return actual is expected or str(actual).lower() == str(expected).lower()
+    a, b = _number(actual), _number(expected)
+    if a is not None and b is not None:
+        return a == b
+    return False
+
+
+def _order(actual: Any, expected: Any) -> tuple[Any, Any] | None:
+    a, b = _number(actual), _number(expected)
+    if a is not None and b is not None:
+        return a, b
+    if isinstance(actual, str) and isinstance(expected, str):
+        return actual, expected
+    return None
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    if isinstance(actual, str):
+        return str(expected) in actual
+    if isinstance(actual, list):
+        return any(_equal(item, expected) for item in actual)
+    if isinstance(actual, dict):
+        return str(expected) in actual
+    return False
+
+
+def compare(operator: str, actual: Any, expected: Any) -> bool:
+    """Apply one operator; a MISSING actual value is false for all but not_exists."""
+    if operator == "not_exists":
+        return actual is MISSING
+    if actual is MISSING:
+        return False
+    if operator == "exists":
+        return True
+    if operator == "eq":
+        return _equal(actual, expected)
+    if operator == "ne":
+        return not _equal(actual, expected)
+    if operator in ("gt", "ge", "lt", "le"):
+        pair = _order(actual, expected)
+        if pair is None:
+            return False
+        a, b = pair
+        return {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b}[operator]
+    if operator == "in":
+        return isinstance(expected, list) and any(_equal(actual, v) for v in expected)
+    if operator == "not_in":
+        return isinstance(expected, list) and not any(_equal(actual, v) for v in expected)
+    if operator == "contains":
+        return _contains(actual, expected)
+    if operator == "starts_with":
+        return isinstance(actual, str | int | float) and str(actual).startswith(str(expected))
+    if operator == "matches":
+        return isinstance(actual, str | int | float) and _regex(str(expected)).fullmatch(
+            str(actual)) is not None
+    raise ValueError(f"unknown operator {operator!r}")
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    compiled = _REGEX_CACHE.get(pattern)
+    if compiled is None:
+        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
+    return compiled
+
+
+def evaluate_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+    """Evaluate one condition against the context {event, record, instance}."""
+    actual = resolve_path(context, condition["field"])
+    return compare(condition["operator"], actual, condition.get("value"))
+
+
+def explain_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    """Say why a condition is false, e.g. `event.total gt 0 was false because event.total is 0`."""
+    field = condition["field"]
+    actual = resolve_path(context, field)
+    shown = "missing" if actual is MISSING else repr(actual)
+    value = "" if condition["operator"] in VALUELESS else f" {condition.get('value')!r}"
+    return (f"condition {field} {condition['operator']}{value} was false because "
+            f"{field} is {shown}")
+
+
+def first_failed_condition(
+    conditions: Iterable[Mapping[str, Any]], context: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """Return the first condition that does not hold, or None when all hold."""
+    for condition in conditions:
+        if not evaluate_condition(condition, context):
+            return condition
+    return None
+
+
+def field_suggestions(vars_names: Iterable[str] = (), record_fields: Iterable[str] = (),
+                      event_fields: Iterable[str] = ()) -> list[str]:
+    """Paths offered in the conditions editor: record., event. and instance.vars. fields."""
+    paths = ["instance.state", "instance.record_key", "instance.run_id"]
+    paths += [f"record.{name}" for name in sorted(set(record_fields))]
+    paths += [f"event.{name}" for name in sorted(set(event_fields))]
+    paths += [f"instance.vars.{name}" for name in sorted(set(vars_names))]
+    return paths
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]

@@ -1,0 +1,353 @@
+"""Database tables and relationships. No business logic and no queue calls live here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+# BigInteger ids on PostgreSQL, but SQLite only auto-increments an INTEGER primary key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(db.TypeDecorator):
+    """A timezone-aware datetime stored as UTC; SQLite hands back naive values, made aware here."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Role(str, Enum):
+    """User roles; each includes the rights of the ones before it."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    AUTHOR = "author"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class InstanceMode(str, Enum):
+    """How an integration maps its records onto workflow instances."""
+
+    PER_RECORD = "per_record"
+    PER_RUN = "per_run"
+
+
+class EventStatus(str, Enum):
+    """Lifecycle of a stored event."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class RunStatus(str, Enum):
+    """Lifecycle of an import or export run."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class User(db.Model):
+    """A person or API client that logs in; `role` decides what it may do."""
+
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default=Role.VIEWER.value)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+    # Flask-Login protocol.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    def has_role(self, role: Role | str) -> bool:
+        """True when this user's role includes `role`."""
+        return Role(self.role).rank >= Role(role).rank
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Workflow(db.Model):
+    """A state machine definition: states and transitions, identified by `code`."""
+
+    __tablename__ = "workflow"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+    description: Mapped[str] = mapped_column(String(100), default="")
+    initial_state: Mapped[str] = mapped_column(String(20))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    states: Mapped[list[State]] = relationship(
+        back_populates="workflow", cascade="all, delete-orphan", order_by="State.position"
+    )
+    transitions: Mapped[list[Transition]] = relationship(
+        back_populates="workflow", cascade="all, delete-orphan", order_by="Transition.position"
+    )
+
+    def state(self, code: str) -> State | None:
+        """Return the state with this code, or None."""
+        return next((s for s in self.states if s.code == code), None)
+
+    def transition(self, code: str) -> Transition | None:
+        """Return the transition with this code, or None."""
+        return next((t for t in self.transitions if t.code == code), None)
+
+
+class State(db.Model):
+    """One state of a workflow."""
+
+    __tablename__ = "state"
+    __table_args__ = (UniqueConstraint("workflow_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    code: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(String(100), default="")
+    is_initial: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_final: Mapped[bool] = mapped_column(Boolean, default=False)
+    timeout_hours: Mapped[float | None] = mapped_column(Float)
+    on_timeout_transition: Mapped[str | None] = mapped_column(String(20))
+
+    workflow: Mapped[Workflow] = relationship(back_populates="states")
+
+
+class Transition(db.Model):
+    """One transition of a workflow, with its trigger configuration and conditions."""
+
+    __tablename__ = "transition"
+    __table_args__ = (UniqueConstraint("workflow_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    code: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(String(100), default="")
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    trigger_type: Mapped[str] = mapped_column(String(40))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    trigger_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    capture: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+    workflow: Mapped[Workflow] = relationship(back_populates="transitions")
+
+
+class Integration(db.Model):
+    """A data flow (import/export/webhook source) whose records a workflow tracks."""
+
+    __tablename__ = "integration"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+    description: Mapped[str] = mapped_column(String(100), default="")
+    workflow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workflow.id", ondelete="SET NULL"), index=True
+    )
+    instance_mode: Mapped[str] = mapped_column(String(16), default=InstanceMode.PER_RECORD.value)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    record_url_template: Mapped[str] = mapped_column(String(500), default="")
+    # Settings that trigger plugins add (webhook secret, record-key path, ...), keyed by name.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    workflow: Mapped[Workflow | None] = relationship()
+
+
+class Run(db.Model):
+    """One import or export run of an integration."""
+
+    __tablename__ = "run"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    integration: Mapped[Integration] = relationship()
+
+
+class Instance(db.Model):
+    """A workflow instance: where one record (or run) of an integration stands."""
+
+    __tablename__ = "instance"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "record_key", name="uq_instance_record"),
+        UniqueConstraint("integration_id", "run_id", name="uq_instance_run"),
+        # Timers live in the database; only instances with a timer are indexed.
+        Index(
+            "ix_instance_timeout_due",
+            "timeout_due_at",
+            postgresql_where=text("timeout_due_at IS NOT NULL"),
+            sqlite_where=text("timeout_due_at IS NOT NULL"),
+        ),
+        Index("ix_instance_workflow_active", "workflow_id", "active", "state"),
+        Index("ix_instance_integration_state", "integration_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integration.id", ondelete="CASCADE"))
+    record_key: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    entered_state_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    timeout_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    vars: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    last_trigger: Mapped[str | None] = mapped_column(String(40))
+    last_transition: Mapped[str | None] = mapped_column(String(20))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    workflow: Mapped[Workflow] = relationship()
+    integration: Mapped[Integration] = relationship()
+
+
+class HistoryEntry(db.Model):
+    """One append-only row of an instance's history."""
+
+    __tablename__ = "history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instance.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    transition: Mapped[str | None] = mapped_column(String(20))
+    trigger_type: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class Event(db.Model):
+    """The inbox: everything that can move an instance is stored here first."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "dedupe_key", name="uq_event_dedupe"),
+        Index("ix_event_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integration.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(100), default="")
+    record_key: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING.value)
+    result: Mapped[str] = mapped_column(Text, default="")
+    instance_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    integration: Mapped[Integration] = relationship()
+
+
+class AuditEntry(db.Model):
+    """Who did what to which object, for actions that leave no other trace (deletions)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_key: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

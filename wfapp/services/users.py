@@ -1,0 +1,74 @@
+"""Users, roles and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..engine import RuleError
+from ..extensions import db
+from ..models import ApiToken, Role, User, utcnow
+from .errors import NotFound, ValidationFailed
+
+TOKEN_PREFIX = "wfa_"
+
+
+def create_user(username: str, password: str, role: str) -> User:
+    """Create a user; the name must be new, the password at least 8 characters."""
+    errors = []
+    if not username or len(username) > 64 or not username.replace("_", "").replace(
+            "-", "").replace(".", "").replace("@", "").isalnum():
+        errors.append(RuleError("username", "must be 1-64 letters, digits or _ - . @"))
+    elif db.session.scalar(select(User.id).where(User.username == username)):
+        errors.append(RuleError("username", f"user {username!r} already exists"))
+    if not password or len(password) < 8:
+        errors.append(RuleError("password", "must be at least 8 characters"))
+    if role not in [r.value for r in Role]:
+        errors.append(RuleError("role", f"must be one of {', '.join(r.value for r in Role)}"))
+    if errors:
+        raise ValidationFailed(errors)
+    user = User(username=username, password_hash=generate_password_hash(password), role=role)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """Return the active user with these credentials, or None."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+        return None
+    return user
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(username: str, name: str = "api") -> str:
+    """Create an API token for a user and return it; only its hash is kept."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token)))
+    db.session.commit()
+    return token
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None."""
+    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
+    if row is None or not row.user.active:
+        return None
+    row.last_used_at = utcnow()
+    db.session.commit()
+    return row.user
+
+
+def list_users() -> list[User]:
+    """All users by name."""
+    return list(db.session.scalars(select(User).order_by(User.username)))

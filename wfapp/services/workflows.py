@@ -1,0 +1,246 @@
+"""Authoring workflows: the list, the card's general fields, states and transitions.
+
+Every edit works on the definition as a document (the export shape), applies the change, checks
+every rule of the design with the engine, and only then writes — so a workflow in the database
+always satisfies the rules, whichever page or API changed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..engine import RuleError, check_code, normalize_code
+from ..extensions import db
+from ..models import AuditEntry, Instance, Integration, Workflow
+from .definitions import get_workflow, save_definition, workflow_to_dict
+from .errors import Conflict, NotFound, ValidationFailed
+
+
+@dataclass
+class WorkflowRow:
+    """One line of the Workflows list."""
+
+    code: str
+    description: str
+    initial_state: str
+    enabled: bool
+    active_instances: int
+
+
+def list_workflows() -> list[WorkflowRow]:
+    """All workflows with their active instance counts, in two queries whatever their number."""
+    counts = dict(db.session.execute(
+        select(Instance.workflow_id, func.count())
+        .where(Instance.active.is_(True))
+        .group_by(Instance.workflow_id)
+    ).all())
+    workflows = db.session.scalars(select(Workflow).order_by(Workflow.code)).all()
+    return [WorkflowRow(w.code, w.description, w.initial_state, w.enabled, counts.get(w.id, 0))
+            for w in workflows]
+
+
+def active_instance_count(workflow: Workflow) -> int:
+    """Number of instances of this workflow in a non-final state."""
+    return db.session.scalar(
+        select(func.count()).where(Instance.workflow_id == workflow.id,
+                                   Instance.active.is_(True))) or 0
+
+
+def state_instance_counts(workflow: Workflow) -> dict[str, int]:
+    """How many instances are in each state of this workflow."""
+    return dict(db.session.execute(
+        select(Instance.state, func.count())
+        .where(Instance.workflow_id == workflow.id)
+        .group_by(Instance.state)).all())
+
+
+def create_workflow(code: str, description: str, initial_state: str,
+                    initial_description: str = "") -> Workflow:
+    """Create a workflow with its initial state (a workflow always has one)."""
+    code = normalize_code(code)
+    errors: list[RuleError] = []
+    check_code(code, "workflow.code", errors)
+    if not errors and db.session.scalar(select(Workflow.id).where(Workflow.code == code)):
+        raise ValidationFailed([RuleError("workflow.code", f"workflow {code!r} already exists")])
+    wf = {
+        "code": code, "description": description or "", "enabled": True,
+        "initial_state": normalize_code(initial_state),
+        "states": [{"code": normalize_code(initial_state),
+                    "description": initial_description or "", "is_initial": True,
+                    "is_final": False, "timeout_hours": None, "on_timeout_transition": None}],
+        "transitions": [],
+    }
+    if errors:
+        raise ValidationFailed(errors)
+    return save_definition(None, wf)
+
+
+def _edit(code: str, change: Callable[[dict[str, Any]], None]) -> Workflow:
+    """Apply `change` to the workflow's definition document, validate it, write it."""
+    workflow = get_workflow(code)
+    wf = workflow_to_dict(workflow)
+    change(wf)
+    return save_definition(workflow, wf)
+
+
+def update_general(code: str, description: str, initial_state: str, enabled: bool) -> Workflow:
+    """Change the General fields; choosing another initial state moves the Is Initial mark."""
+    initial = normalize_code(initial_state)
+
+    def change(wf: dict[str, Any]) -> None:
+        wf["description"] = description or ""
+        wf["enabled"] = bool(enabled)
+        if initial != wf["initial_state"] and any(s["code"] == initial for s in wf["states"]):
+            for state in wf["states"]:
+                state["is_initial"] = state["code"] == initial
+        wf["initial_state"] = initial
+
+    return _edit(code, change)
+
+
+def set_enabled(code: str, enabled: bool | None = None, description: str | None = None
+                ) -> Workflow:
+    """Patch `enabled` and/or `description` (the API's PATCH)."""
+    def change(wf: dict[str, Any]) -> None:
+        if enabled is not None:
+            wf["enabled"] = enabled
+        if description is not None:
+            wf["description"] = description
+
+    return _edit(code, change)
+
+
+def _index(rows: list[dict[str, Any]], code: str, kind: str) -> int:
+    for i, row in enumerate(rows):
+        if row["code"] == code:
+            return i
+    raise NotFound(f"{kind} {code!r} does not exist")
+
+
+def save_state(code: str, state_code: str | None, fields: dict[str, Any]) -> Workflow:
+    """Add a state (`state_code` None) or edit one; renames follow through to transitions."""
+    new = {
+        "code": normalize_code(fields.get("code")),
+        "description": fields.get("description") or "",
+        "is_initial": bool(fields.get("is_initial")),
+        "is_final": bool(fields.get("is_final")),
+        "timeout_hours": fields.get("timeout_hours"),
+        "on_timeout_transition": normalize_code(fields.get("on_timeout_transition")) or None,
+    }
+
+    def change(wf: dict[str, Any]) -> None:
+        states = wf["states"]
+        if state_code is None:
+            states.append(new)
+        else:
+            i = _index(states, normalize_code(state_code), "state")
+            old = states[i]["code"]
+            states[i] = new
+            if new["code"] != old:
+                _rename_state(wf, old, new["code"])
+        if new["is_initial"]:
+            # Marking a state initial moves the mark; exactly one state is initial.
+            for state in states:
+                state["is_initial"] = state["code"] == new["code"]
+            wf["initial_state"] = new["code"]
+
+    return _edit(code, change)
+
+
+def _rename_state(wf: dict[str, Any], old: str, new: str) -> None:
+    if wf["initial_state"] == old:
+        wf["initial_state"] = new
+    for t in wf["transitions"]:
+        if t["from_state"] == old:
+            t["from_state"] = new
+        if t["to_state"] == old:
+            t["to_state"] = new
+
+
+def delete_state(code: str, state_code: str) -> Workflow:
+    """Delete a state unless it is initial, used by transitions or holds instances."""
+    workflow = get_workflow(code)
+    state_code = normalize_code(state_code)
+    wf = workflow_to_dict(workflow)
+    i = _index(wf["states"], state_code, "state")
+    place = f"workflow.states[{i}]"
+    errors = []
+    if wf["states"][i]["is_initial"]:
+        errors.append(RuleError(place, f"state {state_code!r} is the initial state; make "
+                                "another state initial first"))
+    users = [t["code"] for t in wf["transitions"] if state_code in (t["from_state"], t["to_state"])]
+    if users:
+        errors.append(RuleError(place, f"state {state_code!r} is used by transitions "
+                                f"{', '.join(users)}"))
+    count = state_instance_counts(workflow).get(state_code, 0)
+    if count:
+        errors.append(RuleError(place, f"state {state_code!r} has {count} instance(s)"))
+    if errors:
+        raise ValidationFailed(errors)
+    del wf["states"][i]
+    return save_definition(workflow, wf)
+
+
+def save_transition(code: str, transition_code: str | None, fields: dict[str, Any]) -> Workflow:
+    """Add a transition (`transition_code` None) or edit one; `fields` may be partial on edit."""
+    def change(wf: dict[str, Any]) -> None:
+        transitions = wf["transitions"]
+        if transition_code is None:
+            current: dict[str, Any] = {"description": "", "enabled": True, "priority": 0,
+                                       "trigger_config": {}, "conditions": [], "capture": {}}
+            transitions.append(current)
+        else:
+            current = transitions[_index(transitions, normalize_code(transition_code),
+                                         "transition")]
+        old = current.get("code")
+        for key, value in fields.items():
+            if key in ("code", "from_state", "to_state"):
+                value = normalize_code(value)
+            current[key] = value
+        if old and current["code"] != old:
+            for state in wf["states"]:
+                if state["on_timeout_transition"] == old:
+                    state["on_timeout_transition"] = current["code"]
+
+    return _edit(code, change)
+
+
+def delete_transition(code: str, transition_code: str) -> Workflow:
+    """Delete a transition unless a state names it as its On Timeout Transition."""
+    workflow = get_workflow(code)
+    transition_code = normalize_code(transition_code)
+    wf = workflow_to_dict(workflow)
+    i = _index(wf["transitions"], transition_code, "transition")
+    users = [s["code"] for s in wf["states"] if s["on_timeout_transition"] == transition_code]
+    if users:
+        raise ValidationFailed([RuleError(
+            f"workflow.transitions[{i}]",
+            f"transition {transition_code!r} is the On Timeout Transition of state(s) "
+            f"{', '.join(users)}")])
+    del wf["transitions"][i]
+    return save_definition(workflow, wf)
+
+
+def delete_workflow(code: str, actor: str) -> list[str]:
+    """Delete a workflow with no active instances; return the integrations it was detached from."""
+    workflow = get_workflow(code)
+    active = active_instance_count(workflow)
+    if active:
+        raise Conflict(f"workflow {workflow.code!r} has {active} active instance(s); it can be "
+                       "deleted once none are active", {"active_instances": active})
+    detached = list(db.session.scalars(
+        select(Integration.code).where(Integration.workflow_id == workflow.id)))
+    for integration in db.session.scalars(
+            select(Integration).where(Integration.workflow_id == workflow.id)):
+        integration.workflow_id = None
+    db.session.add(AuditEntry(actor=actor, action="delete", object_type="workflow",
+                              object_key=workflow.code,
+                              details={"detached_integrations": detached,
+                                       "definition": workflow_to_dict(workflow)}))
+    db.session.delete(workflow)
+    db.session.commit()
+    return detached

@@ -1,0 +1,82 @@
+// wfapp's small scripts: the header search suggestions and selectable list rows.
+(function () {
+  "use strict";
+
+  // Header search: suggestions as the user types; Enter opens the search page.
+  const input = document.getElementById("header-search-input");
+  const results = document.getElementById("header-search-results");
+  if (input && results) {
+    let timer = null;
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      const q = input.value.trim();
+      if (!q) { results.classList.add("d-none"); results.innerHTML = ""; return; }
+      timer = setTimeout(function () {
+        fetch(input.form.action.replace(/\/search$/, "/search.json") + "?q=" + encodeURIComponent(q))
+          .then(function (r) { return r.json(); })
+          .then(function (data) {
+            results.innerHTML = "";
+            data.items.forEach(function (hit) {
+              const a = document.createElement("a");
+              a.className = "list-group-item list-group-item-action";
+              a.href = hit.url;
+              const title = document.createElement("div");
+              title.className = "fw-semibold";
+              title.textContent = hit.title;
+              const sub = document.createElement("div");
+              sub.className = "small text-body-secondary";
+              sub.textContent = hit.subtitle;
+              a.append(title, sub);
+              results.append(a);
+            });
+            results.classList.toggle("d-none", data.items.length === 0);
+          });
+      }, 150);
+    });
+    document.addEventListener("click", function (e) {
+      if (!input.form.contains(e.target)) { results.classList.add("d-none"); }
+    });
+  }
+
+  // Selectable lists: clicking a row selects it (its radio or checkbox); action-bar buttons with
+  // data-requires-selection are enabled only while a row is selected and use its data-* links.
+  document.querySelectorAll("table[data-selectable]").forEach(function (table) {
+    const bar = document.querySelector(table.dataset.selectable);
+    function refresh() {
+      const picked = Array.from(table.querySelectorAll("input.row-select:checked"));
+      table.querySelectorAll("tr.selectable").forEach(function (tr) {
+        const box = tr.querySelector("input.row-select");
+        tr.classList.toggle("table-active", !!(box && box.checked));
+      });
+      if (!bar) { return; }
+      bar.querySelectorAll("[data-requires-selection]").forEach(function (btn) {
+        const row = picked.length ? picked[0].closest("tr") : null;
+        const attr = btn.dataset.requiresSelection;
+        const href = row ? row.dataset[attr] : null;
+        const enabled = picked.length > 0 && (!attr || !!href);
+        btn.classList.toggle("disabled", !enabled);
+        btn.setAttribute("aria-disabled", enabled ? "false" : "true");
+        if (btn.tagName === "A") { btn.href = enabled && href ? href : "#"; }
+        if (btn.tagName === "BUTTON") { btn.disabled = !enabled; if (href) { btn.formAction = href; } }
+      });
+    }
+    table.addEventListener("click", function (e) {
+      const tr = e.target.closest("tr.selectable");
+      if (!tr || e.target.closest("a, button, input")) { refresh(); return; }
+      const box = tr.querySelector("input.row-select");
+      if (box) { box.checked = box.type === "radio" ? true : !box.checked; }
+      refresh();
+    });
+    table.addEventListener("change", refresh);
+    refresh();
+  });
+
+  // Forms that ask before doing something drastic.
+  document.querySelectorAll("form[data-confirm], button[data-confirm]").forEach(function (el) {
+    const form = el.tagName === "FORM" ? el : el.form;
+    (el.tagName === "FORM" ? el : el).addEventListener(el.tagName === "FORM" ? "submit" : "click", function (e) {
+      if (!window.confirm(el.dataset.confirm)) { e.preventDefault(); }
+    });
+    return form;
+  });
+})();

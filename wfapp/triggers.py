@@ -1,0 +1,111 @@
+"""The objects trigger plugins declare: config fields and trigger types. Pure Python, no Flask."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FIELD_TYPES = ("string", "text", "bool", "int", "number", "choice", "multichoice", "json", "secret")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One configuration field a plugin declares; rendered as a form field and type-checked."""
+
+    name: str
+    label: str
+    type: str = "string"
+    required: bool = False
+    default: Any = None
+    help: str = ""
+    choices: tuple[tuple[str, str], ...] = ()
+    min: float | None = None
+    max: float | None = None
+    max_length: int = 500
+
+    def __post_init__(self) -> None:
+        if self.type not in FIELD_TYPES:
+            raise ValueError(f"field {self.name!r}: unknown type {self.type!r}")
+
+    def check(self, value: Any) -> str | None:
+        """Return an error message when `value` (already typed, as in JSON) does not fit."""
+        if value is None or value == "" or value == []:
+            return "is required" if self.required else None
+        kind = self.type
+        if kind in ("string", "text", "secret"):
+            if not isinstance(value, str):
+                return "must be a string"
+            if len(value) > self.max_length:
+                return f"must be at most {self.max_length} characters"
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                return "must be true or false"
+        elif kind in ("int", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return "must be a number"
+            if kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
+                return "must be a whole number"
+            if self.min is not None and value < self.min:
+                return f"must be at least {self.min:g}"
+            if self.max is not None and value > self.max:
+                return f"must be at most {self.max:g}"
+        elif kind == "choice":
+            allowed = [c for c, _ in self.choices]
+            if value not in allowed:
+                return f"must be one of {', '.join(allowed)}"
+        elif kind == "multichoice":
+            allowed = [c for c, _ in self.choices]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return "must be a list of strings"
+            bad = [v for v in value if v not in allowed]
+            if bad:
+                return f"unknown value {bad[0]!r}; allowed: {', '.join(allowed)}"
+        elif kind == "json" and not isinstance(value, dict):
+            return "must be an object of names to values"
+        return None
+
+
+@dataclass
+class TriggerType:
+    """A kind of trigger: its identifier, label, config fields and event matching.
+
+    Plugins subclass this and override `check_config` (extra validation) and `matches`.
+    """
+
+    name: str
+    label: str
+    description: str = ""
+    fields: tuple[Field, ...] = field(default_factory=tuple)
+    #: True when people fire it from the instance page instead of events.
+    manual: bool = False
+
+    def validate(self, config: Any) -> list[tuple[str, str]]:
+        """Return (field name, message) pairs for everything wrong in `config`."""
+        if not isinstance(config, Mapping):
+            return [("", "must be an object")]
+        known = {f.name: f for f in self.fields}
+        errors = [(k, f"unknown field for trigger type {self.name}")
+                  for k in config if k not in known]
+        for f in self.fields:
+            message = f.check(config.get(f.name))
+            if message:
+                errors.append((f.name, message))
+        if not errors:
+            errors.extend(self.check_config(config))
+        return errors
+
+    def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Plugin-specific checks, run once every field has the right type."""
+        return []
+
+    def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+        """Whether an event (type, payload, record, source) satisfies this trigger's config."""
+        return True
+
+
+def glob_match(pattern: str, value: str) -> bool:
+    """Match `value` against a pattern where `*` stands for any run of characters."""
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, value) is not None
