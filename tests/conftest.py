@@ -65,7 +65,7 @@ def _config(database_url: str, instance: Path) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "WTF_CSRF_ENABLED": False,
         "WFAPP_PLUGINS": [],
-        "INSTANCE_PATH_FOR_TESTS": str(instance),
+        "INSTANCE_PATH": str(instance),
     }
 
 
