@@ -41,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import security
     from .extensions import bootstrap, csrf, db, migrate
     from .plugins import build_registry, get_plugin_manager
+    from .queue import make_queue
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"))
@@ -49,7 +50,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
 
     pm = get_plugin_manager(tuple(app.config.get("WFAPP_PLUGINS") or ()))
-    app.extensions["wfapp"] = {"plugin_manager": pm, "registry": build_registry(pm)}
+    queue = make_queue(app)
+    app.extensions["wfapp"] = {"plugin_manager": pm, "registry": build_registry(pm),
+                               "queue": queue, "schedules": _schedules(app, pm)}
+    if queue.embedded and app.config.get("EMBEDDED_WORKER"):
+        queue.start(app.extensions["wfapp"]["schedules"])
 
     from .api import bp as api_bp
     from .auth import bp as auth_bp
@@ -69,6 +74,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_cli(app)
     return app
+
+
+def _schedules(app: Flask, pm: Any) -> list[tuple[str, float, str]]:
+    """Periodic work: the sweep, the demo feed when on, and what plugins register."""
+    schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep")]
+    if app.config.get("DEMO_FEED_INTERVAL"):
+        schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
+                          "wfapp.demo.feed"))
+    for group in pm.hook.register_schedules():
+        schedules.extend(group or ())
+    return schedules
 
 
 @event.listens_for(Engine, "connect")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -112,7 +113,50 @@ def plugins_command() -> None:
     }, indent=2))
 
 
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker inside the app context, with the periodic sweep and schedules.
+
+    The worker is RQ's SimpleWorker: jobs run in this process, which keeps the app context,
+    the plugin registry and the warm database pool from one job to the next. Each job is a short
+    batch loop with a time budget, so the fork-per-job isolation of RQ's default worker would
+    only add its fork and reconnect cost to every batch.
+    """
+    from rq import SimpleWorker
+
+    from .queue import get_queue
+
+    queue = get_queue()
+    if queue.embedded:
+        click.echo("Error: set WFAPP_REDIS_URL to run workers; without Redis the web process "
+                   "runs jobs itself (the embedded queue).", err=True)
+        sys.exit(1)
+    if not burst:
+        _start_scheduler(queue, current_app.extensions["wfapp"]["schedules"])
+    worker = SimpleWorker([queue.queue], connection=queue.connection)
+    worker.work(burst=burst, logging_level="WARNING" if burst else "INFO")
+
+
+def _start_scheduler(queue: Any, schedules: list[tuple[str, float, str]]) -> None:
+    """Enqueue each periodic job once per interval across all workers (a Redis SET NX mark)."""
+    import threading
+    import time
+
+    def loop() -> None:
+        while True:
+            for name, interval, path in schedules:
+                try:
+                    if queue.once(name, interval):
+                        queue.enqueue(path)
+                except Exception as exc:  # Redis away: try again next round
+                    click.echo(f"scheduler: {exc}", err=True)
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, daemon=True, name="wfapp-scheduler").start()
+
+
 def register_cli(app: Flask) -> None:
     """Attach the commands to the app."""
-    for command in (user_cli, token_cli, wf_cli, demo_command, plugins_command):
+    for command in (user_cli, token_cli, wf_cli, demo_command, plugins_command, worker_command):
         app.cli.add_command(command)

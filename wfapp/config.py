@@ -14,3 +14,15 @@ WTF_CSRF_TIME_LIMIT = None
 WFAPP_PLUGINS: list[str] = []
 # Rows per page in lists.
 PAGE_SIZE = 50
+# Run queued jobs in a thread of the web process (the embedded queue; `make run` turns it on).
+EMBEDDED_WORKER = False
+# Seconds between timeout sweeps (which also re-queue pending events that lost their job).
+SWEEP_INTERVAL = 10
+# A worker's claim on an inbox partition expires after this many seconds unless renewed.
+LEASE_SECONDS = 60
+# Events handled per database transaction.
+EVENT_BATCH_SIZE = 200
+# Seconds one processing or sweep job works before handing over to a fresh job.
+JOB_TIME_BUDGET = 20
+# The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
+DEMO_FEED_INTERVAL = 0

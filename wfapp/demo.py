@@ -113,3 +113,44 @@ def load_demo(instance_path: str) -> list[str]:
     elif password_file.exists():
         lines.append(f"Log in as {DEMO_ADMIN}; the password is in {password_file}")
     return lines
+
+
+def feed() -> None:
+    """One tick of the demo's simulated traffic: new orders arrive, fulfilment confirms some.
+
+    An import run brings a few orders into SHOP_ORDERS (now and then one fails), and webhook
+    events confirm some of the orders that are waiting, so `make run` shows instances moving.
+    """
+    import random
+
+    from .models import Instance
+    from .services.events import NewEvent, ingest
+    from .services.runs import start_run
+
+    try:
+        integration = db.session.scalar(
+            select(Integration).where(Integration.code == "SHOP_ORDERS"))
+        if integration is None or not integration.enabled:
+            return
+        rng = random.Random()
+        records = []
+        for _ in range(rng.randint(1, 3)):
+            number = f"SO-{rng.randint(10000, 99999)}"
+            failed = rng.random() < 0.15
+            records.append({"key": number, "status": "error" if failed else "success",
+                            "data": {"number": number, "customer": rng.choice(
+                                ["Contoso", "Fabrikam", "Adatum", "Litware"]),
+                                "total": round(rng.uniform(20, 900), 2)}})
+        start_run(integration, "import", records, "demo-feed")
+        waiting = db.session.scalars(
+            select(Instance).where(Instance.integration_id == integration.id,
+                                   Instance.state == "PENDING").limit(3)).all()
+        events = [NewEvent("on_webhook", "order.confirmed", inst.record_key, None,
+                           {"type": "order.confirmed", "id": inst.record_key,
+                            "data": {"status": rng.choice(["confirmed", "shipped"]),
+                                     "tracking": f"TRK{rng.randint(100000, 999999)}"}})
+                  for inst in waiting if rng.random() < 0.6]
+        if events:
+            ingest(integration, events)
+    finally:
+        db.session.remove()

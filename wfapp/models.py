@@ -317,6 +317,11 @@ class Event(db.Model):
     __tablename__ = "event"
     __table_args__ = (
         UniqueConstraint("integration_id", "dedupe_key", name="uq_event_dedupe"),
+        # Workers look for pending events partition by partition, in the order received.
+        Index("ix_event_pending", "partition", "id",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+        Index("ix_event_integration_id", "integration_id", "id"),
         Index("ix_event_status_id", "status", "id"),
     )
 
@@ -329,6 +334,9 @@ class Event(db.Model):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     dedupe_key: Mapped[str] = mapped_column(String(200))
+    # Events of one instance share a partition; one worker at a time works a partition, which
+    # keeps them in the order they were received.
+    partition: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING.value)
     result: Mapped[str] = mapped_column(Text, default="")
@@ -351,3 +359,13 @@ class AuditEntry(db.Model):
     object_type: Mapped[str] = mapped_column(String(40))
     object_key: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(db.Model):
+    """A time-limited claim on a named piece of work (an event partition) by one worker."""
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from ..engine import RuleError, normalize_code, validate_workflow
 from ..extensions import db
-from ..models import Instance, State, Transition, Workflow
+from ..models import Instance, State, Transition, Workflow, utcnow
 from .errors import Conflict, NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -218,6 +218,8 @@ def write_definition(workflow: Workflow, wf: dict[str, Any]) -> None:
     workflow.description = wf["description"]
     workflow.initial_state = wf["initial_state"]
     workflow.enabled = wf["enabled"]
+    # Workers recompile a definition when this stamp changes, even if only a child row did.
+    workflow.updated_at = utcnow()
     _sync(workflow, workflow.states, wf["states"], State, STATE_KEYS)
     _sync(workflow, workflow.transitions, wf["transitions"], Transition, TRANSITION_KEYS)
 

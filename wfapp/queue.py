@@ -1,0 +1,157 @@
+"""The job queue: RQ on Redis for many machines, or an embedded in-process queue for one.
+
+Both run the same module-level job functions of `wfapp.jobs`; only the transport differs.
+With `REDIS_URL` unset, jobs wait in memory and one daemon thread of the web process runs them
+(with `EMBEDDED_WORKER` on, as `make run` does) — a queue for a demo or a single small machine:
+nothing survives a restart but the events, which live in the database and are picked up again by
+the sweep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "wfapp"
+PROCESS_JOB = "wfapp.jobs.process_events"
+KICK_KEY = "wfapp:kick"
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """Import a job function from its dotted path."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+class RedisQueue:
+    """RQ on a real Redis: any number of `flask --app wfapp worker` processes on any hosts."""
+
+    embedded = False
+
+    def __init__(self, url: str) -> None:
+        import redis
+        from rq import Queue
+
+        self.connection = redis.Redis.from_url(url)
+        self.queue = Queue(QUEUE_NAME, connection=self.connection)
+
+    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+        """Queue a job by the dotted path of its function."""
+        self.queue.enqueue(path, *args, job_id=job_id, result_ttl=60, failure_ttl=86400)
+
+    def kick(self) -> None:
+        """Make sure a processing job is queued; at most one waits at a time."""
+        if self.connection.set(KICK_KEY, "1", nx=True, ex=300):
+            self.enqueue(PROCESS_JOB)
+
+    def take_kick(self) -> None:
+        """A processing job has started: the next kick may queue another one."""
+        self.connection.delete(KICK_KEY)
+
+    def once(self, name: str, seconds: float) -> bool:
+        """True for exactly one caller per `seconds` across every process and host."""
+        return bool(self.connection.set(f"wfapp:once:{name}", "1", nx=True,
+                                        px=max(1, int(seconds * 1000))))
+
+
+class EmbeddedQueue:
+    """Jobs in memory, run by one daemon thread of this process (or drained by hand in tests)."""
+
+    embedded = True
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.jobs: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self.kicked = False
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.marks: dict[str, float] = {}
+        self.thread: threading.Thread | None = None
+
+    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+        """Queue a job by the dotted path of its function."""
+        with self.lock:
+            self.jobs.append((path, args))
+        self.wakeup.set()
+
+    def kick(self) -> None:
+        """Make sure a processing job is queued; at most one waits at a time."""
+        with self.lock:
+            if self.kicked:
+                return
+            self.kicked = True
+        self.enqueue(PROCESS_JOB)
+
+    def take_kick(self) -> None:
+        """A processing job has started: the next kick may queue another one."""
+        with self.lock:
+            self.kicked = False
+
+    def once(self, name: str, seconds: float) -> bool:
+        """True at most once per `seconds` in this process."""
+        now = time.monotonic()
+        with self.lock:
+            if self.marks.get(name, 0) > now:
+                return False
+            self.marks[name] = now + seconds
+            return True
+
+    def drain(self, limit: int = 1000) -> int:
+        """Run queued jobs in this thread until none are left; return how many ran."""
+        ran = 0
+        while ran < limit:
+            with self.lock:
+                if not self.jobs:
+                    return ran
+                path, args = self.jobs.popleft()
+            _run_job(self.app, path, args)
+            ran += 1
+        return ran
+
+    def start(self, schedules: list[tuple[str, float, str]]) -> None:
+        """Start the daemon thread that runs jobs and the periodic schedules."""
+        if self.thread is not None:
+            return
+        self.thread = threading.Thread(target=self._loop, args=(schedules,), daemon=True,
+                                       name="wfapp-embedded-worker")
+        self.thread.start()
+
+    def _loop(self, schedules: list[tuple[str, float, str]]) -> None:
+        due = {name: 0.0 for name, _, _ in schedules}
+        while True:
+            now = time.monotonic()
+            for name, interval, path in schedules:
+                if due[name] <= now:
+                    due[name] = now + interval
+                    self.enqueue(path)
+            self.drain()
+            self.wakeup.wait(timeout=1.0)
+            self.wakeup.clear()
+
+
+def _run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
+    with app.app_context():
+        try:
+            resolve(path)(*args)
+        except Exception:  # one failing job must not stop the embedded worker
+            log.exception("embedded job %s failed", path)
+
+
+def make_queue(app: Flask) -> RedisQueue | EmbeddedQueue:
+    """RQ when REDIS_URL is set, the embedded queue otherwise."""
+    url = app.config.get("REDIS_URL")
+    return RedisQueue(url) if url else EmbeddedQueue(app)
+
+
+def get_queue() -> RedisQueue | EmbeddedQueue:
+    """This app's queue."""
+    return current_app.extensions["wfapp"]["queue"]

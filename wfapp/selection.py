@@ -1,0 +1,226 @@
+"""Transition selection: which transition an event fires, and why the others did not.
+
+Definitions are compiled once into plain tuples and closures, so one decision is a dictionary
+lookup and a few comparisons (hundreds of thousands per second in pure Python).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .engine import compare, explain_condition
+from .paths import MISSING, resolve_path
+from .triggers import TriggerType
+
+Context = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CompiledCondition:
+    """One condition with its path split once."""
+
+    field: str
+    operator: str
+    value: Any
+    parts: tuple[str, ...]
+
+    def holds(self, context: Context) -> bool:
+        """Whether the condition is true in `context`."""
+        value: Any = context
+        for part in self.parts:
+            if isinstance(value, dict):
+                value = value.get(part, MISSING)
+                if value is MISSING:
+                    break
+            else:
+                value = resolve_path(value, part)
+                if value is MISSING:
+                    break
+        return compare(self.operator, value, self.value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "operator": self.operator, "value": self.value}
+
+
+@dataclass(frozen=True)
+class CompiledTransition:
+    """A transition ready for evaluation."""
+
+    code: str
+    description: str
+    from_state: str
+    to_state: str
+    trigger_type: str
+    enabled: bool
+    priority: int
+    config: Mapping[str, Any]
+    conditions: tuple[CompiledCondition, ...]
+    capture: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """What the engine needs to know about a state."""
+
+    code: str
+    description: str
+    is_final: bool
+    timeout_hours: float | None
+    on_timeout_transition: str | None
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """A workflow definition indexed for decisions."""
+
+    code: str
+    enabled: bool
+    initial_state: str
+    states: Mapping[str, StateInfo]
+    transitions: Mapping[str, CompiledTransition]
+    # (from_state, trigger_type) -> enabled transitions by priority, then code
+    candidates: Mapping[tuple[str, str], tuple[CompiledTransition, ...]]
+    # from_state -> every transition leaving it, by priority then code (for explanations)
+    outgoing: Mapping[str, tuple[CompiledTransition, ...]]
+
+
+def compile_workflow(wf: Mapping[str, Any]) -> CompiledWorkflow:
+    """Compile a normalized, valid definition (the export shape's `workflow`)."""
+    states = {
+        s["code"]: StateInfo(s["code"], s.get("description") or "", bool(s.get("is_final")),
+                             s.get("timeout_hours"), s.get("on_timeout_transition"))
+        for s in wf["states"]
+    }
+    transitions = {}
+    for t in wf.get("transitions") or []:
+        conditions = tuple(
+            CompiledCondition(c["field"], c["operator"], c.get("value"),
+                              tuple(c["field"].split(".")))
+            for c in t.get("conditions") or []
+        )
+        transitions[t["code"]] = CompiledTransition(
+            t["code"], t.get("description") or "", t["from_state"], t["to_state"],
+            t["trigger_type"], bool(t.get("enabled", True)), int(t.get("priority", 0)),
+            dict(t.get("trigger_config") or {}), conditions, dict(t.get("capture") or {}))
+    ordered = sorted(transitions.values(), key=lambda t: (t.priority, t.code))
+    candidates: dict[tuple[str, str], list[CompiledTransition]] = {}
+    outgoing: dict[str, list[CompiledTransition]] = {}
+    for t in ordered:
+        outgoing.setdefault(t.from_state, []).append(t)
+        if t.enabled:
+            candidates.setdefault((t.from_state, t.trigger_type), []).append(t)
+    return CompiledWorkflow(
+        wf["code"], bool(wf.get("enabled", True)), wf["initial_state"], states, transitions,
+        {k: tuple(v) for k, v in candidates.items()}, {k: tuple(v) for k, v in outgoing.items()})
+
+
+def build_context(event: Mapping[str, Any] | None, record: Any, instance: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    """The condition context {event, record, instance}."""
+    return {"event": event if event is not None else {},
+            "record": record if record is not None else {},
+            "instance": instance}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of evaluating one event against one instance."""
+
+    transition: CompiledTransition | None
+    reason: str
+
+
+def select_transition(
+    workflow: CompiledWorkflow, state: str, source: str, event: Mapping[str, Any],
+    context: Context, trigger_types: Mapping[str, TriggerType],
+) -> Decision:
+    """Fire the first transition (by priority) whose trigger matches and conditions hold."""
+    info = workflow.states.get(state)
+    if info is None:
+        return Decision(None, f"state {state!r} is no longer in workflow {workflow.code}")
+    if info.is_final:
+        return Decision(None, f"instance is in final state {state}")
+    candidates = workflow.candidates.get((state, source), ())
+    if not candidates:
+        return Decision(None, f"no enabled {source} transition leaves {state}")
+    trigger = trigger_types.get(source)
+    for transition in candidates:
+        if trigger is not None and not trigger.matches(transition.config, event):
+            continue
+        if all(c.holds(context) for c in transition.conditions):
+            return Decision(transition, f"fired {transition.code}")
+    return Decision(None, f"no {source} transition from {state} matched")
+
+
+@dataclass
+class Verdict:
+    """Why one outgoing transition did or did not fire."""
+
+    code: str
+    description: str
+    to_state: str
+    trigger_type: str
+    fires: bool
+    reason: str
+
+
+def explain(
+    workflow: CompiledWorkflow, state: str, source: str | None, event: Mapping[str, Any],
+    context: Context, trigger_types: Mapping[str, TriggerType],
+) -> list[Verdict]:
+    """For each transition leaving `state`: the first reason it would not fire, or that it fires."""
+    verdicts = []
+    chosen = False
+    info = workflow.states.get(state)
+    for t in workflow.outgoing.get(state, ()):
+        reason = ""
+        if info is not None and info.is_final:
+            reason = f"{state} is a final state"
+        elif not workflow.enabled:
+            reason = f"workflow {workflow.code} is disabled"
+        elif not t.enabled:
+            reason = "transition is disabled"
+        elif source is None or t.trigger_type != source:
+            label = trigger_types[t.trigger_type].label if t.trigger_type in trigger_types \
+                else t.trigger_type
+            reason = (f"wrong trigger: it waits for {label}, the event came from {source}"
+                      if source else f"waits for {label}")
+        else:
+            trigger = trigger_types.get(source)
+            if trigger is not None and not trigger.matches(t.config, event):
+                reason = f"the {trigger.label} plugin said the event does not match its config"
+            else:
+                failed = next((c for c in t.conditions if not c.holds(context)), None)
+                if failed is not None:
+                    reason = explain_condition(failed.as_dict(), context)
+        fires = not reason and not chosen
+        if not reason and chosen:
+            reason = "would match, but a transition with a lower priority number fires first"
+        chosen = chosen or fires
+        verdicts.append(Verdict(t.code, t.description, t.to_state, t.trigger_type, fires,
+                                reason or "fires"))
+    return verdicts
+
+
+def capture_vars(transition: CompiledTransition, context: Context,
+                 current: Mapping[str, Any]) -> dict[str, Any]:
+    """The instance variables after a transition captured its values (missing paths skipped)."""
+    if not transition.capture:
+        return dict(current)
+    out = dict(current)
+    for name, path in transition.capture.items():
+        value = resolve_path(context, path)
+        if value is not MISSING:
+            out[name] = value
+    return out
+
+
+def timeout_due(entered: datetime, state: StateInfo) -> datetime | None:
+    """When the timer of `state` falls due for an instance that entered it at `entered`."""
+    if state.timeout_hours is None or state.is_final:
+        return None
+    return entered + timedelta(hours=float(state.timeout_hours))
+

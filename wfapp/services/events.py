@@ -1,0 +1,114 @@
+"""The inbox: every trigger stores its events here first, then a worker processes them.
+
+Plugins call `ingest()`; it writes the rows (a duplicate `(integration, dedupe_key)` is
+acknowledged and ignored) and only after the commit asks the queue for a processing job.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..extensions import db
+from ..models import Event, EventStatus, Integration, utcnow
+from ..queue import get_queue
+from .errors import Conflict, NotFound
+
+EVENT = Event.__table__
+PARTITIONS = 64
+
+
+@dataclass
+class NewEvent:
+    """An event a trigger wants stored."""
+
+    source: str
+    type: str = ""
+    record_key: str | None = None
+    run_id: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] | None = None
+    dedupe_key: str | None = None
+
+
+@dataclass
+class IngestResult:
+    """How many events were stored and how many were duplicates."""
+
+    stored: int
+    duplicates: int
+
+
+def partition_of(integration_id: int, record_key: str | None, run_id: int | None) -> int:
+    """Events of one instance key land in one partition, so they are applied in order."""
+    if record_key is not None:
+        key = f"{integration_id}:{record_key}"
+    else:
+        key = f"{integration_id}#{run_id}"
+    return zlib.crc32(key.encode()) % PARTITIONS
+
+
+def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> int:
+    dialect = db.session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(EVENT).on_conflict_do_nothing(
+        index_elements=["integration_id", "dedupe_key"])
+    if dialect == "postgresql":
+        result = db.session.execute(statement.returning(EVENT.c.id), rows)
+        return len(result.all())
+    result = db.session.execute(statement, rows)
+    return max(result.rowcount, 0)
+
+
+def ingest(integration: Integration, events: Sequence[NewEvent], kick: bool = True
+           ) -> IngestResult:
+    """Store events for an integration in one transaction, then queue their processing."""
+    now = utcnow()
+    rows = [{
+        "integration_id": integration.id, "source": e.source, "type": e.type or "",
+        "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
+        "record": e.record, "dedupe_key": e.dedupe_key or uuid.uuid4().hex,
+        "partition": partition_of(integration.id, e.record_key, e.run_id), "received_at": now,
+        "status": EventStatus.PENDING.value, "result": "", "attempts": 0,
+    } for e in events]
+    stored = _insert_ignoring_duplicates(rows) if rows else 0
+    db.session.commit()
+    if stored and kick:
+        get_queue().kick()
+    return IngestResult(stored, len(rows) - stored)
+
+
+def get_event(event_id: int) -> Event:
+    """Return the event with this id; raise NotFound otherwise."""
+    event = db.session.get(Event, event_id)
+    if event is None:
+        raise NotFound(f"event {event_id} does not exist")
+    return event
+
+
+def replay(event_id: int) -> Event:
+    """Put a skipped or failed event back in the queue (a processed one cannot be replayed)."""
+    event = get_event(event_id)
+    if event.status not in (EventStatus.SKIPPED.value, EventStatus.FAILED.value):
+        raise Conflict(f"event {event_id} is {event.status}; only skipped or failed events can "
+                       "be replayed")
+    db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
+        status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000]))
+    db.session.commit()
+    get_queue().kick()
+    db.session.refresh(event)
+    return event
+
+
+def has_pending() -> bool:
+    """Whether any event waits for processing."""
+    return db.session.scalar(
+        select(EVENT.c.id).where(EVENT.c.status == EventStatus.PENDING.value).limit(1)
+    ) is not None
+

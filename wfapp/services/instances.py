@@ -1,0 +1,266 @@
+"""Workflow instances: the list with its filters, one instance, and what people do to them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, or_, select, update
+
+from ..engine import RuleError, explain_condition
+from ..extensions import db
+from ..models import (
+    AuditEntry,
+    Event,
+    HistoryEntry,
+    Instance,
+    Integration,
+    State,
+    Workflow,
+    utcnow,
+)
+from ..selection import Verdict, build_context, capture_vars, explain
+from .errors import Conflict, NotFound, ValidationFailed
+from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
+from .registry import get_registry
+
+MAX_PAGE = 500
+
+
+@dataclass
+class InstanceFilters:
+    """The filters of the Workflow Instances page and API."""
+
+    workflow: str | None = None
+    integration: str | None = None
+    state: str | None = None
+    active: bool | None = None
+    record_key: str | None = None
+    run_id: int | None = None
+    since: datetime | None = None  # in state since (entered at or before)
+
+
+def encode_cursor(entered: datetime, instance_id: int) -> str:
+    """An opaque keyset cursor."""
+    raw = json.dumps([entered.isoformat(), instance_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Read a cursor made by encode_cursor; ValidationFailed when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        entered, instance_id = json.loads(raw)
+        return datetime.fromisoformat(entered), int(instance_id)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ValidationFailed([RuleError("cursor", "is not a cursor this list gave out")]
+                               ) from None
+
+
+def _filtered(filters: InstanceFilters) -> Select[Any]:
+    query = (select(Instance, Integration.code, Workflow.code, State.description)
+             .join(Integration, Integration.id == Instance.integration_id)
+             .join(Workflow, Workflow.id == Instance.workflow_id)
+             .outerjoin(State, and_(State.workflow_id == Instance.workflow_id,
+                                    State.code == Instance.state)))
+    if filters.workflow:
+        query = query.where(Workflow.code == filters.workflow.strip().upper())
+    if filters.integration:
+        query = query.where(Integration.code == filters.integration.strip().upper())
+    if filters.state:
+        query = query.where(Instance.state == filters.state.strip().upper())
+    if filters.active is not None:
+        query = query.where(Instance.active.is_(filters.active))
+    if filters.record_key:
+        query = query.where(Instance.record_key == filters.record_key)
+    if filters.run_id is not None:
+        query = query.where(Instance.run_id == filters.run_id)
+    if filters.since is not None:
+        query = query.where(Instance.entered_state_at <= filters.since)
+    return query
+
+
+@dataclass
+class InstanceRow:
+    """One line of the Workflow Instances list."""
+
+    instance: Instance
+    integration_code: str
+    workflow_code: str
+    state_description: str
+
+
+def list_instances(filters: InstanceFilters, limit: int = 50, cursor: str | None = None
+                   ) -> tuple[list[InstanceRow], str | None]:
+    """A page of instances, longest in their state first, with the cursor of the next page."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = _filtered(filters)
+    if cursor:
+        entered, instance_id = decode_cursor(cursor)
+        query = query.where(or_(Instance.entered_state_at > entered,
+                                and_(Instance.entered_state_at == entered,
+                                     Instance.id > instance_id)))
+    rows = db.session.execute(
+        query.order_by(Instance.entered_state_at, Instance.id).limit(limit + 1)).all()
+    items = [InstanceRow(r[0], r[1], r[2], r[3] or "") for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1].instance
+        next_cursor = encode_cursor(last.entered_state_at, last.id)
+    return items, next_cursor
+
+
+def get_instance(instance_id: int) -> Instance:
+    """Return the instance with this id; raise NotFound otherwise."""
+    instance = db.session.get(Instance, instance_id)
+    if instance is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    return instance
+
+
+def history(instance_id: int) -> list[HistoryEntry]:
+    """The instance's history, oldest first."""
+    return list(db.session.scalars(select(HistoryEntry)
+                                   .where(HistoryEntry.instance_id == instance_id)
+                                   .order_by(HistoryEntry.at, HistoryEntry.id)))
+
+
+def events_of(instance_id: int, limit: int = 100) -> list[Event]:
+    """The latest events that reached this instance, newest first."""
+    return list(db.session.scalars(select(Event).where(Event.instance_id == instance_id)
+                                   .order_by(Event.id.desc()).limit(limit)))
+
+
+@dataclass
+class ManualAction:
+    """A Manual transition a person can fire now."""
+
+    code: str
+    label: str
+    to_state: str
+    confirm: bool
+
+
+def manual_actions(instance: Instance) -> list[ManualAction]:
+    """The enabled Manual transitions leaving the instance's state (none in a final state)."""
+    workflow = compiled_workflow(instance.workflow_id)
+    if workflow is None or not workflow.enabled:
+        return []
+    state = workflow.states.get(instance.state)
+    if state is None or state.is_final:
+        return []
+    return [ManualAction(t.code, t.config.get("button_label") or t.description or t.code,
+                         t.to_state, bool(t.config.get("confirm")))
+            for t in workflow.candidates.get((instance.state, "manual"), ())]
+
+
+def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:
+    """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
+    conn = db.session.connection()
+    row = load_instance(conn, instance_id, lock=True)
+    if row is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    workflow = compiled_workflow(row.workflow_id)
+    code = (transition_code or "").strip().upper()
+    transition = workflow.transitions.get(code) if workflow else None
+    problem = None
+    if transition is None:
+        problem = f"transition {code!r} does not exist in this workflow"
+    elif transition.trigger_type != "manual":
+        problem = f"transition {code} is not a Manual transition"
+    elif not workflow.enabled:
+        problem = f"workflow {workflow.code} is disabled"
+    elif not transition.enabled:
+        problem = f"transition {code} is disabled"
+    elif transition.from_state != row.state:
+        problem = f"transition {code} leaves {transition.from_state}; the instance is in " \
+                  f"{row.state}"
+    elif workflow.states[row.state].is_final:
+        problem = f"the instance is in final state {row.state}"
+    if problem:
+        db.session.rollback()
+        raise Conflict(problem)
+    context = build_context({"comment": comment}, row.data, row.context())
+    failed = next((c for c in transition.conditions if not c.holds(context)), None)
+    if failed is not None:
+        db.session.rollback()
+        reason = explain_condition(failed.as_dict(), context)
+        raise Conflict(f"transition {code} cannot fire: {reason}")
+    now = utcnow()
+    change = Move(transition.to_state, transition.code, "manual", actor,
+                  notes=comment or "", vars=capture_vars(transition, context, row.vars))
+    if not move(conn, workflow, row, change, now):
+        db.session.rollback()
+        raise Conflict("the instance changed meanwhile; look again and retry")
+    db.session.commit()
+    return get_instance(instance_id)
+
+
+def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> Instance:
+    """Move an instance to any state of its workflow without firing a transition."""
+    if not (note or "").strip():
+        raise ValidationFailed([RuleError("note", "a note saying why is required")])
+    conn = db.session.connection()
+    row = load_instance(conn, instance_id, lock=True)
+    if row is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    workflow = compiled_workflow(row.workflow_id)
+    code = (state_code or "").strip().upper()
+    if workflow is None or code not in workflow.states:
+        db.session.rollback()
+        raise ValidationFailed([RuleError("state", f"state {code!r} is not a state of "
+                                          "this workflow")])
+    if not move(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()),
+                utcnow()):
+        db.session.rollback()
+        raise Conflict("the instance changed meanwhile; look again and retry")
+    db.session.commit()
+    return get_instance(instance_id)
+
+
+def delete_instance(instance_id: int, actor: str) -> None:
+    """Remove an instance without firing anything; the deletion goes to the audit log."""
+    instance = get_instance(instance_id)
+    db.session.add(AuditEntry(
+        actor=actor, action="delete", object_type="instance", object_key=str(instance.id),
+        details={"integration": instance.integration.code, "workflow": instance.workflow.code,
+                 "record_key": instance.record_key, "run_id": instance.run_id,
+                 "state": instance.state, "vars": instance.vars}))
+    db.session.execute(update(Event.__table__).where(Event.instance_id == instance.id)
+                       .values(instance_id=None))
+    db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance.id))
+    db.session.commit()
+
+
+def why_not(instance: Instance, payload: dict[str, Any] | None = None,
+            source: str | None = None, event_type: str = "") -> tuple[str, list[Verdict]]:
+    """Explain each outgoing transition for the latest event, or for a pasted payload."""
+    workflow = compiled_workflow(instance.workflow_id)
+    if workflow is None:
+        return "the workflow no longer exists", []
+    record = instance.data
+    if payload is None:
+        latest = db.session.scalar(select(Event).where(Event.instance_id == instance.id)
+                                   .order_by(Event.id.desc()).limit(1))
+        if latest is None:
+            about = "no event has reached this instance yet"
+            source, payload = None, {}
+        else:
+            about = f"the latest event #{latest.id} ({latest.source}, received " \
+                    f"{latest.received_at:%Y-%m-%d %H:%M:%S})"
+            source, payload, event_type = latest.source, latest.payload or {}, latest.type
+            record = latest.record if latest.record is not None else instance.data
+    else:
+        about = f"the pasted payload as a {source} event"
+    context = build_context(payload, record, {"state": instance.state,
+                                              "record_key": instance.record_key,
+                                              "run_id": instance.run_id,
+                                              "vars": instance.vars or {}})
+    view = {"source": source, "type": event_type, "payload": payload,
+            "record": {"key": instance.record_key, "data": record,
+                       "status": (payload or {}).get("status")}}
+    return about, explain(workflow, instance.state, source, view, context,
+                          get_registry().trigger_types)
