@@ -22,6 +22,15 @@ class RecordTrigger(TriggerType):
         status = record.get("status") or (event.get("payload") or {}).get("status")
         return status == wanted
 
+    def explain_mismatch(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+        """Name the record status the transition waits for."""
+        if self.matches(config, event):
+            return ""
+        record = event.get("record") or {}
+        status = record.get("status") or (event.get("payload") or {}).get("status")
+        return (f"the record's status is {status!r}; this transition fires for "
+                f"{config.get('record_status')!r} records")
+
 
 def record_trigger(name: str, label: str, direction: str) -> RecordTrigger:
     """Build the trigger type for one run direction."""

@@ -33,6 +33,19 @@ class WebhookTrigger(TriggerType):
                 return False
         return True
 
+    def explain_mismatch(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+        """Say whether the event type or the value at JSON Path did not match."""
+        pattern = config.get("event_filter")
+        if pattern and not glob_match(pattern, str(event.get("type") or "")):
+            return f"event type {event.get('type')!r} does not match the filter {pattern!r}"
+        path = config.get("json_path")
+        if path and not self.matches(config, event):
+            value = resolve_path(event.get("payload") or {}, path)
+            shown = "missing" if value is MISSING else repr(value)
+            return (f"payload {path} is {shown}; this transition waits for "
+                    f"{config.get('expected_value')!r}")
+        return ""
+
 
 ON_WEBHOOK = WebhookTrigger(
     name="on_webhook",

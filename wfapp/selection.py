@@ -190,8 +190,9 @@ def explain(
                       if source else f"waits for {label}")
         else:
             trigger = trigger_types.get(source)
-            if trigger is not None and not trigger.matches(t.config, event):
-                reason = f"the {trigger.label} plugin said the event does not match its config"
+            mismatch = trigger.explain_mismatch(t.config, event) if trigger is not None else ""
+            if mismatch:
+                reason = mismatch
             else:
                 failed = next((c for c in t.conditions if not c.holds(context)), None)
                 if failed is not None:

@@ -104,6 +104,12 @@ class TriggerType:
         """Whether an event (type, payload, record, source) satisfies this trigger's config."""
         return True
 
+    def explain_mismatch(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+        """Why `matches` said no, for the "why didn't it move?" panel ("" when it matches)."""
+        if self.matches(config, event):
+            return ""
+        return f"the event does not match this {self.label} transition's settings"
+
 
 def glob_match(pattern: str, value: str) -> bool:
     """Match `value` against a pattern where `*` stands for any run of characters."""

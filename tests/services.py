@@ -1,0 +1,84 @@
+"""Test helpers for the real services: a Redis server and `flask --app wfapp worker` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ping(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_or_start_redis(workdir: Path) -> tuple[str | None, subprocess.Popen[bytes] | None, str]:
+    """A Redis URL: WFAPP_TEST_REDIS_URL, a server on 6379, or one started here."""
+    url = os.environ.get("WFAPP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if _ping(url):
+        return url, None, ""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, None, "no Redis server: set WFAPP_TEST_REDIS_URL or install redis-server"
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(50):
+        if _ping(url):
+            return url, proc, ""
+        time.sleep(0.1)
+    proc.kill()
+    return None, None, "redis-server did not start"
+
+
+def worker_env(config: dict[str, Any], **extra: str) -> dict[str, str]:
+    """Environment for a worker subprocess that uses the test's database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
+    env.update({
+        "WFAPP_SECRET_KEY": "test-worker",
+        "WFAPP_SQLALCHEMY_DATABASE_URI": config["SQLALCHEMY_DATABASE_URI"],
+        "WFAPP_REDIS_URL": config["REDIS_URL"],
+        "WFAPP_LEASE_SECONDS": str(config.get("LEASE_SECONDS", 60)),
+        "WFAPP_EVENT_BATCH_SIZE": str(config.get("EVENT_BATCH_SIZE", 200)),
+    })
+    env.update(extra)
+    return env
+
+
+def start_worker(config: dict[str, Any], burst: bool = True, **extra: str
+                 ) -> subprocess.Popen[str]:
+    """Start `flask --app wfapp worker [--burst]` in a subprocess."""
+    flask = str(Path(sys.executable).parent / "flask")
+    args = [flask, "--app", "wfapp", "worker"] + (["--burst"] if burst else [])
+    return subprocess.Popen(args, cwd=str(ROOT), env=worker_env(config, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_workers(config: dict[str, Any], count: int = 1, timeout: float = 120) -> list[str]:
+    """Run `count` burst workers at once until they exit; return their output."""
+    procs = [start_worker(config) for _ in range(count)]
+    outputs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, out
+        outputs.append(out)
+    return outputs
