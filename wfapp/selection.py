@@ -6,7 +6,8 @@ lookup and a few comparisons (hundreds of thousands per second in pure Python).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,28 +19,53 @@ from .triggers import TriggerType
 Context = Mapping[str, Any]
 
 
+_NUMBER = (int, float)
+_ORDER = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+
+
+def _fast_compare(op: str, expected: Any) -> Callable[[Any], bool]:
+    """A comparison specialised for one operator and value; the common cases skip `compare`.
+
+    Each shortcut returns only what `compare` would; everything else falls through to it.
+    """
+    if op == "eq" and type(expected) is str:
+        return lambda actual: actual == expected or compare(op, actual, expected)
+    if op in ("in", "not_in") and isinstance(expected, list):
+        strings = frozenset(v for v in expected if type(v) is str)
+        if op == "in":
+            return lambda actual: (type(actual) is str and actual in strings) or compare(
+                op, actual, expected)
+        return lambda actual: compare(op, actual, expected)
+    if op in _ORDER and type(expected) in _NUMBER:
+        order = _ORDER[op]
+        return lambda actual: order(actual, expected) if type(actual) in _NUMBER else compare(
+            op, actual, expected)
+    return lambda actual: compare(op, actual, expected)
+
+
 @dataclass(frozen=True)
 class CompiledCondition:
-    """One condition with its path split once."""
+    """One condition with its path split once and its comparison specialised."""
 
     field: str
     operator: str
     value: Any
     parts: tuple[str, ...]
+    check: Callable[[Any], bool] = lambda actual: False
+
+    @classmethod
+    def build(cls, field: str, op: str, value: Any) -> CompiledCondition:
+        """Compile one condition."""
+        return cls(field, op, value, tuple(field.split(".")), _fast_compare(op, value))
 
     def holds(self, context: Context) -> bool:
         """Whether the condition is true in `context`."""
         value: Any = context
         for part in self.parts:
-            if isinstance(value, dict):
-                value = value.get(part, MISSING)
-                if value is MISSING:
-                    break
-            else:
-                value = resolve_path(value, part)
-                if value is MISSING:
-                    break
-        return compare(self.operator, value, self.value)
+            value = value.get(part, MISSING) if type(value) is dict else resolve_path(value, part)
+            if value is MISSING:
+                break
+        return self.check(value)
 
     def as_dict(self) -> dict[str, Any]:
         return {"field": self.field, "operator": self.operator, "value": self.value}
@@ -97,8 +123,7 @@ def compile_workflow(wf: Mapping[str, Any]) -> CompiledWorkflow:
     transitions = {}
     for t in wf.get("transitions") or []:
         conditions = tuple(
-            CompiledCondition(c["field"], c["operator"], c.get("value"),
-                              tuple(c["field"].split(".")))
+            CompiledCondition.build(c["field"], c["operator"], c.get("value"))
             for c in t.get("conditions") or []
         )
         transitions[t["code"]] = CompiledTransition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 FIELD_TYPES = ("string", "text", "bool", "int", "number", "choice", "multichoice", "json", "secret")
@@ -111,7 +112,13 @@ class TriggerType:
         return f"the event does not match this {self.label} transition's settings"
 
 
+@lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
 def glob_match(pattern: str, value: str) -> bool:
     """Match `value` against a pattern where `*` stands for any run of characters."""
-    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, value) is not None
+    if "*" not in pattern:
+        return pattern == value
+    return _glob(pattern).fullmatch(value) is not None
