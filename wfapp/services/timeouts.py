@@ -1,13 +1,16 @@
 """The timeout sweep: fire the On Timeout Transition of every instance whose timer is due.
 
-Timers are the `timeout_due_at` column (indexed only where set). Batches are locked with
-`FOR UPDATE SKIP LOCKED` on PostgreSQL, so sweeps on many hosts share the work; everywhere the
-compare-and-set in `move()` makes a second sweep of the same instance fire nothing.
+Timers are the `timeout_due_at` column (indexed only where set). A batch of due instances is
+locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so sweeps on many hosts share the work, and
+moved with one set-based UPDATE per (workflow, state) whose guard — still in that state and still
+due — is the compare-and-set: an instance that someone else moved (or whose timer restarted) is
+left alone, so running the sweep twice at once fires nothing twice.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -15,15 +18,8 @@ from sqlalchemy import insert, select, update
 
 from ..extensions import db
 from ..models import Workflow, utcnow
-from .firing import (
-    HISTORY,
-    INSTANCE,
-    INSTANCE_COLUMNS,
-    Move,
-    compiled_workflow,
-    move,
-    row_to_instance,
-)
+from ..selection import CompiledWorkflow, timeout_due
+from .firing import HISTORY, INSTANCE, compiled_workflow
 
 SWEEP_ACTOR = "sweep"
 WORKFLOW = Workflow.__table__
@@ -31,7 +27,7 @@ WORKFLOW = Workflow.__table__
 
 def _due(now: datetime, limit: int) -> list[Any]:
     query = (
-        select(*INSTANCE_COLUMNS)
+        select(INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.state, INSTANCE.c.version)
         .join(WORKFLOW, WORKFLOW.c.id == INSTANCE.c.workflow_id)
         .where(INSTANCE.c.timeout_due_at <= now, WORKFLOW.c.enabled.is_(True))
         .order_by(INSTANCE.c.timeout_due_at)
@@ -42,7 +38,45 @@ def _due(now: datetime, limit: int) -> list[Any]:
     return list(db.session.execute(query))
 
 
-def fire_due_timeouts(now: datetime | None = None, batch_size: int = 1000,
+def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: datetime,
+                history: list[dict[str, Any]]) -> int:
+    """Move every due instance of one (workflow, state) in one guarded UPDATE."""
+    info = workflow.states.get(state)
+    code = info.on_timeout_transition if info else None
+    transition = workflow.transitions.get(code) if code else None
+    versions = {row.id: row.version for row in rows}
+    guard = [INSTANCE.c.id.in_(list(versions)), INSTANCE.c.state == state,
+             INSTANCE.c.timeout_due_at <= now]
+    conn = db.session.connection()
+    if transition is None or not transition.enabled:
+        # Leave the instances where they are, say why once, and stop their timers.
+        note = "timeout transition disabled" if transition is not None else \
+            f"state {state} has no On Timeout Transition any more"
+        moved = conn.execute(update(INSTANCE).where(*guard)
+                             .values(timeout_due_at=None, version=INSTANCE.c.version + 1)
+                             .returning(INSTANCE.c.id)).scalars().all()
+        history.extend({"instance_id": i, "at": now, "from_state": state, "to_state": state,
+                        "transition": code, "trigger_type": "timeout", "actor": SWEEP_ACTOR,
+                        "event_id": None, "notes": note} for i in moved)
+        return 0
+    target = workflow.states[transition.to_state]
+    moved = conn.execute(
+        update(INSTANCE).where(*guard).values(
+            state=target.code, active=not target.is_final, entered_state_at=now,
+            timeout_due_at=timeout_due(now, target), last_trigger="timeout",
+            last_transition=transition.code, version=INSTANCE.c.version + 1,
+            completed_at=now if target.is_final else None)
+        .returning(INSTANCE.c.id)).scalars().all()
+    hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
+    note = f"timed out after {hours} h in {state}"
+    history.extend({"instance_id": i, "at": now, "from_state": state,
+                    "to_state": target.code, "transition": transition.code,
+                    "trigger_type": "timeout", "actor": SWEEP_ACTOR, "event_id": None,
+                    "notes": note} for i in moved)
+    return len(moved)
+
+
+def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
                       time_budget: float = 20.0) -> int:
     """Fire due timeouts in batches (one transaction each); return how many instances moved."""
     deadline = time.monotonic() + time_budget
@@ -53,36 +87,17 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 1000,
         if not rows:
             db.session.commit()
             break
-        conn = db.session.connection()
-        history: list[dict[str, Any]] = []
+        groups: dict[tuple[int, str], list[Any]] = defaultdict(list)
         for row in rows:
-            instance = row_to_instance(row)
-            workflow = compiled_workflow(instance.workflow_id)
-            state = workflow.states.get(instance.state) if workflow else None
-            code = state.on_timeout_transition if state else None
-            transition = workflow.transitions.get(code) if workflow and code else None
-            if transition is None or not transition.enabled:
-                # Leave the instance where it is, say why once, and stop the timer.
-                note = "timeout transition disabled" if transition is not None else \
-                    f"state {instance.state} has no On Timeout Transition any more"
-                result = conn.execute(
-                    update(INSTANCE).where(INSTANCE.c.id == instance.id,
-                                           INSTANCE.c.version == instance.version)
-                    .values(timeout_due_at=None, version=instance.version + 1))
-                if result.rowcount == 1:
-                    history.append({"instance_id": instance.id, "at": moment,
-                                    "from_state": instance.state, "to_state": instance.state,
-                                    "transition": code, "trigger_type": "timeout",
-                                    "actor": SWEEP_ACTOR, "event_id": None, "notes": note})
-                continue
-            hours = f"{state.timeout_hours:g}" if state and state.timeout_hours else "?"
-            if move(conn, workflow, instance,
-                    Move(transition.to_state, transition.code, "timeout", SWEEP_ACTOR,
-                         notes=f"timed out after {hours} h in {instance.state}"),
-                    moment, history):
-                fired += 1
+            groups[(row.workflow_id, row.state)].append(row)
+        history: list[dict[str, Any]] = []
+        workflows = {wid: compiled_workflow(wid) for wid in {w for w, _ in groups}}
+        for (workflow_id, state), members in groups.items():
+            workflow = workflows[workflow_id]
+            if workflow is not None:
+                fired += _fire_group(workflow, state, members, moment, history)
         if history:
-            conn.execute(insert(HISTORY), history)
+            db.session.connection().execute(insert(HISTORY), history)
         db.session.commit()
         if len(rows) < batch_size:
             break
