@@ -12,7 +12,8 @@ run: $(VENV)/.installed instance/config.py
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@echo "wfapp serves http://$(HOST):$(PORT)  (Ctrl+C stops it)"
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	WFAPP_EMBEDDED_WORKER=true WFAPP_DEMO_FEED_INTERVAL=$${WFAPP_DEMO_FEED_INTERVAL:-60} \
+		$(FLASK) run --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
