@@ -115,7 +115,9 @@ def plugins_command() -> None:
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
-def worker_command(burst: bool) -> None:
+@click.option("--schedules/--no-schedules", default=True, show_default=True,
+              help="Take part in queueing the periodic jobs (sweep, polls).")
+def worker_command(burst: bool, schedules: bool) -> None:
     """Run an RQ worker inside the app context, with the periodic sweep and schedules.
 
     The worker is RQ's SimpleWorker: jobs run in this process, which keeps the app context,
@@ -132,7 +134,7 @@ def worker_command(burst: bool) -> None:
         click.echo("Error: set WFAPP_REDIS_URL to run workers; without Redis the web process "
                    "runs jobs itself (the embedded queue).", err=True)
         sys.exit(1)
-    if not burst:
+    if schedules and not burst:
         _start_scheduler(queue, current_app.extensions["wfapp"]["schedules"])
     worker = SimpleWorker([queue.queue], connection=queue.connection)
     worker.work(burst=burst, logging_level="WARNING" if burst else "INFO")
