@@ -277,8 +277,8 @@ def bench_raw_sql(app, args) -> float:
 
 def bench_decisions(seconds: float = 3.0) -> float:
     """The pure engine: decisions per second on the 10-state, 3-condition workflow."""
+    from wfapp.engine import build_context, compile_workflow, select_transition
     from wfapp.plugins import build_registry, get_plugin_manager
-    from wfapp.selection import build_context, compile_workflow, select_transition
 
     triggers = build_registry(get_plugin_manager()).trigger_types
     workflow = compile_workflow(ring_workflow()["workflow"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from wfapp.selection import build_context, capture_vars, compile_workflow, select_transition
+from wfapp.engine import build_context, capture_vars, compile_workflow, select_transition
 
 
 def serial_replay(workflow: dict[str, Any], events: Iterable[Any], trigger_types: dict[str, Any]

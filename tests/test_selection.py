@@ -8,18 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wfapp.engine import OPERATORS, compare
-from wfapp.paths import MISSING
-from wfapp.plugins import build_registry, get_plugin_manager
-from wfapp.selection import (
-    _fast_compare,
+from wfapp.engine import (
+    OPERATORS,
     build_context,
     capture_vars,
+    compare,
     compile_workflow,
     explain,
     select_transition,
     timeout_due,
 )
+from wfapp.engine.selection import _fast_compare
+from wfapp.paths import MISSING
+from wfapp.plugins import build_registry, get_plugin_manager
 
 TRIGGERS = build_registry(get_plugin_manager()).trigger_types
 

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from ..engine import CompiledWorkflow, compile_workflow, timeout_due
 from ..extensions import db
 from ..models import HistoryEntry, Instance, State, Transition, Workflow
-from ..selection import CompiledWorkflow, compile_workflow, timeout_due
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__

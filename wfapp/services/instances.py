@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select, update
 
-from ..engine import RuleError, explain_condition
+from ..engine import RuleError, Verdict, build_context, capture_vars, explain, explain_condition
 from ..extensions import db
 from ..models import (
     AuditEntry,
@@ -22,7 +22,6 @@ from ..models import (
     Workflow,
     utcnow,
 )
-from ..selection import Verdict, build_context, capture_vars, explain
 from .errors import Conflict, NotFound, ValidationFailed
 from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
 from .registry import get_registry

@@ -21,9 +21,9 @@ from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ..engine import build_context, capture_vars, select_transition
 from ..extensions import db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
-from ..selection import build_context, capture_vars, select_transition
 from .firing import (
     HISTORY,
     INSTANCE,

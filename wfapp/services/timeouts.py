@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from ..engine import CompiledWorkflow, timeout_due
 from ..extensions import db
 from ..models import Workflow, utcnow
-from ..selection import CompiledWorkflow, timeout_due
 from .firing import HISTORY, INSTANCE, compiled_workflow
 
 SWEEP_ACTOR = "sweep"

@@ -1,35 +1,20 @@
-"""Pure workflow decisions: definition rules, condition evaluation and transition selection.
-
-Nothing here knows Flask, the database or the queue; everything takes and returns plain data,
-so every rule of the product design (§2) is unit-testable in microseconds.
-"""
+"""Definition rules: every rule of the design (§2) that a workflow definition must satisfy."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .paths import MISSING, resolve_path
-from .triggers import TriggerType
+from ..triggers import TriggerType
+from .conditions import OPERATORS, VALUELESS
 
 CODE_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 FIELD_RE = re.compile(
     r"(?:event|record)(?:\.[^.\s]+)+|instance\.(?:state|record_key|run_id)|instance\.vars(?:\.[^.\s]+)+"
 )
-OPERATORS = (
-    "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "starts_with",
-    "exists", "not_exists", "matches",
-)
-OPERATOR_LABELS = {
-    "eq": "equals", "ne": "does not equal", "gt": "greater than", "ge": "greater or equal",
-    "lt": "less than", "le": "less or equal", "in": "is one of", "not_in": "is not one of",
-    "contains": "contains", "starts_with": "starts with", "exists": "exists",
-    "not_exists": "does not exist", "matches": "matches (regex)",
-}
-VALUELESS = {"exists", "not_exists"}
 MAX_DESCRIPTION = 100
 
 
@@ -47,9 +32,6 @@ class RuleError:
 def normalize_code(value: Any) -> Any:
     """Codes are stored upper-case; anything that is not a string is left for validation."""
     return value.strip().upper() if isinstance(value, str) else value
-
-
-# --- definition rules -------------------------------------------------------------------------
 
 
 def check_code(value: Any, path: str, errors: list[RuleError], label: str = "code") -> None:
@@ -229,130 +211,3 @@ def check_condition(condition: Mapping[str, Any], path: str) -> list[RuleError]:
     elif value is None and "value" not in condition:
         errors.append(RuleError(f"{path}.value", f"operator {operator} needs a value"))
     return errors
-
-
-# --- condition evaluation ----------------------------------------------------------------------
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    if actual == expected and type(actual) is not bool and type(expected) is not bool:
-        return True
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return actual is expected or str(actual).lower() == str(expected).lower()
-    a, b = _number(actual), _number(expected)
-    if a is not None and b is not None:
-        return a == b
-    return False
-
-
-def _order(actual: Any, expected: Any) -> tuple[Any, Any] | None:
-    a, b = _number(actual), _number(expected)
-    if a is not None and b is not None:
-        return a, b
-    if isinstance(actual, str) and isinstance(expected, str):
-        return actual, expected
-    return None
-
-
-def _contains(actual: Any, expected: Any) -> bool:
-    if isinstance(actual, str):
-        return str(expected) in actual
-    if isinstance(actual, list):
-        return any(_equal(item, expected) for item in actual)
-    if isinstance(actual, dict):
-        return str(expected) in actual
-    return False
-
-
-def compare(operator: str, actual: Any, expected: Any) -> bool:
-    """Apply one operator; a MISSING actual value is false for all but not_exists."""
-    if operator == "not_exists":
-        return actual is MISSING
-    if actual is MISSING:
-        return False
-    if operator == "exists":
-        return True
-    if operator == "eq":
-        return _equal(actual, expected)
-    if operator == "ne":
-        return not _equal(actual, expected)
-    if operator in ("gt", "ge", "lt", "le"):
-        pair = _order(actual, expected)
-        if pair is None:
-            return False
-        a, b = pair
-        return {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b}[operator]
-    if operator == "in":
-        return isinstance(expected, list) and any(_equal(actual, v) for v in expected)
-    if operator == "not_in":
-        return isinstance(expected, list) and not any(_equal(actual, v) for v in expected)
-    if operator == "contains":
-        return _contains(actual, expected)
-    if operator == "starts_with":
-        return isinstance(actual, str | int | float) and str(actual).startswith(str(expected))
-    if operator == "matches":
-        return isinstance(actual, str | int | float) and _regex(str(expected)).fullmatch(
-            str(actual)) is not None
-    raise ValueError(f"unknown operator {operator!r}")
-
-
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    compiled = _REGEX_CACHE.get(pattern)
-    if compiled is None:
-        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
-    return compiled
-
-
-def evaluate_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
-    """Evaluate one condition against the context {event, record, instance}."""
-    actual = resolve_path(context, condition["field"])
-    return compare(condition["operator"], actual, condition.get("value"))
-
-
-def explain_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) -> str:
-    """Say why a condition is false, e.g. `event.total gt 0 was false because event.total is 0`."""
-    field = condition["field"]
-    actual = resolve_path(context, field)
-    shown = "missing" if actual is MISSING else repr(actual)
-    value = "" if condition["operator"] in VALUELESS else f" {condition.get('value')!r}"
-    return (f"condition {field} {condition['operator']}{value} was false because "
-            f"{field} is {shown}")
-
-
-def first_failed_condition(
-    conditions: Iterable[Mapping[str, Any]], context: Mapping[str, Any]
-) -> Mapping[str, Any] | None:
-    """Return the first condition that does not hold, or None when all hold."""
-    for condition in conditions:
-        if not evaluate_condition(condition, context):
-            return condition
-    return None
-
-
-def field_suggestions(vars_names: Iterable[str] = (), record_fields: Iterable[str] = (),
-                      event_fields: Iterable[str] = ()) -> list[str]:
-    """Paths offered in the conditions editor: record., event. and instance.vars. fields."""
-    paths = ["instance.state", "instance.record_key", "instance.run_id"]
-    paths += [f"record.{name}" for name in sorted(set(record_fields))]
-    paths += [f"event.{name}" for name in sorted(set(event_fields))]
-    paths += [f"instance.vars.{name}" for name in sorted(set(vars_names))]
-    return paths
-
-
-Predicate = Callable[[Mapping[str, Any]], bool]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .engine import compare, explain_condition
-from .paths import MISSING, resolve_path
-from .triggers import TriggerType
+from ..paths import MISSING, resolve_path
+from ..triggers import TriggerType
+from .conditions import compare, explain_condition
 
 Context = Mapping[str, Any]
 

@@ -1,0 +1,50 @@
+"""The engine: pure workflow decisions — definition rules, conditions, transition selection.
+
+Nothing here knows Flask, the database or the queue; everything takes and returns plain data,
+so every rule of the product design (§2) is unit-testable in microseconds.
+"""
+
+from .conditions import (
+    OPERATOR_LABELS,
+    OPERATORS,
+    VALUELESS,
+    compare,
+    evaluate_condition,
+    explain_condition,
+    field_suggestions,
+    first_failed_condition,
+)
+from .rules import (
+    CAPTURE_NAME_RE,
+    CODE_RE,
+    FIELD_RE,
+    MAX_DESCRIPTION,
+    RuleError,
+    check_code,
+    check_condition,
+    normalize_code,
+    validate_workflow,
+)
+from .selection import (
+    CompiledCondition,
+    CompiledTransition,
+    CompiledWorkflow,
+    Decision,
+    StateInfo,
+    Verdict,
+    build_context,
+    capture_vars,
+    compile_workflow,
+    explain,
+    select_transition,
+    timeout_due,
+)
+
+__all__ = [
+    "CAPTURE_NAME_RE", "CODE_RE", "FIELD_RE", "MAX_DESCRIPTION", "OPERATORS", "OPERATOR_LABELS",
+    "VALUELESS", "CompiledCondition", "CompiledTransition", "CompiledWorkflow", "Decision",
+    "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
+    "check_condition", "compare", "compile_workflow", "evaluate_condition", "explain",
+    "explain_condition", "field_suggestions", "first_failed_condition", "normalize_code",
+    "select_transition", "timeout_due", "validate_workflow",
+]
