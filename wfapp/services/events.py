@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..engine import RuleError
 from ..extensions import db
 from ..models import Event, EventStatus, Integration, utcnow
 from ..queue import get_queue
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, ValidationFailed
 
 EVENT = Event.__table__
 PARTITIONS = 64
@@ -112,3 +113,41 @@ def has_pending() -> bool:
         select(EVENT.c.id).where(EVENT.c.status == EventStatus.PENDING.value).limit(1)
     ) is not None
 
+
+
+@dataclass
+class EventFilters:
+    """The filters of the Events page and API."""
+
+    integration: str | None = None
+    status: str | None = None
+    source: str | None = None
+    run_id: int | None = None
+    instance_id: int | None = None
+
+
+def list_events(filters: EventFilters, limit: int = 50, cursor: int | None = None
+                ) -> tuple[list[Event], int | None]:
+    """A page of events, newest first; the cursor is the id to continue below."""
+    errors = []
+    if filters.status and filters.status not in [s.value for s in EventStatus]:
+        errors.append(RuleError("status", "must be pending, processed, skipped or failed"))
+    if errors:
+        raise ValidationFailed(errors)
+    query = select(Event).order_by(Event.id.desc()).limit(max(1, min(limit, 500)) + 1)
+    if filters.integration:
+        query = query.join(Integration, Integration.id == Event.integration_id).where(
+            Integration.code == filters.integration.strip().upper())
+    if filters.status:
+        query = query.where(Event.status == filters.status)
+    if filters.source:
+        query = query.where(Event.source == filters.source)
+    if filters.run_id is not None:
+        query = query.where(Event.run_id == filters.run_id)
+    if filters.instance_id is not None:
+        query = query.where(Event.instance_id == filters.instance_id)
+    if cursor is not None:
+        query = query.where(Event.id < cursor)
+    rows = list(db.session.scalars(query))
+    size = max(1, min(limit, 500))
+    return rows[:size], (rows[size - 1].id if len(rows) > size else None)
