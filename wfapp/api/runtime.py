@@ -1,0 +1,196 @@
+"""JSON API of the running engine: runs, instances and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from werkzeug.wrappers import Response
+
+from ..engine import RuleError
+from ..models import Event, HistoryEntry, Instance, Role, Run
+from ..security import actor_name, requires_role
+from ..services import events as event_service
+from ..services import instances as instance_service
+from ..services.errors import ValidationFailed
+from ..services.integrations import get_integration
+from ..services.runs import get_run, run_progress, start_run
+from . import bp
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _body(allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
+    """The JSON object body; unknown or missing fields are errors that name the field."""
+    data = request.get_json(silent=True)
+    if not request.is_json:
+        raise ValidationFailed([RuleError("body", "send JSON with Content-Type: "
+                                          "application/json")])
+    if not isinstance(data, dict):
+        raise ValidationFailed([RuleError("body", "must be a JSON object")])
+    errors = [RuleError(k, "unknown field") for k in data if k not in allowed]
+    errors += [RuleError(k, "is required") for k in sorted(required) if k not in data]
+    if errors:
+        raise ValidationFailed(errors)
+    return data
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed([RuleError(name, "must be a whole number")]) from None
+
+
+def _limit() -> int:
+    value = _int_arg("limit")
+    if value is None:
+        return 50
+    if not 1 <= value <= 500:
+        raise ValidationFailed([RuleError("limit", "must be between 1 and 500")])
+    return value
+
+
+def _bool_arg(name: str) -> bool | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ValidationFailed([RuleError(name, "must be true or false")])
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    """A run as the API shows it."""
+    return {"run_id": run.id, "integration": run.integration.code, "direction": run.direction,
+            "status": run.status, "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at), "total": run.total,
+            "succeeded": run.succeeded, "failed": run.failed, "actor": run.actor,
+            "events": run_progress(run)}
+
+
+def instance_to_dict(instance: Instance, history: list[HistoryEntry] | None = None
+                     ) -> dict[str, Any]:
+    """An instance as the API shows it (with its history when given)."""
+    out = {"id": instance.id, "workflow": instance.workflow.code,
+           "integration": instance.integration.code, "record_key": instance.record_key,
+           "run_id": instance.run_id, "state": instance.state, "active": instance.active,
+           "entered_state_at": _iso(instance.entered_state_at),
+           "timeout_due_at": _iso(instance.timeout_due_at), "data": instance.data or {},
+           "vars": instance.vars or {}, "last_trigger": instance.last_trigger,
+           "last_transition": instance.last_transition, "version": instance.version,
+           "created_at": _iso(instance.created_at),
+           "completed_at": _iso(instance.completed_at)}
+    if history is not None:
+        out["history"] = [{"transition": h.transition, "from_state": h.from_state,
+                           "to_state": h.to_state, "trigger_type": h.trigger_type,
+                           "event_id": h.event_id, "actor": h.actor, "notes": h.notes,
+                           "at": _iso(h.at)} for h in history]
+    return out
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """An event as the API shows it."""
+    return {"id": event.id, "integration": event.integration.code, "source": event.source,
+            "type": event.type, "record_key": event.record_key, "run_id": event.run_id,
+            "payload": event.payload, "dedupe_key": event.dedupe_key,
+            "received_at": _iso(event.received_at), "status": event.status,
+            "result": event.result, "instance_id": event.instance_id,
+            "processed_at": _iso(event.processed_at)}
+
+
+@bp.post("/integrations/<code>/runs")
+@requires_role(Role.OPERATOR)
+def create_run(code: str) -> tuple[Response, int]:
+    """Run an import or export of records; answers the run id."""
+    data = _body({"direction", "records"}, {"direction", "records"})
+    run = start_run(get_integration(code), data["direction"], data["records"], actor_name())
+    return jsonify({"run_id": run.id, **run_to_dict(run)}), 201
+
+
+@bp.get("/runs/<int:run_id>")
+def show_run(run_id: int) -> Response:
+    """One run with the progress of its events."""
+    return jsonify(run_to_dict(get_run(run_id)))
+
+
+@bp.get("/instances")
+def list_instances() -> Response:
+    """Instances by the page's filters; keyset pagination with `cursor`."""
+    filters = instance_service.InstanceFilters(
+        workflow=request.args.get("workflow") or None,
+        integration=request.args.get("integration") or None,
+        state=request.args.get("state") or None, active=_bool_arg("active"),
+        record_key=request.args.get("record_key") or None, run_id=_int_arg("run_id"))
+    rows, cursor = instance_service.list_instances(filters, _limit(),
+                                                   request.args.get("cursor") or None)
+    return jsonify({"items": [instance_to_dict(r.instance) for r in rows], "next": cursor})
+
+
+@bp.get("/instances/<int:instance_id>")
+def show_instance(instance_id: int) -> Response:
+    """One instance with its full history."""
+    instance = instance_service.get_instance(instance_id)
+    return jsonify(instance_to_dict(instance, instance_service.history(instance_id)))
+
+
+@bp.post("/instances/<int:instance_id>/fire")
+@requires_role(Role.OPERATOR)
+def fire(instance_id: int) -> Response:
+    """Fire a Manual transition."""
+    data = _body({"transition", "comment"}, {"transition"})
+    if not isinstance(data["transition"], str):
+        raise ValidationFailed([RuleError("transition", "must be a string")])
+    if not isinstance(data.get("comment", ""), str):
+        raise ValidationFailed([RuleError("comment", "must be a string")])
+    instance = instance_service.fire_manual(instance_id, data["transition"],
+                                            data.get("comment", ""), actor_name())
+    return jsonify(instance_to_dict(instance, instance_service.history(instance_id)))
+
+
+@bp.post("/instances/<int:instance_id>/reset")
+@requires_role(Role.OPERATOR)
+def reset(instance_id: int) -> Response:
+    """Reset to State, with a note."""
+    data = _body({"state", "note"}, {"state", "note"})
+    for key in ("state", "note"):
+        if not isinstance(data[key], str):
+            raise ValidationFailed([RuleError(key, "must be a string")])
+    instance = instance_service.reset_instance(instance_id, data["state"], data["note"],
+                                               actor_name())
+    return jsonify(instance_to_dict(instance, instance_service.history(instance_id)))
+
+
+@bp.delete("/instances/<int:instance_id>")
+@requires_role(Role.OPERATOR)
+def delete(instance_id: int) -> tuple[str, int]:
+    """Delete Instance (audited; nothing fires)."""
+    instance_service.delete_instance(instance_id, actor_name())
+    return "", 204
+
+
+@bp.get("/events")
+def list_events() -> Response:
+    """Stored events, newest first; filters integration, status, source, run_id."""
+    filters = event_service.EventFilters(
+        integration=request.args.get("integration") or None,
+        status=request.args.get("status") or None,
+        source=request.args.get("source") or None, run_id=_int_arg("run_id"),
+        instance_id=_int_arg("instance_id"))
+    rows, cursor = event_service.list_events(filters, _limit(), _int_arg("cursor"))
+    return jsonify({"items": [event_to_dict(e) for e in rows],
+                    "next": str(cursor) if cursor is not None else None})
+
+
+@bp.post("/events/<int:event_id>/replay")
+@requires_role(Role.OPERATOR)
+def replay(event_id: int) -> Response:
+    """Queue a skipped or failed event again."""
+    return jsonify(event_to_dict(event_service.replay(event_id)))
