@@ -80,3 +80,46 @@
     return form;
   });
 })();
+
+// Editable row lists (conditions, captured variables): add, remove, move; names are renumbered
+// so the server reads the rows in the order they are shown.
+(function () {
+  "use strict";
+  function renumber(body) {
+    const prefix = body.dataset.rows;
+    body.querySelectorAll("tr[data-row]").forEach(function (tr, i) {
+      tr.querySelectorAll("[name]").forEach(function (el) {
+        el.name = el.name.replace(new RegExp("^" + prefix + "-(\\d+|N)-"), prefix + "-" + i + "-");
+      });
+    });
+  }
+  document.querySelectorAll("[data-add-row]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      const prefix = btn.dataset.addRow;
+      const body = document.querySelector('tbody[data-rows="' + prefix + '"]');
+      const template = document.getElementById(prefix + "-template");
+      body.append(template.content.cloneNode(true));
+      renumber(body);
+      const first = body.lastElementChild.querySelector("input, select");
+      if (first) { first.focus(); }
+    });
+  });
+  document.addEventListener("click", function (e) {
+    const button = e.target.closest("[data-remove], [data-move]");
+    if (!button) { return; }
+    const tr = button.closest("tr[data-row]");
+    const body = tr.parentElement;
+    if (button.hasAttribute("data-remove")) { tr.remove(); }
+    else if (button.dataset.move === "up" && tr.previousElementSibling) { body.insertBefore(tr, tr.previousElementSibling); }
+    else if (button.dataset.move === "down" && tr.nextElementSibling) { body.insertBefore(tr.nextElementSibling, tr); }
+    renumber(body);
+  });
+  // Changing the trigger type reloads the page with that type's fields (nothing is saved yet).
+  document.querySelectorAll("select[data-change-type]").forEach(function (select) {
+    select.addEventListener("change", function () {
+      const action = document.getElementById("form-action");
+      if (action) { action.value = "change-type"; }
+      select.form.submit();
+    });
+  });
+})();

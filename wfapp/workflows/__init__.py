@@ -1,7 +1,7 @@
-"""The Workflows pages."""
+"""The Workflows pages: the list, the Workflow Card, states, transitions, import and export."""
 
 from flask import Blueprint
 
 bp = Blueprint("workflows", __name__, url_prefix="/workflows")
 
-from . import views  # noqa: E402,F401
+from . import editing, views  # noqa: E402,F401  (modules register routes on bp)

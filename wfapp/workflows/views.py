@@ -1,32 +1,195 @@
-"""Workflows list and Workflow Card."""
+"""The Workflows list and the Workflow Card: general fields, copy, export, import, delete."""
 
 from __future__ import annotations
 
-from flask import render_template
+import json
 
-from ..services.workflows import list_workflows
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from ..models import Role, Workflow
+from ..security import actor_name, requires_role
+from ..services import definitions
+from ..services import workflows as service
+from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from ..services.registry import get_registry
 from . import bp
+from .diagram import state_diagram
+from .forms import (
+    ConfirmImportForm,
+    CopyForm,
+    DeleteForm,
+    GeneralForm,
+    ImportForm,
+    NewWorkflowForm,
+    route_errors,
+)
+
+
+def load(code: str) -> Workflow:
+    """The workflow called `code`; 404 when there is none."""
+    try:
+        return definitions.get_workflow(code)
+    except NotFound as error:
+        abort(404, description=error.message)
 
 
 @bp.route("/")
 def index() -> str:
     """The Workflows list."""
-    return render_template("workflows/index.html", rows=list_workflows())
+    return render_template("workflows/index.html", rows=service.list_workflows(),
+                           delete_form=DeleteForm())
 
 
-@bp.route("/new")
-def new() -> str:
-    """Placeholder."""
-    return ""
+@bp.route("/new", methods=["GET", "POST"])
+@requires_role(Role.AUTHOR)
+def new() -> str | BaseResponse:
+    """Create a workflow with its initial state."""
+    form = NewWorkflowForm()
+    errors = []
+    if form.validate_on_submit():
+        try:
+            workflow = service.create_workflow(form.code.data, form.description.data,
+                                               form.initial_state.data,
+                                               form.initial_description.data)
+        except ValidationFailed as error:
+            errors = route_errors(error.errors, "workflow", form,
+                                  {"states": "initial_state"})
+            errors = route_errors(errors, "workflow.states[0]", form,
+                                  {"code": "initial_state"})
+        else:
+            flash(f"Workflow {workflow.code} created. Add its states and transitions below.",
+                  "success")
+            return redirect(url_for("workflows.card", code=workflow.code))
+    return render_template("workflows/new.html", form=form, errors=errors)
 
 
-@bp.route("/import")
-def import_file() -> str:
-    """Placeholder."""
-    return ""
+def _general_form(workflow, formdata=None) -> GeneralForm:
+    form = GeneralForm(formdata=formdata, obj=None if formdata else workflow)
+    form.initial_state.choices = [(s.code, f"{s.code} · {s.description}" if s.description
+                                   else s.code) for s in workflow.states]
+    if formdata is None:
+        form.initial_state.data = workflow.initial_state
+    return form
 
 
-@bp.route("/<code>")
-def card(code: str) -> str:
-    """Placeholder."""
-    return ""
+def _render_card(workflow, general: GeneralForm | None = None, errors=None, status: int = 200):
+    registry = get_registry()
+    counts = service.state_instance_counts(workflow)
+    return render_template(
+        "workflows/card.html", workflow=workflow, general=general or _general_form(workflow),
+        errors=errors or [], copy_form=CopyForm(), delete_form=DeleteForm(),
+        labels={n: t.label for n, t in registry.trigger_types.items()},
+        state_counts=counts, active=service.active_instance_count(workflow),
+        diagram=state_diagram(workflow)), status
+
+
+@bp.route("/<code>", methods=["GET", "POST"])
+def card(code: str) -> tuple[str, int] | BaseResponse:
+    """The Workflow Card; POST saves the General fields (author role)."""
+    workflow = load(code)
+    if request.method == "GET":
+        return _render_card(workflow)
+    return _save_general(workflow)
+
+
+@requires_role(Role.AUTHOR)
+def _save_general(workflow) -> tuple[str, int] | BaseResponse:
+    form = _general_form(workflow, request.form)
+    if form.validate():
+        try:
+            service.update_general(workflow.code, form.description.data,
+                                   form.initial_state.data, form.enabled.data)
+        except ValidationFailed as error:
+            errors = route_errors(error.errors, "workflow", form)
+            return _render_card(load(workflow.code), form, errors, 422)
+        flash("General fields saved.", "success")
+        return redirect(url_for("workflows.card", code=workflow.code))
+    return _render_card(workflow, form, [], 422)
+
+
+@bp.post("/<code>/delete")
+@requires_role(Role.AUTHOR)
+def delete(code: str) -> BaseResponse:
+    """Delete a workflow; refused while it has active instances."""
+    if not DeleteForm().validate_on_submit():
+        flash("The form expired; try again.", "warning")
+        return redirect(url_for("workflows.index"))
+    try:
+        detached = service.delete_workflow(code, actor_name())
+    except (Conflict, NotFound) as error:
+        flash(f"Not deleted: {error.message}.", "danger")
+        return redirect(request.referrer or url_for("workflows.index"))
+    message = f"Workflow {code.upper()} deleted."
+    if detached:
+        message += f" Detached from integration(s) {', '.join(detached)}."
+    flash(message, "success")
+    return redirect(url_for("workflows.index"))
+
+
+@bp.post("/<code>/copy")
+@requires_role(Role.AUTHOR)
+def copy(code: str) -> tuple[str, int] | BaseResponse:
+    """Copy Workflow under a new code."""
+    workflow = load(code)
+    form = CopyForm()
+    if form.validate_on_submit():
+        try:
+            new = definitions.copy_workflow(workflow.code, form.new_code.data)
+        except ServiceError as error:
+            flash(f"Not copied: {error.message}", "danger")
+        else:
+            flash(f"Copied {workflow.code} to {new.code}.", "success")
+            return redirect(url_for("workflows.card", code=new.code))
+    else:
+        flash("Enter the new code for the copy.", "danger")
+    return redirect(url_for("workflows.card", code=workflow.code))
+
+
+@bp.route("/<code>/export")
+def export(code: str) -> Response:
+    """Download `<CODE>.workflow.json`."""
+    workflow = load(code)
+    text = definitions.dumps(definitions.to_document(workflow))
+    return Response(text, mimetype="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{workflow.code}.workflow.json"'})
+
+
+@bp.route("/import", methods=["GET", "POST"])
+@requires_role(Role.AUTHOR)
+def import_file() -> str | BaseResponse:
+    """Import a workflow file; an existing code shows what would change and asks first."""
+    form = ImportForm()
+    errors = []
+    if form.validate_on_submit():
+        try:
+            document = definitions.parse_file(form.file.data.read())
+            preview = definitions.preview_import(document)
+        except ValidationFailed as error:
+            errors = error.errors
+        else:
+            if not preview.exists:
+                workflow = definitions.import_document(preview.document)
+                flash(f"Imported workflow {workflow.code}.", "success")
+                return redirect(url_for("workflows.card", code=workflow.code))
+            confirm = ConfirmImportForm(document=json.dumps(preview.document))
+            return render_template("workflows/import_confirm.html", preview=preview,
+                                   form=confirm)
+    return render_template("workflows/import.html", form=form, errors=errors)
+
+
+@bp.post("/import/confirm")
+@requires_role(Role.AUTHOR)
+def import_confirm() -> str | BaseResponse:
+    """Replace the existing workflow with the previewed document (validated again)."""
+    form = ConfirmImportForm()
+    if not form.validate_on_submit():
+        flash("The form expired; upload the file again.", "warning")
+        return redirect(url_for("workflows.import_file"))
+    try:
+        document = definitions.parse_file(form.document.data or "")
+        workflow = definitions.import_document(document, replace=True)
+    except ValidationFailed as error:
+        return render_template("workflows/import.html", form=ImportForm(), errors=error.errors)
+    flash(f"Replaced workflow {workflow.code}.", "success")
+    return redirect(url_for("workflows.card", code=workflow.code))
