@@ -62,8 +62,7 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
         if key not in BASE_FIELDS and key not in settings:
             errors.append(RuleError(key, "unknown field"))
     if creating or "code" in fields:
-        code = fields.get("code")
-        check_code(code, "code", errors)
+        check_code(normalize_code(fields.get("code")), "code", errors)
     for key in ("description", "record_url_template"):
         if key in fields and not isinstance(fields[key], str):
             errors.append(RuleError(key, "must be a string"))
