@@ -16,62 +16,14 @@ from ..services.errors import ValidationFailed
 from ..services.integrations import get_integration
 from ..services.runs import get_run, run_progress, start_run
 from . import bp
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _body(allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
-    """The JSON object body; unknown or missing fields are errors that name the field."""
-    data = request.get_json(silent=True)
-    if not request.is_json:
-        raise ValidationFailed([RuleError("body", "send JSON with Content-Type: "
-                                          "application/json")])
-    if not isinstance(data, dict):
-        raise ValidationFailed([RuleError("body", "must be a JSON object")])
-    errors = [RuleError(k, "unknown field") for k in data if k not in allowed]
-    errors += [RuleError(k, "is required") for k in sorted(required) if k not in data]
-    if errors:
-        raise ValidationFailed(errors)
-    return data
-
-
-def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationFailed([RuleError(name, "must be a whole number")]) from None
-
-
-def _limit() -> int:
-    value = _int_arg("limit")
-    if value is None:
-        return 50
-    if not 1 <= value <= 500:
-        raise ValidationFailed([RuleError("limit", "must be between 1 and 500")])
-    return value
-
-
-def _bool_arg(name: str) -> bool | None:
-    raw = request.args.get(name)
-    if raw in (None, ""):
-        return None
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise ValidationFailed([RuleError(name, "must be true or false")])
+from .common import bool_arg, int_arg, iso, json_body, limit_arg
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:
     """A run as the API shows it."""
     return {"run_id": run.id, "integration": run.integration.code, "direction": run.direction,
-            "status": run.status, "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at), "total": run.total,
+            "status": run.status, "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at), "total": run.total,
             "succeeded": run.succeeded, "failed": run.failed, "actor": run.actor,
             "events": run_progress(run)}
 
@@ -82,17 +34,17 @@ def instance_to_dict(instance: Instance, history: list[HistoryEntry] | None = No
     out = {"id": instance.id, "workflow": instance.workflow.code,
            "integration": instance.integration.code, "record_key": instance.record_key,
            "run_id": instance.run_id, "state": instance.state, "active": instance.active,
-           "entered_state_at": _iso(instance.entered_state_at),
-           "timeout_due_at": _iso(instance.timeout_due_at), "data": instance.data or {},
+           "entered_state_at": iso(instance.entered_state_at),
+           "timeout_due_at": iso(instance.timeout_due_at), "data": instance.data or {},
            "vars": instance.vars or {}, "last_trigger": instance.last_trigger,
            "last_transition": instance.last_transition, "version": instance.version,
-           "created_at": _iso(instance.created_at),
-           "completed_at": _iso(instance.completed_at)}
+           "created_at": iso(instance.created_at),
+           "completed_at": iso(instance.completed_at)}
     if history is not None:
         out["history"] = [{"transition": h.transition, "from_state": h.from_state,
                            "to_state": h.to_state, "trigger_type": h.trigger_type,
                            "event_id": h.event_id, "actor": h.actor, "notes": h.notes,
-                           "at": _iso(h.at)} for h in history]
+                           "at": iso(h.at)} for h in history]
     return out
 
 
@@ -101,16 +53,16 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return {"id": event.id, "integration": event.integration.code, "source": event.source,
             "type": event.type, "record_key": event.record_key, "run_id": event.run_id,
             "payload": event.payload, "dedupe_key": event.dedupe_key,
-            "received_at": _iso(event.received_at), "status": event.status,
+            "received_at": iso(event.received_at), "status": event.status,
             "result": event.result, "instance_id": event.instance_id,
-            "processed_at": _iso(event.processed_at)}
+            "processed_at": iso(event.processed_at)}
 
 
 @bp.post("/integrations/<code>/runs")
 @requires_role(Role.OPERATOR)
 def create_run(code: str) -> tuple[Response, int]:
     """Run an import or export of records; answers the run id."""
-    data = _body({"direction", "records"}, {"direction", "records"})
+    data = json_body({"direction", "records"}, {"direction", "records"})
     run = start_run(get_integration(code), data["direction"], data["records"], actor_name())
     return jsonify({"run_id": run.id, **run_to_dict(run)}), 201
 
@@ -127,9 +79,9 @@ def list_instances() -> Response:
     filters = instance_service.InstanceFilters(
         workflow=request.args.get("workflow") or None,
         integration=request.args.get("integration") or None,
-        state=request.args.get("state") or None, active=_bool_arg("active"),
-        record_key=request.args.get("record_key") or None, run_id=_int_arg("run_id"))
-    rows, cursor = instance_service.list_instances(filters, _limit(),
+        state=request.args.get("state") or None, active=bool_arg("active"),
+        record_key=request.args.get("record_key") or None, run_id=int_arg("run_id"))
+    rows, cursor = instance_service.list_instances(filters, limit_arg(),
                                                    request.args.get("cursor") or None)
     return jsonify({"items": [instance_to_dict(r.instance) for r in rows], "next": cursor})
 
@@ -145,7 +97,7 @@ def show_instance(instance_id: int) -> Response:
 @requires_role(Role.OPERATOR)
 def fire(instance_id: int) -> Response:
     """Fire a Manual transition."""
-    data = _body({"transition", "comment"}, {"transition"})
+    data = json_body({"transition", "comment"}, {"transition"})
     if not isinstance(data["transition"], str):
         raise ValidationFailed([RuleError("transition", "must be a string")])
     if not isinstance(data.get("comment", ""), str):
@@ -159,7 +111,7 @@ def fire(instance_id: int) -> Response:
 @requires_role(Role.OPERATOR)
 def reset(instance_id: int) -> Response:
     """Reset to State, with a note."""
-    data = _body({"state", "note"}, {"state", "note"})
+    data = json_body({"state", "note"}, {"state", "note"})
     for key in ("state", "note"):
         if not isinstance(data[key], str):
             raise ValidationFailed([RuleError(key, "must be a string")])
@@ -182,9 +134,9 @@ def list_events() -> Response:
     filters = event_service.EventFilters(
         integration=request.args.get("integration") or None,
         status=request.args.get("status") or None,
-        source=request.args.get("source") or None, run_id=_int_arg("run_id"),
-        instance_id=_int_arg("instance_id"))
-    rows, cursor = event_service.list_events(filters, _limit(), _int_arg("cursor"))
+        source=request.args.get("source") or None, run_id=int_arg("run_id"),
+        instance_id=int_arg("instance_id"))
+    rows, cursor = event_service.list_events(filters, limit_arg(), int_arg("cursor"))
     return jsonify({"items": [event_to_dict(e) for e in rows],
                     "next": str(cursor) if cursor is not None else None})
 
