@@ -74,7 +74,7 @@ def validate_workflow(
             f"{prefix}.states",
             f"exactly one state must be marked initial; {len(marked)} are"
             + (f" ({', '.join(map(str, marked))})" if marked else "")))
-    elif marked and initial and marked[0] != initial:
+    elif marked and initial in state_codes and marked[0] != initial:
         errors.append(RuleError(
             f"{prefix}.initial_state",
             f"initial state {initial!r} differs from the state marked initial ({marked[0]!r})"))

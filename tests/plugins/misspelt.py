@@ -1,0 +1,8 @@
+"""A plugin whose hook name is misspelt: start-up must fail."""
+
+from wfapp.hookspecs import hookimpl
+
+
+@hookimpl
+def register_trigger_type() -> list:
+    return []

@@ -1,0 +1,62 @@
+"""A third-party trigger plugin used by the tests: every hook wfapp offers, implemented once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from wfapp.hookspecs import hookimpl
+from wfapp.security import public
+from wfapp.triggers import Field, TriggerType
+
+
+class SftpTrigger(TriggerType):
+    """Fires when a file with the configured suffix arrives."""
+
+    def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+        return str((event.get("payload") or {}).get("filename", "")).endswith(
+            config.get("suffix", ""))
+
+
+SFTP = SftpTrigger(name="on_sftp_file", label="On SFTP File",
+                   fields=(Field("suffix", "File Suffix", required=True),))
+
+bp = Blueprint("sample_trigger", __name__, url_prefix="/sample")
+
+
+@bp.get("/ping")
+@public
+def ping() -> Any:
+    """A public route added by the plugin."""
+    return jsonify({"pong": True})
+
+
+@hookimpl
+def register_trigger_types() -> list[TriggerType]:
+    return [SFTP]
+
+
+@hookimpl
+def register_integration_settings() -> list[Field]:
+    return [Field("sftp_host", "SFTP Host", default="localhost")]
+
+
+@hookimpl
+def register_blueprints() -> list[Blueprint]:
+    return [bp]
+
+
+@hookimpl
+def register_schedules() -> list[tuple[str, float, str]]:
+    return [("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll")]
+
+
+@hookimpl
+def register_transition_actions() -> list[Any]:
+    return ["notify"]
+
+
+def poll() -> None:
+    """The scheduled job (nothing to poll in tests)."""

@@ -1,0 +1,117 @@
+"""The plugin manager, third-party plugins and the built-in trigger types' configs."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from wfapp import create_app, hookspecs
+from wfapp.plugins import UnknownTriggerType, build_registry, get_plugin_manager
+from wfapp.services.definitions import import_document
+from wfapp.services.errors import ValidationFailed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app_config(app_config):
+    app_config["WFAPP_PLUGINS"] = ["tests.plugins.sample_trigger"]
+    return app_config
+
+
+def test_manager_is_built_by_a_function():
+    assert get_plugin_manager() is not get_plugin_manager()
+
+
+def test_third_party_plugin_uses_every_hook(app, client):
+    wfapp = app.extensions["wfapp"]
+    registry = wfapp["registry"]
+    assert registry.trigger_type("on_sftp_file").label == "On SFTP File"
+    assert "sftp_host" in registry.integration_settings
+    assert ("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll") in wfapp["schedules"]
+    assert client.get("/sample/ping").get_json() == {"pong": True}
+    assert wfapp["plugin_manager"].hook.register_transition_actions() == [["notify"]]
+    with pytest.raises(UnknownTriggerType, match="on_fax"):
+        registry.trigger_type("on_fax")
+
+
+def test_third_party_config_is_validated(app):
+    doc = {"format": "wfapp.workflow/v1", "workflow": {
+        "code": "FILES", "initial_state": "A", "states": [{"code": "A", "is_initial": True},
+                                                          {"code": "B"}],
+        "transitions": [{"code": "GOT", "from_state": "A", "to_state": "B",
+                         "trigger_type": "on_sftp_file", "trigger_config": {}}]}}
+    with pytest.raises(ValidationFailed, match="trigger_config.suffix: is required"):
+        import_document(doc)
+    doc["workflow"]["transitions"][0]["trigger_config"] = {"suffix": ".csv"}
+    assert import_document(doc).code == "FILES"
+
+
+def test_misspelt_hook_fails_start_up():
+    with pytest.raises(pluggy.PluginValidationError, match="register_trigger_type"):
+        get_plugin_manager(("tests.plugins.misspelt",))
+
+
+def test_duplicate_trigger_type_fails_start_up():
+    with pytest.raises(RuntimeError, match="registered twice"):
+        build_registry(get_plugin_manager(("tests.plugins.duplicate",)))
+    with pytest.raises(RuntimeError):
+        create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://",
+                    "WFAPP_PLUGINS": ["tests.plugins.duplicate"]})
+
+
+def test_every_hook_is_tested_and_documented():
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")]
+    sample = (ROOT / "tests" / "plugins" / "sample_trigger.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for hook in hooks:
+        assert f"def {hook}(" in sample, f"{hook} has no test plugin implementation"
+        assert f"`{hook}()`" in readme, f"{hook} is not documented in README.md"
+
+
+@pytest.mark.parametrize(("name", "config", "error"), [
+    ("manual", {"button_label": "Go", "confirm": True}, None),
+    ("manual", {"confirm": "yes"}, "confirm"),
+    ("on_import", {"record_status": "error"}, None),
+    ("on_export", {"record_status": "partial"}, "record_status"),
+    ("on_webhook", {"event_filter": "order.*", "json_path": "data.status",
+                    "expected_value": "paid"}, None),
+    ("on_webhook", {"expected_value": "paid"}, "json_path"),
+    ("on_scheduled_poll", {"url": "https://x/{record_key}", "interval_minutes": 5}, None),
+    ("on_scheduled_poll", {"url": "https://x/{nope}", "interval_minutes": 5}, "url"),
+    ("on_scheduled_poll", {"url": "https://x", "interval_minutes": 0}, "interval_minutes"),
+    ("on_scheduled_poll", {"url": "https://x", "interval_minutes": 1, "headers": {"A": 1}},
+     "headers"),
+    ("on_bc_event", {"resource": "salesOrders", "change_types": ["created", "deleted"]}, None),
+    ("on_bc_event", {"resource": "sales orders"}, "resource"),
+    ("on_bc_event", {"resource": "items", "change_types": ["renamed"]}, "change_types"),
+    ("on_bc_event", {"resource": "items", "extra": 1}, "extra"),
+])
+def test_builtin_trigger_configs(name, config, error):
+    trigger = build_registry(get_plugin_manager()).trigger_type(name)
+    problems = dict(trigger.validate(config))
+    if error is None:
+        assert problems == {}
+    else:
+        assert error in problems, problems
+
+
+def test_builtin_matching():
+    triggers = build_registry(get_plugin_manager()).trigger_types
+    webhook = triggers["on_webhook"]
+    assert webhook.matches({"event_filter": "order.*"}, {"type": "order.paid"})
+    assert not webhook.matches({"event_filter": "order.*"}, {"type": "invoice.paid"})
+    assert webhook.matches({"json_path": "data.s", "expected_value": "ok"},
+                           {"type": "x", "payload": {"data": {"s": "ok"}}})
+    bc = triggers["on_bc_event"]
+    event = {"payload": {"resource": "companies(1)/salesOrders(2)", "changeType": "deleted"}}
+    assert bc.matches({"resource": "salesOrders", "change_types": ["deleted"]}, event)
+    assert not bc.matches({"resource": "salesOrders", "change_types": ["created"]}, event)
+    poll = triggers["on_scheduled_poll"]
+    assert poll.matches({"response_path": "status", "expected_value": "shipped"},
+                        {"payload": {"response": {"status": "shipped"}}})
+    assert not poll.matches({}, {"payload": {"error": "timeout"}})
