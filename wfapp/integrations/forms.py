@@ -16,7 +16,7 @@ class IntegrationForm(FlaskForm):
     code = StringField("Code", validators=[DataRequired(), Length(max=20)],
                        description="1–20 characters: A–Z, 0–9, _ and -; stored upper-case.")
     description = StringField("Description", validators=[Length(max=100)])
-    workflow_code = SelectField("Workflow Code", choices=[],
+    workflow_code = SelectField("Workflow Code", choices=[], validate_choice=False,
                                 description="The workflow that tracks this integration's "
                                 "records.")
     instance_mode = RadioField("Workflow Instance Mode", choices=MODES, default="per_record")

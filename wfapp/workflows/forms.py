@@ -39,7 +39,7 @@ class GeneralForm(FlaskForm):
     """The General fields of the Workflow Card."""
 
     description = StringField("Description", validators=[Length(max=100)])
-    initial_state = SelectField("Initial State", choices=[],
+    initial_state = SelectField("Initial State", choices=[], validate_choice=False,
                                 description="The state that new instances start in.")
     enabled = BooleanField("Enabled", description="When off, no new instances are created and "
                            "no transitions are evaluated; events are kept as skipped.")
@@ -59,7 +59,7 @@ class StateForm(FlaskForm):
                                  validators=[Optional(), NumberRange(min=0)],
                                  description="Fractions allowed (0.5 = 30 minutes). Empty: no "
                                  "timeout.")
-    on_timeout_transition = SelectField("On Timeout Transition", choices=[],
+    on_timeout_transition = SelectField("On Timeout Transition", choices=[], validate_choice=False,
                                         description="Fired when the timeout expires; it must "
                                         "leave this state.")
 
@@ -70,9 +70,9 @@ class TransitionForm(FlaskForm):
     code = StringField("Code", validators=[DataRequired(), Length(max=20)],
                        description=CODE_HELP)
     description = StringField("Description", validators=[Length(max=100)])
-    from_state = SelectField("From State", choices=[])
-    to_state = SelectField("To State", choices=[])
-    trigger_type = SelectField("Trigger Type", choices=[])
+    from_state = SelectField("From State", choices=[], validate_choice=False)
+    to_state = SelectField("To State", choices=[], validate_choice=False)
+    trigger_type = SelectField("Trigger Type", choices=[], validate_choice=False)
     enabled = BooleanField("Enabled", default=True,
                            description="A disabled transition is never evaluated.")
     priority = IntegerField("Priority", default=0, validators=[Optional()],
