@@ -56,14 +56,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if queue.embedded and app.config.get("EMBEDDED_WORKER"):
         queue.start(app.extensions["wfapp"]["schedules"])
 
+    from . import formatting
     from .api import bp as api_bp
     from .auth import bp as auth_bp
+    from .events import bp as events_bp
+    from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
     from .main import bp as main_bp
+    from .runs import bp as runs_bp
     from .workflows import bp as workflows_bp
 
-    for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp):
+    for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
+                      runs_bp):
         app.register_blueprint(blueprint)
+    app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
+                                 pretty_json=formatting.pretty_json)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
     for group in pm.hook.register_blueprints():

@@ -55,4 +55,6 @@ def http_error(error: HTTPException) -> Any:
 @bp.app_context_processor
 def navigation() -> dict[str, Any]:
     """The main menu, shown on every page."""
-    return {"nav_items": [("integrations.index", "Integrations"), ("workflows.index", "Workflows")]}
+    return {"nav_items": [("integrations.index", "Integrations"), ("workflows.index", "Workflows"),
+                          ("instances.index", "Instances"), ("events.index", "Events"),
+                          ("runs.index", "Runs")]}

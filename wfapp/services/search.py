@@ -37,6 +37,9 @@ PAGES = (
     Page("New Workflow", "workflows.new", "create workflow add"),
     Page("New Integration", "integrations.new", "create integration add"),
     Page("Import Workflow", "workflows.import_file", "upload workflow json definition"),
+    Page("Workflow Instances", "instances.index", "instances records states tracking"),
+    Page("Events", "events.index", "events inbox webhooks notifications replay"),
+    Page("Runs", "runs.index", "runs imports exports uploads"),
 )
 
 

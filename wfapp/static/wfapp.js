@@ -123,3 +123,48 @@
     });
   });
 })();
+
+// Live countdown to a timer (the instance page).
+(function () {
+  "use strict";
+  document.querySelectorAll("[data-countdown]").forEach(function (el) {
+    const due = new Date(el.dataset.countdown).getTime();
+    function tick() {
+      let left = Math.round((due - Date.now()) / 1000);
+      if (left <= 0) { el.textContent = "due now — the sweep fires it within seconds"; return; }
+      const d = Math.floor(left / 86400); left -= d * 86400;
+      const h = Math.floor(left / 3600); left -= h * 3600;
+      const m = Math.floor(left / 60); const s = left - m * 60;
+      el.textContent = "due in " + (d ? d + " d " : "") + (d || h ? h + " h " : "") + m + " min " + s + " s";
+    }
+    tick();
+    setInterval(tick, 1000);
+  });
+})();
+
+// Actions that need something in common across the selected rows (Advance Workflow needs a
+// Manual transition available from every selected instance's state).
+(function () {
+  "use strict";
+  document.querySelectorAll("table[data-selectable]").forEach(function (table) {
+    const bar = document.querySelector(table.dataset.selectable);
+    if (!bar) { return; }
+    function refresh() {
+      const rows = Array.from(table.querySelectorAll("input.row-select:checked")).map(function (b) { return b.closest("tr"); });
+      bar.querySelectorAll("[data-requires-common]").forEach(function (btn) {
+        const key = btn.dataset.requiresCommon;
+        let common = null;
+        rows.forEach(function (tr) {
+          const codes = (tr.dataset[key] || "").split(",").filter(Boolean);
+          common = common === null ? codes : common.filter(function (c) { return codes.includes(c); });
+        });
+        const ok = rows.length > 0 && common && common.length > 0;
+        btn.disabled = !ok;
+        btn.title = rows.length && !ok ? "No Manual transition is available from the selected instances' state" : "";
+      });
+    }
+    table.addEventListener("change", refresh);
+    table.addEventListener("click", function () { setTimeout(refresh, 0); });
+    refresh();
+  });
+})();

@@ -1,0 +1,71 @@
+"""Small display helpers shared by the pages (registered as Jinja filters)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from .models import utcnow
+
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def duration(since: datetime | None, now: datetime | None = None) -> str:
+    """'3 d 4 h', '2 h 12 min', '45 s' — how long ago `since` was."""
+    if since is None:
+        return ""
+    seconds = max(0, int(((now or utcnow()) - since).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+def timestamp(value: datetime | None) -> str:
+    """UTC time as people read it."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON for <pre> blocks."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def record_url(template: str, record_key: str | None, run_id: int | None,
+               variables: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """Fill an integration's record URL template; None when a placeholder has no value."""
+    if not template:
+        return None
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        name = match.group(1)
+        if name == "record_key":
+            value: Any = record_key
+        elif name == "run_id":
+            value = run_id
+        elif name.startswith("vars."):
+            value = variables.get(name[5:])
+        elif name.startswith("data."):
+            value = data
+            for part in name[5:].split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+        else:
+            value = None
+        if value is None:
+            missing = True
+            return ""
+        return quote(str(value), safe="")
+
+    url = PLACEHOLDER.sub(fill, template)
+    return None if missing else url
