@@ -130,7 +130,7 @@
   document.querySelectorAll("[data-countdown]").forEach(function (el) {
     const due = new Date(el.dataset.countdown).getTime();
     function tick() {
-      let left = Math.round((due - Date.now()) / 1000);
+      let left = Math.floor((due - Date.now()) / 1000);
       if (left <= 0) { el.textContent = "due now — the sweep fires it within seconds"; return; }
       const d = Math.floor(left / 86400); left -= d * 86400;
       const h = Math.floor(left / 3600); left -= h * 3600;
