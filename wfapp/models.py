@@ -269,6 +269,9 @@ class Instance(db.Model):
         ),
         Index("ix_instance_workflow_active", "workflow_id", "active", "state"),
         Index("ix_instance_integration_state", "integration_id", "state"),
+        # The Workflow Instances list pages by (entered_state_at, id), unfiltered or per workflow.
+        Index("ix_instance_entered", "entered_state_at", "id"),
+        Index("ix_instance_workflow_entered", "workflow_id", "entered_state_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -8,8 +8,17 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import login_user, logout_user
 from werkzeug.wrappers import Response
 
-from ..security import public
-from ..services.users import authenticate
+from ..engine import RuleError
+from ..models import Role
+from ..security import public, requires_role
+from ..services.errors import NotFound, ValidationFailed
+from ..services.users import (
+    authenticate,
+    create_token,
+    create_user,
+    list_users,
+    update_user,
+)
 from . import bp
 from .forms import LoginForm
 
@@ -41,3 +50,32 @@ def logout() -> Response:
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@requires_role(Role.ADMIN)
+def users() -> str | Response | tuple[str, int]:
+    """Administer users: create them, change roles, deactivate, issue API tokens."""
+    errors: list[RuleError] = []
+    token = None
+    if request.method == "POST":
+        action = request.form.get("action")
+        name = request.form.get("username", "").strip()
+        try:
+            if action == "create":
+                create_user(name, request.form.get("password", ""),
+                            request.form.get("role", "viewer"))
+                flash(f"User {name} created.", "success")
+            elif action == "update":
+                update_user(name, request.form.get("role", ""),
+                            request.form.get("active") == "on")
+                flash(f"User {name} saved.", "success")
+            elif action == "token":
+                token = create_token(name, request.form.get("label") or "api")
+        except (ValidationFailed, NotFound) as error:
+            errors = getattr(error, "errors", []) or [RuleError("username", error.message)]
+        if not errors and token is None:
+            return redirect(url_for("auth.users"))
+    return render_template("auth/users.html", users=list_users(), roles=[r.value for r in Role],
+                           errors=errors, token=token, token_user=request.form.get("username")
+                           ), 422 if errors else 200

@@ -40,6 +40,7 @@ PAGES = (
     Page("Workflow Instances", "instances.index", "instances records states tracking"),
     Page("Events", "events.index", "events inbox webhooks notifications replay"),
     Page("Runs", "runs.index", "runs imports exports uploads"),
+    Page("Users", "auth.users", "users roles accounts tokens administration"),
 )
 
 

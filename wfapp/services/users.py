@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..engine import RuleError
@@ -72,3 +72,25 @@ def user_for_token(token: str) -> User | None:
 def list_users() -> list[User]:
     """All users by name."""
     return list(db.session.scalars(select(User).order_by(User.username)))
+
+
+def update_user(username: str, role: str, active: bool) -> User:
+    """Change a user's role or deactivate them; the last active admin stays an active admin."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    if role not in [r.value for r in Role]:
+        raise ValidationFailed([RuleError("role", f"must be one of "
+                                          f"{', '.join(r.value for r in Role)}")])
+    losing_admin = user.role == Role.ADMIN.value and user.active and (
+        role != Role.ADMIN.value or not active)
+    if losing_admin:
+        admins = db.session.scalar(select(func.count()).select_from(User).where(
+            User.role == Role.ADMIN.value, User.active.is_(True)))
+        if admins <= 1:
+            raise ValidationFailed([RuleError("role", f"{username} is the last active admin; "
+                                              "make someone else admin first")])
+    user.role = role
+    user.active = active
+    db.session.commit()
+    return user
