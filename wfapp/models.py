@@ -268,10 +268,15 @@ class Instance(db.Model):
             sqlite_where=text("timeout_due_at IS NOT NULL"),
         ),
         Index("ix_instance_workflow_active", "workflow_id", "active", "state"),
-        Index("ix_instance_integration_state", "integration_id", "state"),
-        # The Workflow Instances list pages by (entered_state_at, id), unfiltered or per workflow.
+        # The Workflow Instances list pages by (entered_state_at, id): one index per filter it
+        # offers first (none, workflow, workflow + state, integration, integration + state).
         Index("ix_instance_entered", "entered_state_at", "id"),
         Index("ix_instance_workflow_entered", "workflow_id", "entered_state_at", "id"),
+        Index("ix_instance_workflow_state_entered", "workflow_id", "state", "entered_state_at",
+              "id"),
+        Index("ix_instance_integration_entered", "integration_id", "entered_state_at", "id"),
+        Index("ix_instance_integration_state", "integration_id", "state", "entered_state_at",
+              "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
