@@ -86,15 +86,19 @@ def app_config(_migrated: str, tmp_path: Path) -> dict[str, Any]:
     return _config(_migrated, tmp_path)
 
 
-@pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
-    """A wfapp app on a clean, migrated database; an app context is pushed."""
-    app = create_app(app_config)
+def _app_on_clean_database(config: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(config)
     with app.app_context():
         _truncate()
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    """A wfapp app on a clean, migrated database; an app context is pushed."""
+    yield from _app_on_clean_database(app_config)
 
 
 @pytest.fixture
@@ -167,12 +171,7 @@ def rq_app(app_config: dict[str, Any], redis_url: str) -> Iterator[Flask]:
 
     redis.Redis.from_url(redis_url).flushdb()
     app_config.update({"REDIS_URL": redis_url, "LEASE_SECONDS": 2})
-    app = create_app(app_config)
-    with app.app_context():
-        _truncate()
-        yield app
-        db.session.remove()
-        db.engine.dispose()
+    yield from _app_on_clean_database(app_config)
 
 
 @pytest.fixture

@@ -9,8 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy.engine import Connection
 
-from ..engine import RuleError, Verdict, build_context, capture_vars, explain, explain_condition
+from ..engine import (
+    CompiledWorkflow,
+    RuleError,
+    Verdict,
+    build_context,
+    capture_vars,
+    explain,
+    explain_condition,
+)
 from ..extensions import db
 from ..models import (
     AuditEntry,
@@ -24,6 +33,7 @@ from ..models import (
 )
 from .errors import Conflict, NotFound, ValidationFailed
 from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
+from .firing import InstanceRow as LoadedInstance
 from .registry import get_registry
 
 MAX_PAGE = 500
@@ -156,13 +166,28 @@ def manual_actions(instance: Instance) -> list[ManualAction]:
             for t in workflow.candidates.get((instance.state, "manual"), ())]
 
 
-def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:
-    """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
+def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow | None]:
+    """Read an instance for a change by a person (its row locked on PostgreSQL)."""
     conn = db.session.connection()
     row = load_instance(conn, instance_id, lock=True)
     if row is None:
         raise NotFound(f"instance {instance_id} does not exist")
-    workflow = compiled_workflow(row.workflow_id)
+    return conn, row, compiled_workflow(row.workflow_id)
+
+
+def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
+           ) -> Instance:
+    """Move the instance and commit; a lost race is a Conflict the person can retry."""
+    if not move(conn, workflow, row, change, utcnow()):
+        db.session.rollback()
+        raise Conflict("the instance changed meanwhile; look again and retry")
+    db.session.commit()
+    return get_instance(row.id)
+
+
+def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:
+    """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
+    conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
     transition = workflow.transitions.get(code) if workflow else None
     problem = None
@@ -188,36 +213,22 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
         db.session.rollback()
         reason = explain_condition(failed.as_dict(), context)
         raise Conflict(f"transition {code} cannot fire: {reason}")
-    now = utcnow()
-    change = Move(transition.to_state, transition.code, "manual", actor,
-                  notes=comment or "", vars=capture_vars(transition, context, row.vars))
-    if not move(conn, workflow, row, change, now):
-        db.session.rollback()
-        raise Conflict("the instance changed meanwhile; look again and retry")
-    db.session.commit()
-    return get_instance(instance_id)
+    return _apply(conn, workflow, row, Move(
+        transition.to_state, transition.code, "manual", actor, notes=comment or "",
+        vars=capture_vars(transition, context, row.vars)))
 
 
 def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> Instance:
     """Move an instance to any state of its workflow without firing a transition."""
     if not (note or "").strip():
         raise ValidationFailed([RuleError("note", "a note saying why is required")])
-    conn = db.session.connection()
-    row = load_instance(conn, instance_id, lock=True)
-    if row is None:
-        raise NotFound(f"instance {instance_id} does not exist")
-    workflow = compiled_workflow(row.workflow_id)
+    conn, row, workflow = _locked(instance_id)
     code = (state_code or "").strip().upper()
     if workflow is None or code not in workflow.states:
         db.session.rollback()
         raise ValidationFailed([RuleError("state", f"state {code!r} is not a state of "
                                           "this workflow")])
-    if not move(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()),
-                utcnow()):
-        db.session.rollback()
-        raise Conflict("the instance changed meanwhile; look again and retry")
-    db.session.commit()
-    return get_instance(instance_id)
+    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()))
 
 
 def delete_instance(instance_id: int, actor: str) -> None:
