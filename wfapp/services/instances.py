@@ -75,10 +75,16 @@ def _filtered(filters: InstanceFilters) -> Select[Any]:
              .join(Workflow, Workflow.id == Instance.workflow_id)
              .outerjoin(State, and_(State.workflow_id == Instance.workflow_id,
                                     State.code == Instance.state)))
+    # Filter on the instance's own columns (ids looked up first), so the planner can walk the
+    # (workflow_id | integration_id, [state,] entered_state_at, id) indexes in page order.
     if filters.workflow:
-        query = query.where(Workflow.code == filters.workflow.strip().upper())
+        workflow_id = db.session.scalar(
+            select(Workflow.id).where(Workflow.code == filters.workflow.strip().upper()))
+        query = query.where(Instance.workflow_id == (workflow_id or -1))
     if filters.integration:
-        query = query.where(Integration.code == filters.integration.strip().upper())
+        integration_id = db.session.scalar(
+            select(Integration.id).where(Integration.code == filters.integration.strip().upper()))
+        query = query.where(Instance.integration_id == (integration_id or -1))
     if filters.state:
         query = query.where(Instance.state == filters.state.strip().upper())
     if filters.active is not None:
