@@ -205,3 +205,43 @@ def test_exactly_once_with_four_workers(rq_app):
         for worker in workers:
             worker.wait(timeout=30)
     _assert_exactly_once(wf, 5000)
+
+
+def test_sweeps_at_once_fire_each_timeout_once(rq_app):
+    _setup(timeouts=True)
+    integration = get_integration("FEED")
+    ingest(integration, [NewEvent("on_webhook", "next", f"S{i}", None, {})
+                         for i in range(1500)], kick=False)
+    from wfapp.services.processing import process_pending
+
+    process_pending(time_budget=120)
+    assert db.session.scalar(select(func.count()).select_from(Instance)
+                             .where(Instance.state == "B")) == 1500
+    time.sleep(0.8)  # every B timer (0.72 s) is now due
+    import threading
+
+    from wfapp.services.timeouts import fire_due_timeouts
+
+    barrier = threading.Barrier(3)
+    counts: list[int] = []
+
+    def sweep() -> None:
+        with rq_app.app_context():
+            barrier.wait()
+            counts.append(fire_due_timeouts(batch_size=40, time_budget=60))
+            db.session.remove()
+
+    threads = [threading.Thread(target=sweep) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 1500 and len(counts) == 3
+    db.session.rollback()
+    fired = db.session.execute(
+        select(HistoryEntry.instance_id, func.count()).where(HistoryEntry.trigger_type ==
+                                                             "timeout")
+        .group_by(HistoryEntry.instance_id)).all()
+    assert len(fired) == 1500 and {count for _, count in fired} == {1}
+    assert db.session.scalar(select(func.count()).select_from(Instance)
+                             .where(Instance.state == "A")) == 1500
