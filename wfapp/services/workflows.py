@@ -58,6 +58,15 @@ def state_instance_counts(workflow: Workflow) -> dict[str, int]:
         .group_by(Instance.state)).all())
 
 
+def sample_record_fields(workflow: Workflow, limit: int = 50) -> list[str]:
+    """Field names of one instance's record data, for the conditions editor (one indexed row)."""
+    data = db.session.scalar(
+        select(Instance.data).where(Instance.workflow_id == workflow.id).limit(1))
+    if not isinstance(data, dict):
+        return []
+    return sorted(str(name) for name in data)[:limit]
+
+
 def create_workflow(code: str, description: str, initial_state: str,
                     initial_description: str = "") -> Workflow:
     """Create a workflow with its initial state (a workflow always has one)."""
@@ -141,6 +150,12 @@ def save_state(code: str, state_code: str | None, fields: dict[str, Any]) -> Wor
             old = states[i]["code"]
             states[i] = new
             if new["code"] != old:
+                count = state_instance_counts(get_workflow(code)).get(old, 0)
+                if count:
+                    raise ValidationFailed([RuleError(
+                        f"workflow.states[{i}].code",
+                        f"state {old!r} has {count} instance(s); it cannot be renamed while "
+                        "instances are in it")])
                 _rename_state(wf, old, new["code"])
         if new["is_initial"]:
             # Marking a state initial moves the mark; exactly one state is initial.

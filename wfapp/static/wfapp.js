@@ -168,3 +168,34 @@
     refresh();
   });
 })();
+
+// Trigger Type drop-downs: swap in the chosen type's fields from its <template>, keeping what was
+// typed into fields of the same name; the hidden "fields-for" tells the server which fields it got.
+(function () {
+  "use strict";
+  document.querySelectorAll("select[data-trigger-select]").forEach(function (select) {
+    const box = document.getElementById("trigger-fields");
+    const shown = document.getElementById("fields-for");
+    if (!box || !shown) { return; }
+    select.addEventListener("change", function () {
+      const template = document.getElementById("trigger-fields-" + select.value);
+      if (!template) { return; }
+      const typed = {};
+      box.querySelectorAll("[name]").forEach(function (el) {
+        if (el.type === "checkbox") {
+          (typed[el.name] = typed[el.name] || []).push(el.checked ? el.value : null);
+        } else if (el.type !== "password") {
+          typed[el.name] = el.value;
+        }
+      });
+      box.replaceChildren(template.content.cloneNode(true));
+      box.querySelectorAll("[name]").forEach(function (el) {
+        const value = typed[el.name];
+        if (value === undefined) { return; }
+        if (el.type === "checkbox") { el.checked = value.includes(el.value); }
+        else if (value !== "") { el.value = value; }
+      });
+      shown.value = select.value;
+    });
+  });
+})();

@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField, FileRequired
+from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import (
     BooleanField,
-    DecimalField,
-    HiddenField,
-    IntegerField,
     SelectField,
     StringField,
+    TextAreaField,
 )
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Length
 
 from ..engine import RuleError
+from .trigger_fields import NumberField
 
 CODE_HELP = "1–20 characters: A–Z, 0–9, _ and -; stored upper-case."
 
@@ -50,15 +49,16 @@ class StateForm(FlaskForm):
 
     code = StringField("Code", validators=[DataRequired(), Length(max=20)],
                        description=CODE_HELP)
-    description = StringField("Description", validators=[Length(max=100)])
+    description = StringField("Description", validators=[Length(max=100)],
+                              description="Shown in workflow instance views.")
     is_initial = BooleanField("Is Initial", description="Exactly one state is initial; marking "
                               "this one moves the mark here.")
     is_final = BooleanField("Is Final", description="No transition leaves a final state; "
                             "instances in it are no longer active.")
-    timeout_hours = DecimalField("Timeout (Hours)", places=None,
-                                 validators=[Optional(), NumberRange(min=0)],
-                                 description="Fractions allowed (0.5 = 30 minutes). Empty: no "
-                                 "timeout.")
+    timeout_hours = NumberField("Timeout (Hours)",
+                                description="Fractions allowed (0.5 = 30 minutes). Empty: no "
+                                "timeout. A state with a timeout needs an On Timeout "
+                                "Transition; a final state has none.")
     on_timeout_transition = SelectField("On Timeout Transition", choices=[], validate_choice=False,
                                         description="Fired when the timeout expires; it must "
                                         "leave this state.")
@@ -70,13 +70,17 @@ class TransitionForm(FlaskForm):
     code = StringField("Code", validators=[DataRequired(), Length(max=20)],
                        description=CODE_HELP)
     description = StringField("Description", validators=[Length(max=100)])
-    from_state = SelectField("From State", choices=[], validate_choice=False)
-    to_state = SelectField("To State", choices=[], validate_choice=False)
-    trigger_type = SelectField("Trigger Type", choices=[], validate_choice=False)
+    from_state = SelectField("From State", choices=[], validate_choice=False,
+                             description="Evaluated only for instances in this state.")
+    to_state = SelectField("To State", choices=[], validate_choice=False,
+                           description="Where the instance moves when this fires.")
+    trigger_type = SelectField("Trigger Type", choices=[], validate_choice=False,
+                               description="The kind of event that makes this transition be "
+                               "evaluated; its own fields follow.")
     enabled = BooleanField("Enabled", default=True,
                            description="A disabled transition is never evaluated.")
-    priority = IntegerField("Priority", default=0, validators=[Optional()],
-                            description="Lower numbers are evaluated first; ties by code.")
+    priority = NumberField("Priority", whole=True, default=0,
+                           description="Lower numbers are evaluated first; ties by code.")
 
 
 class CopyForm(FlaskForm):
@@ -89,17 +93,30 @@ class CopyForm(FlaskForm):
 class ImportForm(FlaskForm):
     """Upload a wfapp.workflow/v1 document."""
 
-    file = FileField("Workflow File (.json)", validators=[FileRequired()])
+    file = FileField("Workflow File (.json)",
+                     validators=[FileRequired("Choose a .json file to upload."),
+                                 FileAllowed(["json"], "Upload a .json file.")],
+                     description="A file written by Export (format wfapp.workflow/v1).")
 
 
 class ConfirmImportForm(FlaskForm):
-    """The second step of an import that replaces an existing workflow."""
+    """The second step of an import that replaces an existing workflow.
 
-    document = HiddenField()
+    The document travels back as text and is parsed and validated again: never trusted.
+    """
+
+    document = TextAreaField("Document", validators=[DataRequired()])
 
 
 class DeleteForm(FlaskForm):
     """A bare form: only its CSRF token matters."""
+
+
+def add_error(field: Any, message: str) -> None:
+    """Show `message` on a form field (its errors are a tuple until the form is validated)."""
+    if not isinstance(field.errors, list):
+        field.errors = list(field.errors)
+    field.errors.append(message)
 
 
 def route_errors(errors: list[RuleError], prefix: str, form: Any,
@@ -112,9 +129,7 @@ def route_errors(errors: list[RuleError], prefix: str, form: Any,
             name = (aliases or {}).get(name, name)
             field = getattr(form, name, None) if name else None
             if field is not None and hasattr(field, "errors"):
-                if not isinstance(field.errors, list):
-                    field.errors = list(field.errors)
-                field.errors.append(error.message)
+                add_error(field, error.message)
                 continue
         rest.append(error)
     return rest
