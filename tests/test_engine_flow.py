@@ -179,3 +179,30 @@ def test_per_run_mode(app, demo):
     event = db.session.scalar(select(Event).where(Event.run_id == run.id))
     assert event.payload["total"] == 2 and event.payload["failed"] == 1
     assert event.instance_id == instance.id
+
+
+def test_an_event_that_breaks_processing_is_failed_not_blocking(app, demo, monkeypatch):
+    from wfapp.services import processing
+
+    real = processing._process_one
+
+    def explode_on_x2(conn, event, *args):
+        if event.record_key == "X2":
+            raise RuntimeError("boom")
+        return real(conn, event, *args)
+
+    monkeypatch.setattr(processing, "_process_one", explode_on_x2)
+    integration = get_integration("SHOP_ORDERS")
+    # X2 breaks processing; it is marked failed and the events around it still go through.
+    ingest(integration, [NewEvent("on_import", "import.record", key, None,
+                                  {"status": "success"}, {"total": 1})
+                         for key in ("X1", "X2", "X3")])
+    get_queue().drain()
+    statuses = dict(db.session.execute(select(Event.record_key, Event.status)).all())
+    assert statuses == {"X1": "processed", "X2": "failed", "X3": "processed"}
+    failed = db.session.scalar(select(Event).where(Event.record_key == "X2"))
+    assert failed.result == "error: boom"
+    monkeypatch.setattr(processing, "_process_one", real)
+    replay(failed.id)
+    get_queue().drain()
+    assert _instance("X2").state == "PENDING"

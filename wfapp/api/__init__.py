@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
+from werkzeug.exceptions import HTTPException
 
 from ..security import api_error
 from ..services.errors import ServiceError
@@ -14,6 +15,15 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def service_error(error: ServiceError) -> Any:
     """Every expected failure of a service becomes the documented JSON error with its status."""
     return api_error(error.status, error.code, error.message, error.details)
+
+
+@bp.errorhandler(Exception)
+def unexpected_error(error: Exception) -> Any:
+    """A bug still answers in the API's JSON shape (and is logged with its traceback)."""
+    if isinstance(error, HTTPException):
+        return error  # the app's HTTP error handler answers these in JSON
+    current_app.logger.exception("API request failed")
+    return api_error(500, "internal_error", "an unexpected error happened; it has been logged")
 
 
 from . import runtime, views  # noqa: E402,F401  (modules register routes on bp)

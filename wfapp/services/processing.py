@@ -8,6 +8,7 @@ transaction that moved its instance, so an event is applied exactly once or not 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -40,6 +41,7 @@ from .registry import get_registry
 
 EVENT = Event.__table__
 LEASE = Lease.__table__
+log = logging.getLogger(__name__)
 WORKER_ACTOR = "worker"
 
 
@@ -240,6 +242,36 @@ def _process_one(conn: Connection, event: Any, integration: Any,
     return Outcome(EventStatus.FAILED, "instance kept changing under this event; replay it")
 
 
+def _process_batch_safely(partition: int, size: int) -> int:
+    """A batch; when it fails, retry event by event and mark the one that fails as failed.
+
+    One event that breaks processing (a bug, data the database refuses) must not block the
+    events behind it in its partition forever: it is recorded as failed, with the error, and
+    can be replayed once the cause is fixed.
+    """
+    try:
+        return process_batch(partition, size)
+    except Exception:
+        db.session.rollback()
+        log.exception("batch of partition %s failed; retrying event by event", partition)
+    try:
+        return process_batch(partition, 1)
+    except Exception as exc:
+        db.session.rollback()
+        event_id = db.session.scalar(
+            select(EVENT.c.id).where(EVENT.c.status == EventStatus.PENDING.value,
+                                     EVENT.c.partition == partition)
+            .order_by(EVENT.c.id).limit(1))
+        if event_id is None:
+            return 0
+        log.exception("event %s failed", event_id)
+        db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
+            status=EventStatus.FAILED.value, result=f"error: {exc}"[:1000],
+            processed_at=utcnow(), attempts=EVENT.c.attempts + 1))
+        db.session.commit()
+        return 1
+
+
 def process_pending(time_budget: float = 20.0, batch_size: int | None = None) -> int:
     """Work through pending events partition by partition until none is left or time is up."""
     owner = worker_id()
@@ -260,7 +292,7 @@ def process_pending(time_budget: float = 20.0, batch_size: int | None = None) ->
             worked = True
             try:
                 while time.monotonic() < deadline:
-                    count = process_batch(partition, size)
+                    count = _process_batch_safely(partition, size)
                     done += count
                     if count < size:
                         break
