@@ -185,3 +185,11 @@ def test_fuzzed_bodies_never_500(client, tokens, demo, body, target):
         assert "error" in response.get_json()
         after = client.get("/api/v1/workflows/ORDER_SYNC/export", headers=tokens["admin"]).data
         assert after == before
+
+
+def test_http_errors_inside_the_api_are_json(client, tokens):
+    response = client.get("/api/v1/instances/notanumber", headers=tokens["viewer"])
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    response = client.get("/api/v1/runs/12345", headers=tokens["viewer"])
+    assert response.status_code == 404 and "does not exist" in response.get_json()["error"][
+        "message"]

@@ -21,7 +21,8 @@ def service_error(error: ServiceError) -> Any:
 def unexpected_error(error: Exception) -> Any:
     """A bug still answers in the API's JSON shape (and is logged with its traceback)."""
     if isinstance(error, HTTPException):
-        return error  # the app's HTTP error handler answers these in JSON
+        return api_error(error.code or 500, (error.name or "error").lower().replace(" ", "_"),
+                         error.description or error.name)
     current_app.logger.exception("API request failed")
     return api_error(500, "internal_error", "an unexpected error happened; it has been logged")
 
