@@ -96,8 +96,11 @@ def _schedules(app: Flask, pm: Any) -> list[tuple[str, float, str]]:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLite enforces foreign keys (and so ON DELETE CASCADE) only when asked per connection."""
+    """SQLite settings per connection: enforce foreign keys (so ON DELETE CASCADE works), let
+    readers and the writer work side by side (WAL) and wait for a busy database, not fail."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
