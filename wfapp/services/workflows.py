@@ -215,6 +215,8 @@ def save_transition(code: str, transition_code: str | None, fields: dict[str, An
         for key, value in fields.items():
             if key in ("code", "from_state", "to_state"):
                 value = normalize_code(value)
+            elif key == "description":
+                value = value or ""  # a missing description is an empty one, not NULL
             current[key] = value
         if old and current["code"] != old:
             for state in wf["states"]:

@@ -123,7 +123,8 @@ def new_transition(code: str) -> Response | tuple[str, int]:
     form = _transition_form(workflow, request.form if posted else None)
     trigger = _trigger(form.trigger_type.data)
     errors: list[RuleError] = []
-    if posted and _type_changed(form):
+    failed = posted and not _type_changed(form)
+    if posted and not failed:
         config_form = _carried_config(form, {})
     elif posted:
         config_form = trigger_form(trigger, request.form)
@@ -146,7 +147,7 @@ def new_transition(code: str) -> Response | tuple[str, int]:
     return render_template(
         "workflows/transition_new.html", workflow=workflow, form=form, trigger=trigger,
         config_form=config_form, templates=_trigger_templates(form.trigger_type.data, config_form),
-        errors=errors), 422 if posted else 200
+        errors=errors, failed=failed), 422 if failed else 200
 
 
 @bp.route("/<code>/transitions/<tcode>", methods=["GET", "POST"])
@@ -215,7 +216,8 @@ def _render_transition(workflow: Workflow, current: Transition, form: Transition
         templates=_trigger_templates(form.trigger_type.data, config_form),
         conditions=rows, capture=capture, capture_errors=capture_errors or {},
         errors=errors or [], operators=OPERATORS, operator_labels=OPERATOR_LABELS,
-        suggestions=_suggestions(workflow), used_by=used_by, delete_form=DeleteForm()), status
+        suggestions=_suggestions(workflow), used_by=used_by, delete_form=DeleteForm(),
+        failed=status == 422), status
 
 
 @bp.post("/<code>/transitions/<tcode>/delete")
