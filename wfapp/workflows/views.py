@@ -154,8 +154,9 @@ def copy(code: str) -> tuple[str, int] | BaseResponse:
         except ValidationFailed as error:
             rest = route_errors(error.errors, "workflow", form, {"code": "new_code"})
             return _render_card(workflow, errors=rest, copy_form=form, status=422)
-        except Conflict as error:
-            form.new_code.errors = [error.message]
+        except Conflict:
+            form.new_code.errors = [f"workflow {form.new_code.data.strip().upper()!r} already "
+                                    "exists; choose another code"]
             return _render_card(workflow, copy_form=form, status=422)
         flash(f"Copied {workflow.code} to {new.code}: states, transitions and conditions.",
               "success")
