@@ -276,7 +276,11 @@ def copy_workflow(code: str, new_code: str) -> Workflow:
     """Copy a workflow's whole definition under a new code (export + import)."""
     document = export_document(code)
     document["workflow"]["code"] = new_code
-    return import_document(document)
+    try:
+        return import_document(document)
+    except Conflict as error:
+        raise Conflict(f"workflow {normalize_code(new_code)!r} already exists; choose another "
+                       "code for the copy", error.details) from None
 
 
 # --- import preview -----------------------------------------------------------------------------
