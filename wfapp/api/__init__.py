@@ -1,10 +1,13 @@
 """The JSON API under /api/v1: bearer-token authentication, JSON errors."""
 
+from __future__ import annotations
+
 from typing import Any
 
 from flask import Blueprint, current_app
 from werkzeug.exceptions import HTTPException
 
+from ..extensions import db
 from ..security import api_error
 from ..services.errors import ServiceError
 
@@ -14,6 +17,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 @bp.errorhandler(ServiceError)
 def service_error(error: ServiceError) -> Any:
     """Every expected failure of a service becomes the documented JSON error with its status."""
+    db.session.rollback()  # whatever the refused change touched is not written
     return api_error(error.status, error.code, error.message, error.details)
 
 
@@ -21,9 +25,15 @@ def service_error(error: ServiceError) -> Any:
 def unexpected_error(error: Exception) -> Any:
     """A bug still answers in the API's JSON shape (and is logged with its traceback)."""
     if isinstance(error, HTTPException):
-        return api_error(error.code or 500, (error.name or "error").lower().replace(" ", "_"),
-                         error.description or error.name)
+        response = api_error(error.code or 500,
+                             (error.name or "error").lower().replace(" ", "_"),
+                             error.description or error.name)
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":  # keep Allow, Retry-After, WWW-Authenticate
+                response.headers[name] = value
+        return response
     current_app.logger.exception("API request failed")
+    db.session.rollback()  # a failed flush must not poison the rest of this app context
     return api_error(500, "internal_error", "an unexpected error happened; it has been logged")
 
 

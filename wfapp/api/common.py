@@ -1,13 +1,34 @@
-"""Request parsing shared by the API modules: JSON bodies, query arguments, timestamps."""
+"""Request parsing shared by the API modules: JSON bodies, query arguments, cursors."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from flask import request
 
 from ..engine import RuleError
-from ..services.errors import ValidationFailed
+from ..services.errors import ServiceError, ValidationFailed
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+class InvalidJson(ServiceError):
+    """The body is not well-formed JSON (or uses NaN/Infinity, which JSON does not have)."""
+
+    status = 400
+    code = "invalid_json"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body was not sent as application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 def iso(value: Any) -> str | None:
@@ -15,19 +36,65 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def json_body(allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
-    """The JSON object body; unknown or missing fields are errors that name the field."""
-    data = request.get_json(silent=True)
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def json_document() -> Any:
+    """The request body as any JSON value; 415 unless sent as JSON, 400 when malformed."""
     if not request.is_json:
-        raise ValidationFailed([RuleError("body", "send JSON with Content-Type: "
-                                          "application/json")])
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json",
+                                   [{"path": "body", "message": "must be application/json"}])
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        problem = "is not UTF-8"
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # NaN, Infinity
+        problem = f"is not valid JSON: {exc}"
+    except RecursionError:
+        problem = "is nested too deeply"
+    raise InvalidJson(f"body {problem}", [{"path": "body", "message": problem}])
+
+
+def json_body(allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON object body; unknown or missing fields are errors that name the field."""
+    data = json_document()
     if not isinstance(data, dict):
         raise ValidationFailed([RuleError("body", "must be a JSON object")])
-    errors = [RuleError(k, "unknown field") for k in data if k not in allowed]
+    allowed = set(allowed)
+    errors = [RuleError(str(k), "unknown field") for k in data if k not in allowed]
     errors += [RuleError(k, "is required") for k in sorted(required) if k not in data]
     if errors:
         raise ValidationFailed(errors)
     return data
+
+
+def check_types(data: dict[str, Any], types: dict[str, tuple[type, ...]]) -> None:
+    """Raise ValidationFailed naming every present field whose JSON type is wrong."""
+    names = {bool: "true or false", str: "a string", int: "a whole number", dict: "an object",
+             list: "a list"}
+    errors = []
+    for key, wanted in types.items():
+        if key not in data:
+            continue
+        value = data[key]
+        wrong = not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+        if wrong:
+            errors.append(RuleError(key, "must be " + " or ".join(names.get(t, t.__name__)
+                                                                  for t in wanted)))
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def query_args(allowed: Iterable[str]) -> None:
+    """Refuse query parameters this endpoint does not know (a typo should not be ignored)."""
+    allowed = set(allowed)
+    unknown = [RuleError(k, "unknown query parameter") for k in request.args if k not in allowed]
+    if unknown:
+        raise ValidationFailed(unknown)
 
 
 def int_arg(name: str) -> int | None:
@@ -45,9 +112,9 @@ def limit_arg() -> int:
     """The `limit` query argument: 1 to 500, default 50."""
     value = int_arg("limit")
     if value is None:
-        return 50
-    if not 1 <= value <= 500:
-        raise ValidationFailed([RuleError("limit", "must be between 1 and 500")])
+        return DEFAULT_LIMIT
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValidationFailed([RuleError("limit", f"must be between 1 and {MAX_LIMIT}")])
     return value
 
 
@@ -63,21 +130,29 @@ def bool_arg(name: str) -> bool | None:
     raise ValidationFailed([RuleError(name, "must be true or false")])
 
 
-def json_document() -> Any:
-    """The request body as any JSON value (for documents such as a workflow export)."""
-    if not request.is_json:
-        raise ValidationFailed([RuleError("body", "send JSON with Content-Type: "
-                                          "application/json")])
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ValidationFailed([RuleError("body", "is not valid JSON")])
-    return data
+def encode_cursor(code: str) -> str:
+    """An opaque cursor that resumes a code-ordered list after `code`."""
+    raw = json.dumps({"after": code}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def page_of(items: list[Any], key: Any, limit: int, cursor: str | None
-            ) -> tuple[list[Any], str | None]:
-    """Keyset pagination over an already ordered list by `key` (for small, code-ordered lists)."""
-    if cursor:
-        items = [i for i in items if key(i) > cursor]
-    page = items[:limit]
-    return page, (key(page[-1]) if len(items) > limit else None)
+def cursor_arg() -> str | None:
+    """The code a list resumes after, from the opaque `cursor` argument (None when absent)."""
+    raw = request.args.get("cursor")
+    if raw in (None, ""):
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        after = decoded["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        after = None
+    if not isinstance(after, str):
+        raise ValidationFailed([RuleError("cursor", "is not a cursor this API handed out")])
+    return after
+
+
+def keyset_page(rows: list[Any], limit: int, key: Any) -> tuple[list[Any], str | None]:
+    """Cut a list fetched with `limit + 1` rows into a page and the cursor of the next one."""
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(key(rows[limit - 1]))
+    return rows, None

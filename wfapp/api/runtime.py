@@ -16,7 +16,7 @@ from ..services.errors import ValidationFailed
 from ..services.integrations import get_integration
 from ..services.runs import get_run, run_progress, start_run
 from . import bp
-from .common import bool_arg, int_arg, iso, json_body, limit_arg
+from .common import bool_arg, int_arg, iso, json_body, limit_arg, query_args
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:
@@ -76,6 +76,8 @@ def show_run(run_id: int) -> Response:
 @bp.get("/instances")
 def list_instances() -> Response:
     """Instances by the page's filters; keyset pagination with `cursor`."""
+    query_args(("workflow", "integration", "state", "active", "record_key", "run_id", "limit",
+                "cursor"))
     filters = instance_service.InstanceFilters(
         workflow=request.args.get("workflow") or None,
         integration=request.args.get("integration") or None,
@@ -131,6 +133,7 @@ def delete(instance_id: int) -> tuple[str, int]:
 @bp.get("/events")
 def list_events() -> Response:
     """Stored events, newest first; filters integration, status, source, run_id."""
+    query_args(("integration", "status", "source", "run_id", "instance_id", "limit", "cursor"))
     filters = event_service.EventFilters(
         integration=request.args.get("integration") or None,
         status=request.args.get("status") or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ FIELD_RE = re.compile(
     r"(?:event|record)(?:\.[^.\s]+)+|instance\.(?:state|record_key|run_id)|instance\.vars(?:\.[^.\s]+)+"
 )
 MAX_DESCRIPTION = 100
+#: Bounds that keep values storable (a 32-bit priority column) and timers computable.
+MIN_PRIORITY, MAX_PRIORITY = -1_000_000, 1_000_000
+MAX_TIMEOUT_HOURS = 87_600  # ten years
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,13 @@ def _check_state(state: Mapping[str, Any], path: str, transitions: Mapping[str, 
     hours = state.get("timeout_hours")
     on_timeout = state.get("on_timeout_transition")
     if hours is not None:
-        if isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0:
+        if (isinstance(hours, bool) or not isinstance(hours, int | float)
+                or (isinstance(hours, float) and math.isnan(hours)) or hours <= 0):
             errors.append(RuleError(f"{path}.timeout_hours",
                                     "timeout must be a number of hours greater than 0"))
+        elif hours > MAX_TIMEOUT_HOURS:
+            errors.append(RuleError(f"{path}.timeout_hours",
+                                    f"timeout must be at most {MAX_TIMEOUT_HOURS} hours"))
         elif state.get("is_final"):
             errors.append(RuleError(f"{path}.timeout_hours", "a final state has no timeout"))
         elif not on_timeout:
@@ -151,6 +159,9 @@ def _check_transition(t: Mapping[str, Any], path: str, states: set[str], finals:
     priority = t.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         errors.append(RuleError(f"{path}.priority", "priority must be a whole number"))
+    elif not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        errors.append(RuleError(f"{path}.priority",
+                                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}"))
     trigger = trigger_types.get(t.get("trigger_type") or "")
     if trigger is None:
         errors.append(RuleError(

@@ -173,12 +173,29 @@ def check_document(document: Any) -> dict[str, Any]:
     """Validate a whole document (schema, then every rule); return its normalized workflow."""
     errors = _schema_errors(document)
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationFailed(errors + _rule_errors_elsewhere(document, errors))
     wf = normalize(document["workflow"])
     errors = validate_workflow(wf, get_registry().trigger_types)
     if errors:
         raise ValidationFailed(errors)
     return wf
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one place contains the other (`workflow.states` and `workflow.states[1].code`)."""
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    return short in ("document", "workflow") or long.startswith((short + ".", short + "["))
+
+
+def _rule_errors_elsewhere(document: Any, found: list[RuleError]) -> list[RuleError]:
+    """Rule errors in places the schema did not complain about, so one answer lists both."""
+    try:
+        errors = validate_workflow(normalize(document["workflow"]), get_registry().trigger_types)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        return []  # the shape is too broken for the rules; the schema errors say why
+    return [e for e in errors if not any(_related(e.path, f.path) for f in found)]
 
 
 def parse_file(content: bytes | str) -> Any:
@@ -264,12 +281,17 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
 
 def import_document(document: Any, replace: bool = False) -> Workflow:
     """Import a workflow document; Conflict when its code exists and `replace` is false."""
+    return import_and_report(document, replace)[0]
+
+
+def import_and_report(document: Any, replace: bool = False) -> tuple[Workflow, bool]:
+    """Import a workflow document; return it and whether it was created (not replaced)."""
     wf = check_document(document)
     existing = db.session.scalar(select(Workflow).where(Workflow.code == wf["code"]))
     if existing is not None and not replace:
         raise Conflict(f"workflow {wf['code']!r} already exists; import with replace to "
                        "overwrite it", {"code": wf["code"]})
-    return save_definition(existing, wf)
+    return save_definition(existing, wf), existing is None
 
 
 def copy_workflow(code: str, new_code: str) -> Workflow:

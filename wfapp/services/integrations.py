@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
-from ..models import InstanceMode, Integration, Workflow
+from ..models import Instance, InstanceMode, Integration, Workflow
 from .errors import NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -19,9 +22,15 @@ URL_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 URL_NAMES = re.compile(r"record_key|run_id|vars\.[A-Za-z_]\w*|data\.[\w.]+")
 
 
-def list_integrations() -> list[Integration]:
-    """All integrations by code."""
-    return list(db.session.scalars(select(Integration).order_by(Integration.code)))
+def list_integrations(*, after: str | None = None, limit: int | None = None
+                      ) -> list[Integration]:
+    """Integrations by code (keyset: those after `after`, at most `limit`)."""
+    query = select(Integration).order_by(Integration.code)
+    if after is not None:
+        query = query.where(Integration.code > after)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(db.session.scalars(query))
 
 
 def get_integration(code: str) -> Integration:
@@ -73,6 +82,8 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
     if "instance_mode" in fields and fields["instance_mode"] not in [m.value for m in InstanceMode]:
         errors.append(RuleError("instance_mode", "must be per_record or per_run"))
     template = fields.get("record_url_template")
+    if isinstance(template, str) and len(template) > 500:
+        errors.append(RuleError("record_url_template", "must be at most 500 characters"))
     if isinstance(template, str) and template:
         if not re.match(r"https?://", template):
             errors.append(RuleError("record_url_template", "must start with http:// or https://"))
@@ -132,20 +143,38 @@ def create_integration(fields: dict[str, Any]) -> Integration:
                               enabled=True, record_url_template="", settings={})
     _apply(integration, fields, workflow)
     db.session.add(integration)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Someone created the same code between our check and our insert.
+        db.session.rollback()
+        raise ValidationFailed([RuleError("code", f"integration {code!r} already exists")]
+                               ) from None
     return integration
 
 
-def update_integration(code: str, fields: dict[str, Any]) -> Integration:
-    """Change some fields of an integration; the code itself cannot change."""
+def update_integration(code: str, fields: dict[str, Any], *, clear: Iterable[str] = ()
+                       ) -> Integration:
+    """Change some fields of an integration and remove the secrets named in `clear`, at once.
+
+    The code itself cannot change. Nothing is written unless every field passes.
+    """
     integration = get_integration(code)
     if "code" in fields and normalize_code(fields["code"]) != integration.code:
         raise ValidationFailed([RuleError("code", "the code of an integration cannot change")])
     fields = {k: v for k, v in fields.items() if k != "code"}
     errors, workflow = _check(fields, creating=False)
+    settings = get_registry().integration_settings
+    clear = list(clear)
+    for name in clear:
+        if name not in settings or settings[name].type != "secret":
+            errors.append(RuleError(name, "only secret settings can be cleared"))
     if errors:
         raise ValidationFailed(errors)
     _apply(integration, fields, workflow)
+    if clear:
+        integration.settings = {k: v for k, v in (integration.settings or {}).items()
+                                if k not in clear}
     db.session.commit()
     return integration
 
@@ -158,3 +187,43 @@ def clear_secret(code: str, name: str) -> Integration:
     integration.settings = settings
     db.session.commit()
     return integration
+
+
+def workflow_choices() -> list[tuple[str, str]]:
+    """(code, label) of every workflow, for the Workflow Code drop-down (no instance counts)."""
+    rows = db.session.execute(select(Workflow.code, Workflow.description)
+                              .order_by(Workflow.code)).all()
+    return [(code, f"{code} · {description}" if description else code)
+            for code, description in rows]
+
+
+@dataclass
+class WorkflowSummary:
+    """What the integration card shows about its attached workflow."""
+
+    code: str
+    description: str
+    enabled: bool
+    initial_state: str
+    states: int
+    final_states: int
+    transitions: int
+    active_instances: int
+
+
+def attached_workflow(integration: Integration) -> WorkflowSummary | None:
+    """A summary of the integration's workflow, with this integration's active instances."""
+    workflow = integration.workflow
+    if workflow is None:
+        return None
+    # Count over the non-final states so the (integration, state, ...) index answers it.
+    open_states = [s.code for s in workflow.states if not s.is_final]
+    active = db.session.scalar(
+        select(func.count()).select_from(Instance).where(
+            Instance.integration_id == integration.id, Instance.state.in_(open_states),
+            Instance.workflow_id == workflow.id)) if open_states else 0
+    return WorkflowSummary(
+        code=workflow.code, description=workflow.description or "", enabled=workflow.enabled,
+        initial_state=workflow.initial_state, states=len(workflow.states),
+        final_states=sum(1 for s in workflow.states if s.is_final),
+        transitions=len(workflow.transitions), active_instances=active or 0)

@@ -31,14 +31,20 @@ class WorkflowRow:
     active_instances: int
 
 
-def list_workflows() -> list[WorkflowRow]:
-    """All workflows with their active instance counts, in two queries whatever their number."""
-    counts = dict(db.session.execute(
-        select(Instance.workflow_id, func.count())
-        .where(Instance.active.is_(True))
-        .group_by(Instance.workflow_id)
-    ).all())
-    workflows = db.session.scalars(select(Workflow).order_by(Workflow.code)).all()
+def list_workflows(*, after: str | None = None, limit: int | None = None
+                   ) -> list[WorkflowRow]:
+    """Workflows by code (keyset: those after `after`, at most `limit`), in two queries."""
+    query = select(Workflow).order_by(Workflow.code)
+    if after is not None:
+        query = query.where(Workflow.code > after)
+    if limit is not None:
+        query = query.limit(limit)
+    workflows = db.session.scalars(query).all()
+    count_query = (select(Instance.workflow_id, func.count())
+                   .where(Instance.active.is_(True)).group_by(Instance.workflow_id))
+    if after is not None or limit is not None:
+        count_query = count_query.where(Instance.workflow_id.in_([w.id for w in workflows]))
+    counts = dict(db.session.execute(count_query).all()) if workflows else {}
     return [WorkflowRow(w.code, w.description, w.initial_state, w.enabled, counts.get(w.id, 0))
             for w in workflows]
 
