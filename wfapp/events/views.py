@@ -1,69 +1,84 @@
-"""The Events page: what arrived, what each event did; replay skipped or failed ones."""
+"""The Events pages: what arrived, what each event did; replay skipped or failed ones."""
 
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..engine import RuleError
-from ..models import Role
+from ..instances.common import MAX_ID, local_url
+from ..models import Event, Role
 from ..security import requires_role
 from ..services import events as service
-from ..services.errors import Conflict, NotFound, ValidationFailed
+from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
+from .forms import EventFilterForm, ReplayForm
+
+PAGE_SIZE = 50
 
 
-def _int(name: str, errors: list[RuleError]) -> int | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
+def _labels() -> dict[str, str]:
+    return {name: t.label for name, t in get_registry().trigger_types.items()}
+
+
+def _event_or_404(event_id: int) -> Event:
+    """The event with this id; 404 with the service's message when there is none."""
+    if event_id > MAX_ID:
+        abort(404, description=f"event {event_id} does not exist")
     try:
-        return int(raw)
-    except ValueError:
-        errors.append(RuleError(name, "must be a whole number"))
-        return None
+        return service.get_event(event_id)
+    except NotFound as error:
+        abort(404, description=error.message)
 
 
 @bp.route("/")
-def index() -> str:
-    """Stored events, newest first, with filters."""
-    errors: list[RuleError] = []
-    filters = service.EventFilters(
-        integration=request.args.get("integration") or None,
-        status=request.args.get("status") or None, source=request.args.get("source") or None,
-        run_id=_int("run_id", errors), instance_id=_int("instance_id", errors))
-    cursor = _int("cursor", errors)
-    rows, next_cursor = [], None
-    if not errors:
+def index() -> str | tuple[str, int]:
+    """Stored events, newest first, with filters and keyset pages."""
+    form = EventFilterForm(formdata=request.args)
+    sources = get_registry().choices()
+    form.source.choices = [("", "All"), *sources]
+    rows: list[Event] = []
+    cursor, problems = None, []
+    if form.validate():
+        filters = service.EventFilters(
+            integration=form.integration.data or None, status=form.status.data or None,
+            source=form.source.data or None, run_id=form.run_id.data,
+            instance_id=form.instance_id.data)
         try:
-            rows, next_cursor = service.list_events(filters, 50, cursor)
+            rows, cursor = service.list_events(filters, PAGE_SIZE, form.cursor.data)
         except ValidationFailed as error:
-            errors = error.errors
-    args = {k: v for k, v in request.args.items() if k != "cursor" and v}
-    return render_template("events/index.html", rows=rows, cursor=next_cursor, errors=errors,
-                           filters=request.args, args=args,
-                           sources=get_registry().choices())
+            problems = [f"{e.path}: {e.message}" for e in error.errors]
+    else:
+        problems = [f"{form[name].label.text}: {'; '.join(messages)}"
+                    for name, messages in form.errors.items()]
+    page = render_template(
+        "events/index.html", form=form, rows=rows, cursor=cursor, problems=problems,
+        labels=_labels(), replay_form=ReplayForm(),
+        args={k: v for k, v in request.args.items() if k != "cursor" and v})
+    return (page, 400) if problems else page
 
 
 @bp.route("/<int:event_id>")
 def show(event_id: int) -> str:
-    """One event with its payload."""
-    try:
-        event = service.get_event(event_id)
-    except NotFound as error:
-        abort(404, description=error.message)
-    return render_template("events/show.html", event=event)
+    """One event: where it came from, what it did, its payload and record."""
+    return render_template("events/show.html", event=_event_or_404(event_id), labels=_labels(),
+                           replay_form=ReplayForm())
 
 
 @bp.post("/<int:event_id>/replay")
 @requires_role(Role.OPERATOR)
 def replay(event_id: int) -> Response:
     """Queue a skipped or failed event again."""
-    try:
-        service.replay(event_id)
-    except (Conflict, NotFound) as error:
-        flash(f"Not replayed: {error.message}", "danger")
+    event = _event_or_404(event_id)
+    form = ReplayForm()
+    if form.validate_on_submit():
+        try:
+            service.replay(event.id)
+        except ServiceError as error:
+            flash(f"Not replayed: {error.message}", "danger")
+        else:
+            flash(f"Event #{event.id} queued again; a worker evaluates it within seconds.",
+                  "success")
     else:
-        flash(f"Event #{event_id} queued again.", "success")
-    return redirect(request.form.get("back") or url_for("events.show", event_id=event_id))
+        flash("Not replayed: the form expired; reload the page and try again.", "danger")
+    return redirect(local_url(request.form.get("back"), url_for("events.show", event_id=event.id)))

@@ -1,226 +1,221 @@
-"""The Workflow Instances page and the instance page."""
+"""The Workflow Instances page, its actions, and the instance page."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..engine import RuleError
-from ..formatting import record_url
-from ..models import Instance, Role
+from ..models import Instance, Role, utcnow
 from ..security import actor_name, requires_role
 from ..services import instances as service
-from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
-from ..services.firing import compiled_workflow
+from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
+from .common import MAX_ID, local_url
+from .forms import ACTIVE, AdvanceForm, DeleteForm, FilterForm, ResetForm, WhyNotForm
 
-ACTIVE = {"yes": True, "no": False, "all": None, "": None}
-
-
-def _filters() -> tuple[service.InstanceFilters, list[RuleError]]:
-    args = request.args
-    errors: list[RuleError] = []
-    run_id = None
-    if args.get("run_id"):
-        try:
-            run_id = int(args["run_id"])
-        except ValueError:
-            errors.append(RuleError("run_id", "must be a whole number"))
-    since = None
-    if args.get("since"):
-        try:
-            since = datetime.fromisoformat(args["since"])
-        except ValueError:
-            errors.append(RuleError("since", "must be a date and time"))
-    if args.get("active", "") not in ACTIVE:
-        errors.append(RuleError("active", "must be yes, no or all"))
-    filters = service.InstanceFilters(
-        workflow=args.get("workflow") or None, integration=args.get("integration") or None,
-        state=args.get("state") or None, active=ACTIVE.get(args.get("active", "")),
-        record_key=args.get("record_key") or None, run_id=run_id, since=since)
-    return filters, errors
+PAGE_SIZE = 50
+INSTANCE_PAGE = re.compile(r"^/instances/\d+$")
+Page = str | tuple[str, int] | Response
 
 
-def _manual_codes(instances: list[Instance]) -> dict[int, list[str]]:
-    """Manual transitions available per instance, one compile per workflow on the page."""
-    compiled: dict[int, Any] = {}
-    out = {}
-    for instance in instances:
-        if instance.workflow_id not in compiled:
-            compiled[instance.workflow_id] = compiled_workflow(instance.workflow_id)
-        wf = compiled[instance.workflow_id]
-        state = wf.states.get(instance.state) if wf else None
-        if wf is None or not wf.enabled or state is None or state.is_final:
-            out[instance.id] = []
-        else:
-            out[instance.id] = [t.code for t in wf.candidates.get((instance.state, "manual"), ())]
-    return out
+def _labels() -> dict[str, str]:
+    return {name: t.label for name, t in get_registry().trigger_types.items()}
 
 
-@bp.route("/")
-def index() -> str:
-    """The Workflow Instances list with its filters and actions."""
-    filters, errors = _filters()
-    rows: list[service.InstanceRow] = []
-    cursor = None
-    if not errors:
-        try:
-            rows, cursor = service.list_instances(filters, 50, request.args.get("cursor"))
-        except ValidationFailed as error:
-            errors = error.errors
-    manual = _manual_codes([r.instance for r in rows])
-    links = {r.instance.id: record_url(r.instance.integration.record_url_template or "",
-                                       r.instance.record_key, r.instance.run_id,
-                                       r.instance.vars or {}, r.instance.data or {})
-             for r in rows}
-    args = {k: v for k, v in request.args.items() if k != "cursor" and v}
-    return render_template("instances/index.html", rows=rows, cursor=cursor, errors=errors,
-                           filters=request.args, manual=manual, links=links, args=args,
-                           labels={n: t.label for n, t in get_registry().trigger_types.items()})
+def _name(instance: Instance) -> str:
+    return instance.record_key or (f"run {instance.run_id}" if instance.run_id else
+                                   f"#{instance.id}")
+
+
+def _back(default: str) -> str:
+    """A local URL to return to: the form's `back`, else the referrer on GET, else `default`."""
+    back = local_url(request.values.get("back"), "")
+    if not back and request.method == "GET":
+        back = local_url(request.referrer, "")
+    return back or default
+
+
+def _instance_or_404(instance_id: int) -> Instance:
+    """The instance with this id; 404 with the service's message when there is none."""
+    if instance_id > MAX_ID:
+        abort(404, description=f"instance {instance_id} does not exist")
+    try:
+        return service.get_instance(instance_id)
+    except NotFound as error:
+        abort(404, description=error.message)
 
 
 def _selected() -> list[Instance]:
-    ids = request.values.getlist("id")
-    instances = []
-    for raw in ids:
-        try:
-            instances.append(service.get_instance(int(raw)))
-        except (ValueError, NotFound):
+    """The instances picked on the list (`id` values); unknown or malformed ids are skipped."""
+    instances: dict[int, Instance] = {}
+    for raw in request.values.getlist("id"):
+        if not raw.isdigit() or int(raw) > MAX_ID or int(raw) in instances:
             continue
-    if not instances:
-        flash("Select one or more instances first.", "warning")
-    return instances
+        try:
+            instances[int(raw)] = service.get_instance(int(raw))
+        except NotFound:
+            continue
+    return list(instances.values())
+
+
+def _each(instances: Sequence[Instance], change: Callable[[int], Any], done_text: str,
+          refused_text: str) -> None:
+    """Apply a service call to each instance and flash one line for what worked and what not."""
+    done = []
+    for instance in instances:
+        name = _name(instance)
+        try:
+            change(instance.id)
+        except ServiceError as error:
+            flash(f"{refused_text} {name}: {error.message}", "danger")
+        else:
+            done.append(name)
+    if done:
+        flash(f"{done_text} {', '.join(done)}.", "success")
+
+
+@bp.route("/")
+def index() -> Page:
+    """The Workflow Instances list: filters, keyset pages and the actions on selected rows."""
+    form = FilterForm(formdata=request.args)
+    rows: list[service.InstanceRow] = []
+    cursor, problems = None, []
+    if form.validate():
+        filters = service.InstanceFilters(
+            workflow=form.workflow.data or None, integration=form.integration.data or None,
+            state=form.state.data or None, active=ACTIVE[form.active.data or ""],
+            record_key=form.record_key.data or None, run_id=form.run_id.data,
+            since=form.since_utc())
+        try:
+            rows, cursor = service.list_instances(filters, PAGE_SIZE, request.args.get("cursor"))
+        except ValidationFailed as error:
+            problems = [f"{e.path}: {e.message}" for e in error.errors]
+    else:
+        problems = [f"{form[name].label.text}: {'; '.join(messages)}"
+                    for name, messages in form.errors.items()]
+    instances = [row.instance for row in rows]
+    page = render_template(
+        "instances/index.html", form=form, rows=rows, cursor=cursor, problems=problems,
+        manual=service.manual_actions_by_instance(instances),
+        links={i.id: service.record_link(i) for i in instances}, labels=_labels(),
+        args={k: v for k, v in request.args.items() if k != "cursor" and v})
+    return (page, 400) if problems else page
 
 
 @bp.route("/advance", methods=["GET", "POST"])
 @requires_role(Role.OPERATOR)
-def advance() -> str | Response:
-    """Advance Workflow: fire a Manual transition common to the selected instances."""
+def advance() -> Page:
+    """Advance Workflow: fire one Manual transition on each selected instance."""
     instances = _selected()
+    back = _back(url_for("instances.index"))
     if not instances:
-        return redirect(url_for("instances.index"))
-    manual = _manual_codes(instances)
-    common = set.intersection(*(set(codes) for codes in manual.values()))
-    if request.method == "POST":
-        code = request.form.get("transition", "")
-        comment = request.form.get("comment", "")
-        fired, refused = [], []
-        for instance in instances:
-            try:
-                service.fire_manual(instance.id, code, comment, actor_name())
-                fired.append(instance.record_key or f"#{instance.id}")
-            except ServiceError as error:
-                refused.append(f"{instance.record_key or instance.id}: {error.message}")
-        if fired:
-            flash(f"Fired {code} for {', '.join(fired)}.", "success")
-        for line in refused:
-            flash(f"Not fired — {line}", "danger")
+        flash("Select one or more instances first.", "warning")
+        return redirect(back)
+    options = service.common_manual_actions(instances)
+    form = AdvanceForm()
+    form.transition.choices = [(a.code, a.label) for a in options]
+    if form.validate_on_submit():
+        code = form.transition.data.strip().upper()
+        _each(instances, lambda i: service.fire_manual(i, code, form.comment.data or "",
+                                                       actor_name()),
+              f"Fired {code} for", "Not fired for")
         if len(instances) == 1:
             return redirect(url_for("instances.show", instance_id=instances[0].id))
-        return redirect(request.form.get("back") or url_for("instances.index"))
-    first = compiled_workflow(instances[0].workflow_id)
-    options = [first.transitions[c] for c in sorted(common)] if first else []
-    return render_template("instances/advance.html", instances=instances, options=options,
-                           back=request.referrer or url_for("instances.index"))
+        return redirect(back)
+    page = render_template("instances/advance.html", form=form, instances=instances,
+                           options=options, back=back)
+    return (page, 400) if form.errors else page
 
 
 @bp.route("/reset", methods=["GET", "POST"])
 @requires_role(Role.OPERATOR)
-def reset() -> str | Response:
+def reset() -> Page:
     """Reset to State: move the selected instances to a state without firing anything."""
     instances = _selected()
+    back = _back(url_for("instances.index"))
     if not instances:
-        return redirect(url_for("instances.index"))
-    errors: list[RuleError] = []
-    if request.method == "POST":
-        state, note = request.form.get("state", ""), request.form.get("note", "")
-        done = []
-        for instance in instances:
-            try:
-                service.reset_instance(instance.id, state, note, actor_name())
-                done.append(instance.record_key or f"#{instance.id}")
-            except ValidationFailed as error:
-                errors = error.errors
-                break
-            except ServiceError as error:
-                flash(f"Not reset — {instance.record_key}: {error.message}", "danger")
-        if not errors:
-            if done:
-                flash(f"Reset {', '.join(done)} to {state.upper()}.", "success")
-            if len(instances) == 1:
-                return redirect(url_for("instances.show", instance_id=instances[0].id))
-            return redirect(url_for("instances.index"))
+        flash("Select one or more instances first.", "warning")
+        return redirect(back)
     workflows = {i.workflow_id for i in instances}
-    states = instances[0].workflow.states if len(workflows) == 1 else []
-    return render_template("instances/reset.html", instances=instances, states=states,
-                           errors=errors, mixed=len(workflows) > 1)
+    form = ResetForm()
+    form.state.choices = [(s.code, f"{s.code} · {s.description}")
+                          for s in instances[0].workflow.states] if len(workflows) == 1 else []
+    if len(workflows) == 1 and form.validate_on_submit():
+        state, note = form.state.data, form.note.data.strip()
+        _each(instances, lambda i: service.reset_instance(i, state, note, actor_name()),
+              f"Reset to {state.upper()}:", "Not reset:")
+        if len(instances) == 1:
+            return redirect(url_for("instances.show", instance_id=instances[0].id))
+        return redirect(back)
+    page = render_template("instances/reset.html", form=form, instances=instances, back=back,
+                           mixed=len(workflows) > 1)
+    return (page, 400) if form.errors or (request.method == "POST" and len(workflows) > 1) \
+        else page
 
 
 @bp.route("/delete", methods=["GET", "POST"])
 @requires_role(Role.OPERATOR)
-def delete() -> str | Response:
+def delete() -> Page:
     """Delete Instance: remove the selected instances without firing anything (audited)."""
     instances = _selected()
+    back = _back(url_for("instances.index"))
+    if INSTANCE_PAGE.match(urlsplit(back).path):
+        back = url_for("instances.index", workflow=instances[0].workflow.code) if instances \
+            else url_for("instances.index")
     if not instances:
-        return redirect(url_for("instances.index"))
-    if request.method == "POST":
-        for instance in instances:
-            service.delete_instance(instance.id, actor_name())
-        flash(f"Deleted {len(instances)} instance(s); the deletion is in the audit log.",
-              "success")
-        return redirect(url_for("instances.index"))
-    return render_template("instances/delete.html", instances=instances)
+        flash("Select one or more instances first.", "warning")
+        return redirect(back)
+    form = DeleteForm()
+    if form.validate_on_submit():
+        _each(instances, lambda i: service.delete_instance(i, actor_name()),
+              "Deleted (written to the audit log):", "Not deleted:")
+        return redirect(back)
+    return render_template("instances/delete.html", form=form, instances=instances, back=back)
 
 
 @bp.route("/<int:instance_id>")
-def show(instance_id: int) -> str:
-    """One instance: state, timer, data, variables, history, events, actions, why-not."""
-    try:
-        instance = service.get_instance(instance_id)
-    except NotFound as error:
-        abort(404, description=error.message)
-    why_error = None
-    payload = None
-    source = request.args.get("why_source") or None
-    if request.args.get("why_payload") is not None:
-        try:
-            payload = json.loads(request.args["why_payload"] or "{}")
-            if not isinstance(payload, dict):
-                raise ValueError("the payload must be a JSON object")
-        except ValueError as exc:
-            why_error = f"The sample payload is not a JSON object: {exc}"
-            payload = None
-    if payload is not None and source:
-        about, verdicts = service.why_not(instance, payload, source,
-                                          request.args.get("why_type", ""))
+def show(instance_id: int) -> Page:
+    """One instance: state, timer, data, variables, history, events, actions and why-not."""
+    instance = _instance_or_404(instance_id)
+    sample = "why_payload" in request.args
+    why = WhyNotForm(formdata=request.args if sample else None)
+    why.why_source.choices = get_registry().choices()
+    if sample and why.validate():
+        about, verdicts = service.why_not(instance, why.payload(), why.why_source.data,
+                                          why.why_type.data or "")
     else:
         about, verdicts = service.why_not(instance)
-    workflow = compiled_workflow(instance.workflow_id)
-    state = workflow.states.get(instance.state) if workflow else None
     return render_template(
-        "instances/show.html", instance=instance, history=service.history(instance.id),
-        events=service.events_of(instance.id), actions=service.manual_actions(instance),
-        about=about, verdicts=verdicts, why_error=why_error, state=state,
-        link=record_url(instance.integration.record_url_template or "", instance.record_key,
-                        instance.run_id, instance.vars or {}, instance.data or {}),
-        trigger_types=get_registry().choices(),
-        labels={n: t.label for n, t in get_registry().trigger_types.items()})
+        "instances/show.html", instance=instance, state=service.current_state(instance),
+        history=service.history(instance.id), events=service.events_of(instance.id),
+        actions=service.manual_actions(instance), about=about, verdicts=verdicts, why=why,
+        sample=sample, link=service.record_link(instance), labels=_labels(),
+        seconds_left=int((instance.timeout_due_at - utcnow()).total_seconds())
+        if instance.timeout_due_at else None)
 
 
 @bp.post("/<int:instance_id>/fire")
 @requires_role(Role.OPERATOR)
 def fire(instance_id: int) -> Response:
     """Fire one Manual transition from the instance page."""
-    try:
-        service.fire_manual(instance_id, request.form.get("transition", ""),
-                            request.form.get("comment", ""), actor_name())
-    except (Conflict, NotFound) as error:
-        flash(f"Not fired: {error.message}", "danger")
+    instance = _instance_or_404(instance_id)
+    code = (request.form.get("transition") or "").strip().upper()
+    form = AdvanceForm()
+    form.transition.choices = [(code, code)]
+    if not form.validate_on_submit():
+        for messages in form.errors.values():
+            flash(f"Not fired: {'; '.join(messages)}", "danger")
     else:
-        flash(f"Fired {request.form.get('transition', '').upper()}.", "success")
-    return redirect(url_for("instances.show", instance_id=instance_id))
+        try:
+            service.fire_manual(instance.id, code, form.comment.data or "", actor_name())
+        except ServiceError as error:
+            flash(f"Not fired: {error.message}", "danger")
+        else:
+            flash(f"Fired {code}.", "success")
+    return redirect(url_for("instances.show", instance_id=instance.id))

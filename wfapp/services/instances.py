@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Connection
 from ..engine import (
     CompiledWorkflow,
     RuleError,
+    StateInfo,
     Verdict,
     build_context,
     capture_vars,
@@ -21,6 +23,7 @@ from ..engine import (
     explain_condition,
 )
 from ..extensions import db
+from ..formatting import record_url
 from ..models import (
     AuditEntry,
     Event,
@@ -170,6 +173,33 @@ def manual_actions(instance: Instance) -> list[ManualAction]:
     return [ManualAction(t.code, t.config.get("button_label") or t.description or t.code,
                          t.to_state, bool(t.config.get("confirm")))
             for t in workflow.candidates.get((instance.state, "manual"), ())]
+
+
+def manual_actions_by_instance(instances: Sequence[Instance]) -> dict[int, list[ManualAction]]:
+    """The Manual transitions each instance can fire now (see manual_actions)."""
+    return {instance.id: manual_actions(instance) for instance in instances}
+
+
+def common_manual_actions(instances: Sequence[Instance]) -> list[ManualAction]:
+    """The Manual transitions every one of the instances can fire now (same code and target)."""
+    per_instance = list(manual_actions_by_instance(instances).values())
+    if not per_instance:
+        return []
+    keys = set.intersection(*({(a.code, a.to_state) for a in actions}
+                              for actions in per_instance))
+    return [a for a in per_instance[0] if (a.code, a.to_state) in keys]
+
+
+def current_state(instance: Instance) -> StateInfo | None:
+    """The compiled definition of the instance's state (None when the state was removed)."""
+    workflow = compiled_workflow(instance.workflow_id)
+    return workflow.states.get(instance.state) if workflow is not None else None
+
+
+def record_link(instance: Instance) -> str | None:
+    """Open Record: the integration's record URL template filled for this instance, if any."""
+    return record_url(instance.integration.record_url_template or "", instance.record_key,
+                      instance.run_id, instance.vars or {}, instance.data or {})
 
 
 def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow | None]:

@@ -124,11 +124,13 @@
   });
 })();
 
-// Live countdown to a timer (the instance page).
+// Live countdown to a timer (the instance page). The server says how many seconds were left when
+// it rendered the page, so a client clock that is off does not matter.
 (function () {
   "use strict";
   document.querySelectorAll("[data-countdown]").forEach(function (el) {
-    const due = new Date(el.dataset.countdown).getTime();
+    const left0 = parseInt(el.dataset.secondsLeft, 10);
+    const due = isNaN(left0) ? new Date(el.dataset.countdown).getTime() : Date.now() + left0 * 1000;
     function tick() {
       let left = Math.floor((due - Date.now()) / 1000);
       if (left <= 0) { el.textContent = "due now — the sweep fires it within seconds"; return; }
@@ -142,13 +144,14 @@
   });
 })();
 
-// Actions that need something in common across the selected rows (Advance Workflow needs a
-// Manual transition available from every selected instance's state).
+// The Workflow Instances action bar: Advance Workflow needs a Manual transition available from every
+// selected instance's state; a disabled action says why in its wrapper's tooltip; "select all".
 (function () {
   "use strict";
   document.querySelectorAll("table[data-selectable]").forEach(function (table) {
     const bar = document.querySelector(table.dataset.selectable);
     if (!bar) { return; }
+    const all = table.querySelector("#select-all");
     function refresh() {
       const rows = Array.from(table.querySelectorAll("input.row-select:checked")).map(function (b) { return b.closest("tr"); });
       bar.querySelectorAll("[data-requires-common]").forEach(function (btn) {
@@ -158,14 +161,37 @@
           const codes = (tr.dataset[key] || "").split(",").filter(Boolean);
           common = common === null ? codes : common.filter(function (c) { return codes.includes(c); });
         });
-        const ok = rows.length > 0 && common && common.length > 0;
-        btn.disabled = !ok;
-        btn.title = rows.length && !ok ? "No Manual transition is available from the selected instances' state" : "";
+        btn.disabled = !(rows.length > 0 && common && common.length > 0);
+      });
+      bar.querySelectorAll("[data-tip]").forEach(function (wrap) {
+        const btn = wrap.querySelector("a, button");
+        const off = btn.disabled || btn.classList.contains("disabled");
+        wrap.title = !off ? "" : (rows.length && wrap.dataset.tipBlocked ? wrap.dataset.tipBlocked : wrap.dataset.tip);
+      });
+      if (all) {
+        const boxes = table.querySelectorAll("input.row-select");
+        all.checked = rows.length > 0 && rows.length === boxes.length;
+        all.indeterminate = rows.length > 0 && rows.length < boxes.length;
+      }
+    }
+    if (all) {
+      all.addEventListener("change", function () {
+        table.querySelectorAll("input.row-select").forEach(function (b) { b.checked = all.checked; });
+        table.dispatchEvent(new Event("change"));
       });
     }
-    table.addEventListener("change", refresh);
+    table.addEventListener("change", function () { setTimeout(refresh, 0); });
     table.addEventListener("click", function () { setTimeout(refresh, 0); });
     refresh();
+  });
+  // Advance Workflow: transitions whose trigger config asks for confirmation ask before firing.
+  document.querySelectorAll("form[data-confirm-codes]").forEach(function (form) {
+    const codes = form.dataset.confirmCodes.split(",");
+    form.addEventListener("submit", function (e) {
+      const picked = form.querySelector('input[name="transition"]:checked');
+      if (picked && codes.includes(picked.value) &&
+          !window.confirm("Fire " + picked.value + " on the selected instance(s)?")) { e.preventDefault(); }
+    });
   });
 })();
 

@@ -1,0 +1,34 @@
+"""Forms of the Events pages: the list filters and Replay."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, SelectField, StringField
+from wtforms.validators import AnyOf, Length, NumberRange, Optional
+
+from ..instances.common import MAX_ID, no_nul
+
+STATUSES = [("", "All"), ("pending", "Pending"), ("processed", "Processed"),
+            ("skipped", "Skipped"), ("failed", "Failed")]
+
+
+class EventFilterForm(FlaskForm):
+    """The filters of the Events list (a GET form: no CSRF token)."""
+
+    class Meta:
+        csrf = False
+
+    integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
+    status = SelectField("Status", choices=STATUSES, default="", validate_choice=False,
+                         validators=[AnyOf([v for v, _ in STATUSES],
+                                           message="must be pending, processed, skipped or "
+                                           "failed")])
+    source = SelectField("Source", choices=[], default="", validate_choice=False,
+                         validators=[Length(max=40), no_nul])
+    run_id = IntegerField("Run", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
+    instance_id = IntegerField("Instance", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
+    cursor = IntegerField("Cursor", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
+
+
+class ReplayForm(FlaskForm):
+    """Replay: only the confirmation (and its CSRF token)."""
