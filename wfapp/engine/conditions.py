@@ -54,6 +54,8 @@ def _order(actual: Any, expected: Any) -> tuple[Any, Any] | None:
 
 
 def _contains(actual: Any, expected: Any) -> bool:
+    if expected is None and not isinstance(actual, list):
+        return False  # null is not a substring or a key ("None of it" does not contain null)
     if isinstance(actual, str):
         return str(expected) in actual
     if isinstance(actual, list):
