@@ -1,14 +1,13 @@
-"""Login and logout pages."""
+"""Login and logout, and the admin's Users page (roles, deactivation, API tokens)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from ..engine import RuleError
 from ..models import Role
 from ..security import public, requires_role
 from ..services.errors import NotFound, ValidationFailed
@@ -16,24 +15,36 @@ from ..services.users import (
     authenticate,
     create_token,
     create_user,
+    list_tokens,
     list_users,
+    revoke_token,
     update_user,
 )
 from . import bp
-from .forms import LoginForm
+from .forms import ROLE_CHOICES, LoginForm, NewUserForm
+
+Page = str | Response | tuple[str, int]
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow relative `next` links, so the login page cannot redirect off-site."""
-    if target and not urlsplit(target).netloc and target.startswith("/"):
+    """Only follow links within this site, so the login page cannot redirect off-site.
+
+    Browsers read `/\\evil.example` and `/<tab>/evil.example` as `//evil.example`, so
+    backslashes, control characters and a second leading slash are refused too.
+    """
+    if (target and target.startswith("/") and not target.startswith("//")
+            and "\\" not in target and not any(ord(c) < 32 or ord(c) == 127 for c in target)
+            and not urlsplit(target).netloc and not urlsplit(target).scheme):
         return target
     return url_for("main.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-def login() -> str | Response:
+def login() -> Page:
     """Show the login form; on success go where the user was headed."""
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
         user = authenticate(form.username.data, form.password.data)
@@ -52,30 +63,68 @@ def logout() -> Response:
     return redirect(url_for("auth.login"))
 
 
+def _users_page(form: NewUserForm | None = None, row_errors: dict[str, list[str]] | None = None,
+                token: str | None = None, token_user: str | None = None,
+                status: int = 200) -> Response:
+    response = make_response(render_template(
+        "auth/users.html", users=list_users(), tokens=list_tokens(), form=form or NewUserForm(
+            formdata=None), roles=[c.value for c in ROLE_CHOICES], row_errors=row_errors or {},
+        token=token, token_user=token_user), status)
+    if token is not None:  # shown once: keep it out of every cache
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/users", methods=["GET", "POST"])
 @requires_role(Role.ADMIN)
-def users() -> str | Response | tuple[str, int]:
-    """Administer users: create them, change roles, deactivate, issue API tokens."""
-    errors: list[RuleError] = []
-    token = None
-    if request.method == "POST":
-        action = request.form.get("action")
-        name = request.form.get("username", "").strip()
+def users() -> Page:
+    """Administer users: create them, change roles, deactivate, issue and revoke API tokens.
+
+    Each form on the page posts an `action`: create, update, token or revoke.
+    """
+    if request.method == "GET":
+        return _users_page()
+    action = request.form.get("action")
+    if action == "create":
+        return _create()
+    name = request.form.get("username", "").strip()
+    try:
+        if action == "update":
+            update_user(name, request.form.get("role", ""), request.form.get("active") == "on")
+            flash(f"User {name} saved.", "success")
+        elif action == "token":
+            token = create_token(name, request.form.get("label", ""))
+            return _users_page(token=token, token_user=name)
+        elif action == "revoke":
+            owner = revoke_token(_token_id())
+            flash(f"API token of {owner} revoked.", "success")
+        else:
+            abort(400, description="Unknown action.")
+    except (ValidationFailed, NotFound) as error:
+        messages = [e.message for e in getattr(error, "errors", [])] or [error.message]
+        return _users_page(row_errors={name: messages}, status=422)
+    return redirect(url_for("auth.users"))
+
+
+def _token_id() -> int:
+    """The posted `token_id`; 400 when it is not a number."""
+    raw = request.form.get("token_id", "")
+    if not raw.isdigit() or len(raw) > 18:
+        abort(400, description="The token id must be a number.")
+    return int(raw)
+
+
+def _create() -> Page:
+    """The New user form: check it, create the user, or show each error on its field."""
+    form = NewUserForm()
+    if form.validate():
         try:
-            if action == "create":
-                create_user(name, request.form.get("password", ""),
-                            request.form.get("role", "viewer"))
-                flash(f"User {name} created.", "success")
-            elif action == "update":
-                update_user(name, request.form.get("role", ""),
-                            request.form.get("active") == "on")
-                flash(f"User {name} saved.", "success")
-            elif action == "token":
-                token = create_token(name, request.form.get("label") or "api")
-        except (ValidationFailed, NotFound) as error:
-            errors = getattr(error, "errors", []) or [RuleError("username", error.message)]
-        if not errors and token is None:
+            create_user(form.username.data.strip(), form.password.data, form.role.data)
+        except ValidationFailed as error:
+            for e in error.errors:
+                field = getattr(form, e.path, form.username)
+                field.errors = [*field.errors, e.message]
+        else:
+            flash(f"User {form.username.data.strip()} created.", "success")
             return redirect(url_for("auth.users"))
-    return render_template("auth/users.html", users=list_users(), roles=[r.value for r in Role],
-                           errors=errors, token=token, token_user=request.form.get("username")
-                           ), 422 if errors else 200
+    return _users_page(form=form, status=422)

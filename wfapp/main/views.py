@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask import jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
 from ..security import api_error, is_api_request
-from ..services.search import search
+from ..services.search import Hit, best_hit, search
 from . import bp
+
+MAX_QUERY = 200
 
 
 @bp.route("/")
@@ -19,28 +23,44 @@ def index() -> Response:
     return redirect(url_for("integrations.index"))
 
 
-def _hits(query: str) -> list[dict[str, str]]:
-    return [
-        {"kind": h.kind, "title": h.title, "subtitle": h.subtitle,
-         "url": url_for(h.endpoint, **dict(h.args))}
-        for h in search(query)
-    ]
+def _query() -> str:
+    """The search text from `?q=`, trimmed and cut to a sane length."""
+    return request.args.get("q", "").strip()[:MAX_QUERY]
+
+
+def _found(query: str) -> list[tuple[Hit, str]]:
+    """The hits this user may open, each with its URL (a page not built yet is left out)."""
+    out = []
+    for hit in search(query, role=current_user.role):
+        try:
+            out.append((hit, url_for(hit.endpoint, **dict(hit.args))))
+        except BuildError:
+            continue
+    return out
+
+
+def _as_dict(hit: Hit, url: str) -> dict[str, Any]:
+    return {"kind": hit.kind, "title": hit.title, "subtitle": hit.subtitle, "url": url,
+            "exact": hit.exact}
 
 
 @bp.route("/search")
 def search_page() -> str | Response:
-    """Search results; a single hit opens directly, as Business Central's search does."""
-    query = request.args.get("q", "").strip()
-    hits = _hits(query)
-    if len(hits) == 1 and request.args.get("go"):
-        return redirect(hits[0]["url"])
-    return render_template("main/search.html", query=query, hits=hits)
+    """Search results; with `go`, the only hit (or the only exact one) opens directly."""
+    query = _query()
+    found = _found(query)
+    if request.args.get("go"):
+        best = best_hit([hit for hit, _ in found])
+        if best is not None:
+            return redirect(next(url for hit, url in found if hit is best))
+    return render_template("main/search.html", query=query,
+                           hits=[_as_dict(hit, url) for hit, url in found])
 
 
 @bp.route("/search.json")
 def search_json() -> Response:
     """Suggestions for the header search box as the user types."""
-    return jsonify({"items": _hits(request.args.get("q", ""))})
+    return jsonify({"items": [_as_dict(hit, url) for hit, url in _found(_query())]})
 
 
 @bp.app_errorhandler(HTTPException)

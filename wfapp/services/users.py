@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..engine import RuleError
@@ -32,7 +33,12 @@ def create_user(username: str, password: str, role: str) -> User:
         raise ValidationFailed(errors)
     user = User(username=username, password_hash=generate_password_hash(password), role=role)
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # created by someone else since the check above
+        db.session.rollback()
+        raise ValidationFailed([RuleError("username", f"user {username!r} already exists")]
+                               ) from None
     return user
 
 
@@ -53,6 +59,9 @@ def create_token(username: str, name: str = "api") -> str:
     user = db.session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
+    name = (name or "").strip() or "api"
+    if len(name) > 64:
+        raise ValidationFailed([RuleError("label", "must be at most 64 characters")])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token)))
     db.session.commit()
@@ -85,12 +94,37 @@ def update_user(username: str, role: str, active: bool) -> User:
     losing_admin = user.role == Role.ADMIN.value and user.active and (
         role != Role.ADMIN.value or not active)
     if losing_admin:
-        admins = db.session.scalar(select(func.count()).select_from(User).where(
-            User.role == Role.ADMIN.value, User.active.is_(True)))
-        if admins <= 1:
-            raise ValidationFailed([RuleError("role", f"{username} is the last active admin; "
-                                              "make someone else admin first")])
+        # Lock the active admins' rows (PostgreSQL), so two admins demoting each other at the
+        # same moment cannot both pass this check.
+        admins = db.session.scalars(select(User.id).where(
+            User.role == Role.ADMIN.value, User.active.is_(True)).with_for_update()).all()
+        if len(admins) <= 1:
+            db.session.rollback()
+            what = "deactivated" if not active else "given another role"
+            raise ValidationFailed([RuleError(
+                "role" if active else "active",
+                f"{username} is the last active admin and cannot be {what}; "
+                "make someone else admin first")])
     user.role = role
     user.active = active
     db.session.commit()
     return user
+
+
+def list_tokens() -> dict[int, list[ApiToken]]:
+    """Every API token (never the token itself), by user id, oldest first."""
+    tokens: dict[int, list[ApiToken]] = {}
+    for token in db.session.scalars(select(ApiToken).order_by(ApiToken.id)):
+        tokens.setdefault(token.user_id, []).append(token)
+    return tokens
+
+
+def revoke_token(token_id: int) -> str:
+    """Delete an API token; return the name of the user it belonged to."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"API token {token_id} does not exist")
+    username = token.user.username
+    db.session.delete(token)
+    db.session.commit()
+    return username

@@ -225,3 +225,58 @@
     });
   });
 })();
+
+// Header search, keyboard: arrow keys move through the suggestions, Enter opens the highlighted
+// one (without one highlighted, Enter submits and the server opens a single or exact hit),
+// Escape closes the list. The suggestions themselves are drawn by the script at the top.
+(function () {
+  "use strict";
+  const input = document.getElementById("header-search-input");
+  const results = document.getElementById("header-search-results");
+  if (!input || !results) { return; }
+  let active = -1;
+  function items() { return Array.from(results.querySelectorAll("a")); }
+  function open() { return !results.classList.contains("d-none") && items().length > 0; }
+  // Highlight the suggestion at `index` (wrapping around); null highlights none.
+  function highlight(index) {
+    const list = items();
+    active = index === null || !list.length ? -1 : (index + list.length) % list.length;
+    list.forEach(function (a, i) {
+      a.classList.toggle("active", i === active);
+      a.setAttribute("aria-selected", i === active ? "true" : "false");
+    });
+    if (active >= 0) {
+      input.setAttribute("aria-activedescendant", list[active].id);
+      list[active].scrollIntoView({ block: "nearest" });
+    } else {
+      input.removeAttribute("aria-activedescendant");
+    }
+  }
+  // New suggestions: give each an id and role for screen readers, and forget the highlight.
+  new MutationObserver(function (changes) {
+    if (changes.some(function (c) { return c.type === "childList"; })) {
+      items().forEach(function (a, i) {
+        a.id = "header-search-option-" + i;
+        a.setAttribute("role", "option");
+      });
+      active = -1;
+      input.removeAttribute("aria-activedescendant");
+    }
+    input.setAttribute("aria-expanded", open() ? "true" : "false");
+  }).observe(results, { childList: true, attributes: true, attributeFilter: ["class"] });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      if (!items().length) { return; }
+      e.preventDefault();
+      if (results.classList.contains("d-none")) { results.classList.remove("d-none"); }
+      highlight(active + (e.key === "ArrowDown" ? 1 : active < 0 ? 0 : -1));
+    } else if (e.key === "Enter" && open() && active >= 0) {
+      e.preventDefault();
+      window.location.assign(items()[active].href);
+    } else if (e.key === "Escape" && open()) {
+      e.preventDefault();
+      results.classList.add("d-none");
+      highlight(null);
+    }
+  });
+})();
