@@ -74,8 +74,8 @@ def test_empty_events_list_explains(client, auth):
 @pytest.mark.parametrize("query, message", [
     ("status=odd", "must be pending, processed, skipped or failed"),
     ("run_id=x", "Not a valid integer value"),
-    ("cursor=-4", "Number must be between"),
-    ("cursor=99999999999999999999", "Number must be between"),
+    ("cursor=-4", "must be an id: a whole number from 1 up"),
+    ("cursor=99999999999999999999", "must be an id"),
     ("integration=a%00", "must not contain a NUL character"),
 ])
 def test_bad_filters_answer_400(client, auth, query, message):

@@ -107,7 +107,7 @@ def test_empty_list_explains(client, auth, demo):
 
 @pytest.mark.parametrize("query, message", [
     ("run_id=x", "Not a valid integer value"),
-    ("run_id=99999999999999999999", "Number must be between"),
+    ("run_id=99999999999999999999", "must be an id: a whole number from 1 up"),
     ("since=yesterday", "Not a valid datetime value"),
     ("active=maybe", "must be yes, no or all"),
     ("cursor=not-a-cursor", "is not a cursor this list gave out"),
@@ -118,6 +118,12 @@ def test_empty_list_explains(client, auth, demo):
 def test_bad_filters_answer_400_with_a_message(client, auth, demo, query, message):
     auth.login("viewer")
     assert message in _text(client, f"/instances/?{query}", 400)
+
+
+def test_an_unreadable_id_gets_one_message(client, auth):
+    auth.login("viewer")
+    page = _text(client, "/instances/?run_id=x", 400)
+    assert "Run: Not a valid integer value." in page and "must be an id" not in page
 
 
 def test_viewer_sees_actions_disabled_and_is_refused(client, auth, demo):
@@ -283,12 +289,14 @@ def test_why_not_latest_event_and_sample_payload(client, auth, demo):
     auth.login("viewer")
     url = f"/instances/{_id('W1')}"
     page = _text(client, url)
-    assert "For the latest event #" in page
+    assert re.search(r"For the latest event #\d+ \(On Import, received ", page)
+    assert re.search(r"which already fired SUBMIT \(NEW → PENDING\); evaluated again in PENDING",
+                     page)
     assert "wrong trigger: it waits for On Webhook, the event came from on_import" in page
     sample = {"type": "order.confirmed", "data": {"status": "shipped", "tracking": "T1"}}
     fires = _text(client, f"{url}?why_source=on_webhook&why_type=order.confirmed"
                           f"&why_payload={quote(json.dumps(sample))}")
-    assert "the pasted payload as a on_webhook event" in fires
+    assert "the pasted payload as an event from On Webhook" in fires
     assert re.search(r'<tr class="table-success"><td>✓ fires</td><td[^>]*>CONFIRM</td>', fires)
     sample["data"]["status"] = "lost"
     no = _text(client, f"{url}?why_source=on_webhook&why_type=order.confirmed"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField
-from wtforms.validators import AnyOf, Length, NumberRange, Optional
+from wtforms.validators import AnyOf, Length, Optional
 
-from ..instances.common import MAX_ID, no_nul
+from ..instances.common import an_id, no_nul
 
 STATUSES = [("", "All"), ("pending", "Pending"), ("processed", "Processed"),
             ("skipped", "Skipped"), ("failed", "Failed")]
@@ -25,9 +25,9 @@ class EventFilterForm(FlaskForm):
                                            "failed")])
     source = SelectField("Source", choices=[], default="", validate_choice=False,
                          validators=[Length(max=40), no_nul])
-    run_id = IntegerField("Run", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
-    instance_id = IntegerField("Instance", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
-    cursor = IntegerField("Cursor", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
+    run_id = IntegerField("Run", validators=[Optional(), an_id])
+    instance_id = IntegerField("Instance", validators=[Optional(), an_id])
+    cursor = IntegerField("Cursor", validators=[Optional(), an_id])
 
 
 class ReplayForm(FlaskForm):

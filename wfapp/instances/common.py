@@ -27,3 +27,10 @@ def local_url(url: str | None, default: str) -> str:
             or not parts.path.startswith("/") or parts.path.startswith("//") or "\\" in url:
         return default
     return urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+
+
+def an_id(form: Any, field: Field) -> None:
+    """An id typed into a filter: a whole number in the BIGINT range (skipped when unreadable,
+    the field already says it is not a whole number)."""
+    if field.data is not None and not 1 <= field.data <= MAX_ID:
+        raise ValidationError("must be an id: a whole number from 1 up")

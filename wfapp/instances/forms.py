@@ -21,12 +21,11 @@ from wtforms.validators import (
     DataRequired,
     InputRequired,
     Length,
-    NumberRange,
     Optional,
     ValidationError,
 )
 
-from .common import MAX_ID, no_nul
+from .common import an_id, no_nul
 
 ACTIVE = {"yes": True, "no": False, "all": None, "": None}
 SINCE_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S",
@@ -42,13 +41,15 @@ class FilterForm(FlaskForm):
     workflow = StringField("Workflow", validators=[Optional(), Length(max=20), no_nul])
     integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
     state = StringField("State", validators=[Optional(), Length(max=20), no_nul])
-    since = DateTimeLocalField("In State Since (on or before, UTC)", format=SINCE_FORMATS,
-                               validators=[Optional()])
+    since = DateTimeLocalField("In State Since (UTC)", format=SINCE_FORMATS,
+                               validators=[Optional()],
+                               description="Instances that entered their state at or before "
+                               "this time.")
     active = SelectField("Active", choices=[("all", "All"), ("yes", "Yes"), ("no", "No")],
                          default="all", validate_choice=False,
                          validators=[AnyOf(list(ACTIVE), message="must be yes, no or all")])
     record_key = StringField("Record Key", validators=[Optional(), Length(max=200), no_nul])
-    run_id = IntegerField("Run", validators=[Optional(), NumberRange(min=1, max=MAX_ID)])
+    run_id = IntegerField("Run", validators=[Optional(), an_id])
 
     def since_utc(self) -> datetime | None:
         """The In State Since bound as an aware UTC time (the field is read as UTC)."""

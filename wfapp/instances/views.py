@@ -20,6 +20,7 @@ from .common import MAX_ID, local_url
 from .forms import ACTIVE, AdvanceForm, DeleteForm, FilterForm, ResetForm, WhyNotForm
 
 PAGE_SIZE = 50
+MAX_SELECTED = 500
 INSTANCE_PAGE = re.compile(r"^/instances/\d+$")
 Page = str | tuple[str, int] | Response
 
@@ -54,7 +55,11 @@ def _instance_or_404(instance_id: int) -> Instance:
 def _selected() -> list[Instance]:
     """The instances picked on the list (`id` values); unknown or malformed ids are skipped."""
     instances: dict[int, Instance] = {}
-    for raw in request.values.getlist("id"):
+    ids = request.values.getlist("id")
+    if len(ids) > MAX_SELECTED:
+        flash(f"At most {MAX_SELECTED} instances at a time: the first {MAX_SELECTED} are "
+              "used.", "warning")
+    for raw in ids[:MAX_SELECTED]:
         if not raw.isdigit() or int(raw) > MAX_ID or int(raw) in instances:
             continue
         try:

@@ -281,6 +281,12 @@ def delete_instance(instance_id: int, actor: str) -> None:
     db.session.commit()
 
 
+def _label(trigger_type: str | None) -> str:
+    """A trigger type's label (its identifier when no plugin registers it)."""
+    found = get_registry().trigger_types.get(trigger_type or "")
+    return found.label if found is not None else str(trigger_type)
+
+
 def why_not(instance: Instance, payload: dict[str, Any] | None = None,
             source: str | None = None, event_type: str = "") -> tuple[str, list[Verdict]]:
     """Explain each outgoing transition for the latest event, or for a pasted payload."""
@@ -295,12 +301,20 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
             about = "no event has reached this instance yet"
             source, payload = None, {}
         else:
-            about = f"the latest event #{latest.id} ({latest.source}, received " \
+            about = f"the latest event #{latest.id} ({_label(latest.source)}, received " \
                     f"{latest.received_at:%Y-%m-%d %H:%M:%S})"
+            fired = db.session.execute(
+                select(HistoryEntry.transition, HistoryEntry.from_state, HistoryEntry.to_state)
+                .where(HistoryEntry.instance_id == instance.id,
+                       HistoryEntry.event_id == latest.id,
+                       HistoryEntry.transition.is_not(None)).limit(1)).first()
+            if fired is not None:
+                about += f", which already fired {fired[0]} ({fired[1]} → {fired[2]}); " \
+                         f"evaluated again in {instance.state}"
             source, payload, event_type = latest.source, latest.payload or {}, latest.type
             record = latest.record if latest.record is not None else instance.data
     else:
-        about = f"the pasted payload as a {source} event"
+        about = f"the pasted payload as an event from {_label(source)}"
     context = build_context(payload, record, {"state": instance.state,
                                               "record_key": instance.record_key,
                                               "run_id": instance.run_id,
