@@ -162,22 +162,31 @@ class ManualAction:
     confirm: bool
 
 
-def manual_actions(instance: Instance) -> list[ManualAction]:
-    """The enabled Manual transitions leaving the instance's state (none in a final state)."""
-    workflow = compiled_workflow(instance.workflow_id)
+def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAction]:
     if workflow is None or not workflow.enabled:
         return []
-    state = workflow.states.get(instance.state)
+    state = workflow.states.get(state_code)
     if state is None or state.is_final:
         return []
     return [ManualAction(t.code, t.config.get("button_label") or t.description or t.code,
                          t.to_state, bool(t.config.get("confirm")))
-            for t in workflow.candidates.get((instance.state, "manual"), ())]
+            for t in workflow.candidates.get((state_code, "manual"), ())]
+
+
+def manual_actions(instance: Instance) -> list[ManualAction]:
+    """The enabled Manual transitions leaving the instance's state (none in a final state)."""
+    return _manual(compiled_workflow(instance.workflow_id), instance.state)
 
 
 def manual_actions_by_instance(instances: Sequence[Instance]) -> dict[int, list[ManualAction]]:
-    """The Manual transitions each instance can fire now (see manual_actions)."""
-    return {instance.id: manual_actions(instance) for instance in instances}
+    """The Manual transitions each instance can fire now, one workflow lookup per workflow."""
+    workflows: dict[int, CompiledWorkflow | None] = {}
+    out = {}
+    for instance in instances:
+        if instance.workflow_id not in workflows:
+            workflows[instance.workflow_id] = compiled_workflow(instance.workflow_id)
+        out[instance.id] = _manual(workflows[instance.workflow_id], instance.state)
+    return out
 
 
 def common_manual_actions(instances: Sequence[Instance]) -> list[ManualAction]:
