@@ -188,6 +188,34 @@ def test_import_documents_that_are_not_storable(client, tokens, demo):
     assert _snapshot() == before
 
 
+def test_nul_characters_are_refused_not_a_500(client, tokens, demo):
+    h = tokens["author"]
+    doc = copy.deepcopy(GOOD_DOC)
+    doc["workflow"]["description"] = "a\x00b"
+    doc["workflow"]["transitions"][0]["capture"] = {"no": "event.\x00"}
+    before = _snapshot()
+    for method, path, body, fields in [
+        ("post", "/workflows/import", doc,
+         ["workflow.description", "workflow.transitions[0].capture.no"]),
+        ("patch", "/workflows/ORDER_SYNC", {"description": "\x00"}, ["description"]),
+        ("post", "/integrations", {"code": "N", "description": "x\x00"}, ["description"]),
+        ("patch", "/integrations/SHOP_ORDERS", {"record_key_path": "id\x00"},
+         ["record_key_path"]),
+        ("post", "/integrations/SHOP_ORDERS/runs",
+         {"direction": "import", "records": [{"key": "K\x00"}]}, ["records[0].key"]),
+        ("patch", "/workflows/ORDER_SYNC", {"\x00": 1}, ["\x00"]),
+    ]:
+        response = _call(client, method, path, h, body)
+        assert response.status_code == 422, (path, response.get_json())
+        assert _paths(response) == fields
+    assert _snapshot() == before
+    assert client.get(f"{API}/workflows/A%00B/export", headers=h).status_code == 404
+    assert client.get(f"{API}/integrations/%00", headers=h).status_code == 404
+    for url in ("/instances?record_key=a%00", "/workflows?cursor=eyJhZnRlciI6IlxcdTAwMDAifQ"):
+        response = client.get(API + url, headers=h)
+        assert response.status_code == 422 and len(_paths(response)) == 1
+
+
 @pytest.mark.parametrize("url", [
     "/workflows?limit=abc", "/workflows?limit=0", "/workflows?limit=501", "/workflows?limit=-1",
     "/workflows?limit=1.5", "/workflows?cursor=!!!", "/workflows?cursor=bm90IGpzb24",

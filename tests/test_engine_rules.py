@@ -112,6 +112,10 @@ def test_the_base_workflow_is_valid():
      "workflow.states[1].description", "must be at most 100 characters"),
     (lambda w: _transition(w, "DONE").update(description="d" * 101),
      "workflow.transitions[1].description", "must be at most 100 characters"),
+    (lambda w: w.update(description="a\x00b"), "workflow.description",
+     "must not contain NUL characters"),
+    (lambda w: _state(w, "SENT").update(description=5), "workflow.states[1].description",
+     "must be a string"),
     (lambda w: _state(w, "NEW").update(is_final=True), "workflow.states[0].is_final",
      "the initial state cannot be final"),
 ])

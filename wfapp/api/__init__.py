@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from ..engine import RuleError
 from ..extensions import db
 from ..security import api_error
-from ..services.errors import ServiceError
+from ..services.errors import NotFound, ServiceError, ValidationFailed
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.before_request
+def refuse_nul_characters() -> None:
+    """A NUL character cannot be stored (PostgreSQL refuses it): 404 in a path, 422 in a query."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            raise NotFound(f"{name} {value!r} does not exist")
+    bad = [RuleError(key, "must not contain NUL characters")
+           for key, value in request.args.items(multi=True) if "\x00" in key + value]
+    if bad:
+        raise ValidationFailed(bad)
 
 
 @bp.errorhandler(ServiceError)

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import request
 
-from ..engine import RuleError
+from ..engine import CODE_RE, RuleError
 from ..services.errors import ServiceError, ValidationFailed
 
 MAX_LIMIT = 500
@@ -47,7 +47,7 @@ def json_document() -> Any:
                                    [{"path": "body", "message": "must be application/json"}])
     raw = request.get_data(cache=True)
     try:
-        return json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
+        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         problem = "is not UTF-8"
     except json.JSONDecodeError as exc:
@@ -56,7 +56,38 @@ def json_document() -> Any:
         problem = f"is not valid JSON: {exc}"
     except RecursionError:
         problem = "is nested too deeply"
+    else:
+        places = _nul_places(value)
+        if not places:
+            return value
+        raise ValidationFailed([RuleError(p or "body", "must not contain NUL characters")
+                                for p in sorted(places)])
     raise InvalidJson(f"body {problem}", [{"path": "body", "message": problem}])
+
+
+def _nul_places(value: Any) -> list[str]:
+    """The places of strings (or keys) holding a NUL character, which no database keeps."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        place, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                found.append(place)
+            continue
+        children: Iterable[tuple[Any, Any]] = ()
+        if isinstance(item, dict):
+            children = item.items()
+        elif isinstance(item, list):
+            children = enumerate(item)
+        for key, child in children:
+            inner = f"{place}[{key}]" if isinstance(key, int) else (
+                f"{place}.{key}" if place else key)
+            if isinstance(key, str) and "\x00" in key:
+                found.append(inner)
+            else:
+                stack.append((inner, child))
+    return found
 
 
 def json_body(allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
@@ -146,7 +177,7 @@ def cursor_arg() -> str | None:
         after = decoded["after"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         after = None
-    if not isinstance(after, str):
+    if not isinstance(after, str) or not CODE_RE.fullmatch(after):
         raise ValidationFailed([RuleError("cursor", "is not a cursor this API handed out")])
     return after
 

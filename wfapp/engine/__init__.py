@@ -22,6 +22,7 @@ from .rules import (
     RuleError,
     check_code,
     check_condition,
+    check_description,
     normalize_code,
     validate_workflow,
 )
@@ -44,7 +45,8 @@ __all__ = [
     "CAPTURE_NAME_RE", "CODE_RE", "FIELD_RE", "MAX_DESCRIPTION", "OPERATORS", "OPERATOR_LABELS",
     "VALUELESS", "CompiledCondition", "CompiledTransition", "CompiledWorkflow", "Decision",
     "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
-    "check_condition", "compare", "compile_workflow", "evaluate_condition", "explain",
+    "check_condition", "check_description", "compare", "compile_workflow", "evaluate_condition",
+    "explain",
     "explain_condition", "field_suggestions", "first_failed_condition", "normalize_code",
     "select_transition", "timeout_due", "validate_workflow",
 ]

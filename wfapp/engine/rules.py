@@ -47,15 +47,25 @@ def check_code(value: Any, path: str, errors: list[RuleError], label: str = "cod
             path, f"{label} {value!r} must be 1-20 characters of A-Z, 0-9, _ and -"))
 
 
+def check_description(value: Any, path: str, errors: list[RuleError]) -> None:
+    """Append an error unless `value` is empty or a storable description (no NUL, not too long)."""
+    if not value:
+        return
+    if not isinstance(value, str):
+        errors.append(RuleError(path, "must be a string"))
+    elif len(value) > MAX_DESCRIPTION:
+        errors.append(RuleError(path, f"must be at most {MAX_DESCRIPTION} characters"))
+    elif "\x00" in value:
+        errors.append(RuleError(path, "must not contain NUL characters"))
+
+
 def validate_workflow(
     wf: Mapping[str, Any], trigger_types: Mapping[str, TriggerType], prefix: str = "workflow"
 ) -> list[RuleError]:
     """Check a normalized workflow definition against every rule; return all that are broken."""
     errors: list[RuleError] = []
     check_code(wf.get("code"), f"{prefix}.code", errors)
-    if len(wf.get("description") or "") > MAX_DESCRIPTION:
-        errors.append(RuleError(f"{prefix}.description",
-                                f"must be at most {MAX_DESCRIPTION} characters"))
+    check_description(wf.get("description"), f"{prefix}.description", errors)
     states = list(wf.get("states") or [])
     transitions = list(wf.get("transitions") or [])
     state_codes = _unique_codes(states, f"{prefix}.states", errors)
@@ -106,9 +116,7 @@ def _unique_codes(rows: list[Mapping[str, Any]], path: str, errors: list[RuleErr
 
 def _check_state(state: Mapping[str, Any], path: str, transitions: Mapping[str, Any],
                  errors: list[RuleError]) -> None:
-    if len(state.get("description") or "") > MAX_DESCRIPTION:
-        errors.append(RuleError(f"{path}.description",
-                                f"must be at most {MAX_DESCRIPTION} characters"))
+    check_description(state.get("description"), f"{path}.description", errors)
     if state.get("is_initial") and state.get("is_final"):
         errors.append(RuleError(f"{path}.is_final", "the initial state cannot be final"))
     hours = state.get("timeout_hours")
@@ -143,9 +151,7 @@ def _check_state(state: Mapping[str, Any], path: str, transitions: Mapping[str, 
 
 def _check_transition(t: Mapping[str, Any], path: str, states: set[str], finals: set[Any],
                       trigger_types: Mapping[str, TriggerType], errors: list[RuleError]) -> None:
-    if len(t.get("description") or "") > MAX_DESCRIPTION:
-        errors.append(RuleError(f"{path}.description",
-                                f"must be at most {MAX_DESCRIPTION} characters"))
+    check_description(t.get("description"), f"{path}.description", errors)
     for key in ("from_state", "to_state"):
         code = t.get(key)
         if not code:
