@@ -206,3 +206,17 @@ def test_an_event_that_breaks_processing_is_failed_not_blocking(app, demo, monke
     replay(failed.id)
     get_queue().drain()
     assert _instance("X2").state == "PENDING"
+
+
+def test_per_run_started_while_disabled_is_tracked_on_replay(app, demo):
+    update_integration("SHOP_ORDERS", {"instance_mode": "per_run"})
+    set_enabled("ORDER_SYNC", enabled=False)
+    run = _import([{"key": "L1", "data": {}}])
+    event = db.session.scalar(select(Event).where(Event.run_id == run.id))
+    assert event.status == "skipped"
+    assert db.session.scalar(select(Instance).where(Instance.run_id == run.id)) is None
+    set_enabled("ORDER_SYNC", enabled=True)
+    replay(event.id)
+    get_queue().drain()
+    instance = db.session.scalar(select(Instance).where(Instance.run_id == run.id))
+    assert instance is not None and instance.record_key is None

@@ -292,7 +292,7 @@ def test_why_not_latest_event_and_sample_payload(client, auth, demo):
     assert re.search(r"For the latest event #\d+ \(On Import, received ", page)
     assert re.search(r"which already fired SUBMIT \(NEW → PENDING\); evaluated again in PENDING",
                      page)
-    assert "wrong trigger: it waits for On Webhook, the event came from on_import" in page
+    assert "wrong trigger: it waits for On Webhook, the event came from On Import" in page
     sample = {"type": "order.confirmed", "data": {"status": "shipped", "tracking": "T1"}}
     fires = _text(client, f"{url}?why_source=on_webhook&why_type=order.confirmed"
                           f"&why_payload={quote(json.dumps(sample))}")

@@ -209,10 +209,9 @@ def explain(
         elif not t.enabled:
             reason = "transition is disabled"
         elif source is None or t.trigger_type != source:
-            label = trigger_types[t.trigger_type].label if t.trigger_type in trigger_types \
-                else t.trigger_type
-            reason = (f"wrong trigger: it waits for {label}, the event came from {source}"
-                      if source else f"waits for {label}")
+            label = _label(trigger_types, t.trigger_type)
+            reason = (f"wrong trigger: it waits for {label}, the event came from "
+                      f"{_label(trigger_types, source)}" if source else f"waits for {label}")
         else:
             trigger = trigger_types.get(source)
             mismatch = trigger.explain_mismatch(t.config, event) if trigger is not None else ""
@@ -229,6 +228,11 @@ def explain(
         verdicts.append(Verdict(t.code, t.description, t.to_state, t.trigger_type, fires,
                                 reason or "fires"))
     return verdicts
+
+
+def _label(trigger_types: Mapping[str, TriggerType], name: str) -> str:
+    trigger = trigger_types.get(name)
+    return trigger.label if trigger is not None else name
 
 
 def capture_vars(transition: CompiledTransition, context: Context,

@@ -198,15 +198,22 @@ def _process_one(conn: Connection, event: Any, integration: Any,
         workflow = compiled_workflow(instance.workflow_id) or workflow
     if instance is None:
         if integration.instance_mode == InstanceMode.PER_RUN.value:
-            return Outcome(EventStatus.SKIPPED, f"no instance for run {event.run_id}")
-        if record_status == "error":
+            # The run started while the workflow was disabled (or before it was attached): its
+            # summary event, replayed now, starts the run's instance.
+            instance = create_instance(
+                conn, integration.workflow_id, workflow, integration.id, None, event.run_id,
+                {}, WORKER_ACTOR, event.source, now, event.id)
+            instances[key] = instance
+            created = True
+        elif record_status == "error":
             return Outcome(EventStatus.PROCESSED, "record failed: a failed record never "
                            "creates an instance")
-        instance = create_instance(
-            conn, integration.workflow_id, workflow, integration.id, event.record_key, None,
-            record or {}, WORKER_ACTOR, event.source, now, event.id)
-        instances[key] = instance
-        created = True
+        else:
+            instance = create_instance(
+                conn, integration.workflow_id, workflow, integration.id, event.record_key,
+                None, record or {}, WORKER_ACTOR, event.source, now, event.id)
+            instances[key] = instance
+            created = True
     trigger_types = get_registry().trigger_types
     view = {"source": event.source, "type": event.type, "payload": event.payload or {},
             "record": {"key": event.record_key, "data": record, "status": record_status}
