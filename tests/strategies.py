@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+# Profiles for the database-backed property tests: fast by default, deeper on demand
+# (WFAPP_HYPOTHESIS_PROFILE=thorough). Tests reset the database per example themselves.
+settings.register_profile("wfapp-fast", max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("wfapp-thorough", parent=settings.get_profile("wfapp-fast"),
+                          max_examples=500)
+DB_PROFILE = settings.get_profile(
+    "wfapp-" + os.environ.get("WFAPP_HYPOTHESIS_PROFILE", "fast"))
 
 CODE = st.from_regex(r"[A-Z][A-Z0-9_]{0,11}", fullmatch=True)
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=30)

@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
+from tests.strategies import DB_PROFILE
 from wfapp.demo import ORDER_SYNC, SHOP_ORDERS
 from wfapp.extensions import db
 from wfapp.models import AuditEntry, Event, Instance, Integration, Run, Workflow
@@ -358,9 +359,7 @@ def fuzzed_request(draw: Any) -> tuple[str, str, Any]:
     return method, path, body
 
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(DB_PROFILE, max_examples=max(60, DB_PROFILE.max_examples))
 
 
 @FUZZ

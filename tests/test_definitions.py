@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from tests.strategies import workflows
+from tests.strategies import DB_PROFILE, workflows
 from wfapp.demo import ORDER_SYNC
 from wfapp.extensions import db
 from wfapp.models import State, Transition, Workflow
@@ -24,9 +24,7 @@ from wfapp.services.definitions import (
 )
 from wfapp.services.errors import Conflict, ValidationFailed
 
-FIXTURE = settings(max_examples=40, deadline=None,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                          HealthCheck.too_slow])
+FIXTURE = settings(DB_PROFILE)
 
 
 def _counts() -> tuple[int, int, int]:
@@ -60,6 +58,76 @@ def test_generated_round_trip(app, document):
     # Replacing with itself changes nothing either.
     import_document(exported, replace=True)
     assert export_document(workflow.code) == exported
+
+
+@FIXTURE
+@given(document=workflows(), other=st.from_regex(r"[A-Z][A-Z0-9_-]{0,19}", fullmatch=True))
+def test_generated_round_trip_under_another_code(app, document, other):
+    _wipe()
+    exported = export_document(import_document(document).code)
+    _wipe()  # a fresh database: nothing of the first import is left
+    copy_doc = copy.deepcopy(exported)
+    copy_doc["workflow"]["code"] = other.lower()  # codes are upper-cased on import
+    assert import_document(copy_doc).code == other
+    again = export_document(other)
+    assert again["workflow"].pop("code") == other
+    exported["workflow"].pop("code")
+    assert again == exported
+
+
+def test_lower_case_codes_are_stored_upper_case(app):
+    doc = json.loads(json.dumps(ORDER_SYNC).replace('"NEW"', '"new"')
+                     .replace('"EXPIRE"', '"expire"'))
+    doc["workflow"]["code"] = "order_sync"
+    import_document(doc)
+    assert export_document("order_sync") == ORDER_SYNC
+
+
+def test_missing_optional_fields_get_their_defaults(app):
+    doc = {"format": "wfapp.workflow/v1", "workflow": {
+        "code": "MIN", "initial_state": "A",
+        "states": [{"code": "A", "is_initial": True}, {"code": "B", "is_final": True}],
+        "transitions": [{"code": "GO", "from_state": "A", "to_state": "B",
+                         "trigger_type": "manual"}]}}
+    import_document(doc)
+    assert export_document("MIN") == {"format": "wfapp.workflow/v1", "workflow": {
+        "code": "MIN", "description": "", "initial_state": "A", "enabled": True,
+        "states": [{"code": "A", "description": "", "is_initial": True, "is_final": False,
+                    "timeout_hours": None, "on_timeout_transition": None},
+                   {"code": "B", "description": "", "is_initial": False, "is_final": True,
+                    "timeout_hours": None, "on_timeout_transition": None}],
+        "transitions": [{"code": "GO", "description": "", "from_state": "A", "to_state": "B",
+                         "trigger_type": "manual", "enabled": True, "priority": 0,
+                         "trigger_config": {}, "conditions": [], "capture": {}}]}}
+
+
+@pytest.mark.parametrize(("document", "path"), [
+    (None, "document"), ([], "document"), ("x", "document"), ({}, "format"),
+    ({"format": "wfapp.workflow/v2", "workflow": {}}, "format"),
+    ({"format": "wfapp.workflow/v1", "workflow": []}, "workflow"),
+    ({"format": "wfapp.workflow/v1", "workflow": ORDER_SYNC["workflow"], "extra": 1}, "extra"),
+])
+def test_documents_of_the_wrong_shape(app, document, path):
+    with pytest.raises(ValidationFailed) as caught:
+        import_document(document)
+    assert path in [e.path for e in caught.value.errors]
+    assert _counts() == (0, 0, 0)
+
+
+def test_schema_and_rule_errors_come_back_together(app):
+    def change(w):
+        w["states"][0]["timeout_hours"] = "soon"  # schema
+        w["transitions"][1]["to_state"] = "LIMBO"  # rule
+        w["transitions"][2]["trigger_type"] = "on_fax"  # rule
+
+    with pytest.raises(ValidationFailed) as caught:
+        import_document(_broken(change))
+    paths = [e.path for e in caught.value.errors]
+    assert paths[0] == "workflow.states[0].timeout_hours"
+    assert {"workflow.transitions[1].to_state", "workflow.transitions[2].trigger_type"} <= set(
+        paths)
+    # The rule about the same place is not repeated beside the schema's.
+    assert paths.count("workflow.states[0].timeout_hours") == 1
 
 
 def _broken(change) -> dict[str, Any]:
@@ -107,6 +175,46 @@ RULES = [
     (lambda w: w["transitions"][0].update(priority="high"), "workflow.transitions[0].priority",
      "must be of type integer"),
     (lambda w: w.pop("states"), "workflow.states", "is required"),
+    (lambda w: w.update(states=[]), "workflow.states", "should be non-empty"),
+    (lambda w: w.update(enabled="yes"), "workflow.enabled", "must be of type boolean"),
+    (lambda w: w.update(transitions={}), "workflow.transitions", "must be of type array"),
+    (lambda w: w.update(initial_state="PENDING"), "workflow.initial_state",
+     "differs from the state marked initial ('NEW')"),
+    (lambda w: w["states"][0].update(is_final=True, timeout_hours=None,
+                                     on_timeout_transition=None),
+     "workflow.states[0].is_final", "the initial state cannot be final"),
+    (lambda w: w["states"][3].update(on_timeout_transition="EXPIRE", timeout_hours=None),
+     "workflow.states[3].on_timeout_transition", "leaves 'NEW', not 'FAILED'"),
+    (lambda w: w["states"][0].update(on_timeout_transition="NOPE"),
+     "workflow.states[0].on_timeout_transition", "transition 'NOPE' does not exist"),
+    (lambda w: w["states"][0].update(timeout_hours=0), "workflow.states[0].timeout_hours",
+     "less than or equal to the minimum of 0"),
+    (lambda w: w["states"][0].update(timeout_hours=10**6), "workflow.states[0].timeout_hours",
+     "at most 87600 hours"),
+    (lambda w: w["transitions"][1].update(code="SUBMIT"), "workflow.transitions[1].code",
+     "duplicate code 'SUBMIT'"),
+    (lambda w: w["transitions"][1].update(priority=2**31), "workflow.transitions[1].priority",
+     "between"),
+    (lambda w: w["transitions"][1].update(trigger_config=[]),
+     "workflow.transitions[1].trigger_config", "must be of type object"),
+    (lambda w: w["transitions"][1]["trigger_config"].update(colour="red"),
+     "workflow.transitions[1].trigger_config.colour", "unknown field"),
+    (lambda w: w["transitions"][0]["conditions"].append({"field": "event.x",
+                                                         "operator": "like", "value": 1}),
+     "workflow.transitions[0].conditions[1].operator", "unknown operator 'like'"),
+    (lambda w: w["transitions"][0]["conditions"].append({"field": "event.x",
+                                                         "operator": "in", "value": "a"}),
+     "workflow.transitions[0].conditions[1].value", "needs a list value"),
+    (lambda w: w["transitions"][0]["conditions"].append({"field": "event.x",
+                                                         "operator": "exists", "value": 1}),
+     "workflow.transitions[0].conditions[1].value", "takes no value"),
+    (lambda w: w["transitions"][0]["capture"].update({"ok": "total"}),
+     "workflow.transitions[0].capture.ok", "must start with event., record."),
+    (lambda w: w["transitions"][0]["capture"].update({"ok": 5}),
+     "workflow.transitions[0].capture.ok", "must be of type string"),
+    (lambda w: w.update(description="x\x00"), "workflow.description", "NUL"),
+    (lambda w: w["states"][1].update(description="d" * 101), "workflow.states[1].description",
+     "is too long"),
 ]
 
 
@@ -161,6 +269,58 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
                        lambda inner: st.lists(inner, max_size=4)
                        | st.dictionaries(st.text(max_size=10), inner, max_size=4),
                        max_leaves=12)
+
+
+def _containers(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths of every dict and list inside a document."""
+    found = [path] if isinstance(value, dict | list) else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, item in items:
+        found += _containers(item, (*path, key))
+    return found
+
+
+@st.composite
+def mutated(draw: Any) -> dict[str, Any]:
+    """A valid document (the demo or a generated one) with one to three random changes."""
+    doc = copy.deepcopy(draw(st.one_of(st.just(ORDER_SYNC), workflows())))
+    for _ in range(draw(st.integers(1, 3))):
+        target: Any = doc
+        for key in draw(st.sampled_from(_containers(doc))):
+            target = target[key]
+        keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+        key = draw(st.sampled_from([*keys, "code", "extra"] if isinstance(target, dict)
+                                   else [*keys, len(keys)]))
+        if keys and draw(st.booleans()) and key in keys:
+            del target[key]
+        elif isinstance(target, list) and key == len(keys):
+            target.append(draw(JSONISH))
+        else:
+            target[key] = draw(JSONISH)
+    return doc
+
+
+@FIXTURE
+@given(document=mutated())
+def test_mutated_documents_write_nothing_or_round_trip(app, document):
+    _wipe()
+    import_document(ORDER_SYNC)
+    before = export_document("ORDER_SYNC"), _counts()
+    try:
+        workflow = import_document(document, replace=True)
+    except (ValidationFailed, Conflict) as error:
+        db.session.rollback()
+        assert error.errors if isinstance(error, ValidationFailed) else True
+        for e in getattr(error, "errors", []):
+            head = e.path.split(".")[0].split("[")[0]
+            assert head in ("workflow", "format", "document") or head in document, e
+            assert e.message
+        assert (export_document("ORDER_SYNC"), _counts()) == before
+    else:
+        exported = export_document(workflow.code)
+        import_document(json.loads(dumps(exported)), replace=True)
+        assert export_document(workflow.code) == exported
 
 
 @FIXTURE
