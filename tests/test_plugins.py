@@ -63,6 +63,88 @@ def test_duplicate_trigger_type_fails_start_up():
                     "WFAPP_PLUGINS": ["tests.plugins.duplicate"]})
 
 
+def _fake_distribution(root: Path, module: str) -> None:
+    """An installed distribution that registers `module` under the `wfapp` entry-point group."""
+    info = root / "wfapp_sample_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wfapp-sample-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[wfapp]\nsample = {module}\n")
+
+
+def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
+    import importlib
+
+    _fake_distribution(tmp_path, "tests.plugins.sample_trigger")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    pm = get_plugin_manager()
+    assert pm.get_plugin("sample") is not None
+    assert "on_sftp_file" in build_registry(pm).trigger_types
+    # Listed in WFAPP_PLUGINS as well: registered once, not a start-up error.
+    again = get_plugin_manager(("tests.plugins.sample_trigger",))
+    assert list(build_registry(again).trigger_types).count("on_sftp_file") == 1
+
+
+def test_without_the_plugin_its_trigger_type_is_unknown(app_config):
+    app_config["WFAPP_PLUGINS"] = []
+    other = create_app(app_config)
+    assert "on_sftp_file" not in other.extensions["wfapp"]["registry"].trigger_types
+    import wfapp.plugins as module
+
+    assert not [v for v in vars(module).values() if isinstance(v, pluggy.PluginManager)]
+
+
+def test_hook_register_trigger_types(app, client, tokens):
+    registry = app.extensions["wfapp"]["registry"]
+    assert list(registry.trigger_types)[:6] == ["manual", "on_import", "on_export",
+                                               "on_webhook", "on_scheduled_poll",
+                                               "on_bc_event"]
+    assert list(registry.trigger_types)[6:] == ["on_sftp_file"]
+    listed = client.get("/api/v1/trigger-types", headers=tokens["viewer"]).get_json()
+    sftp = next(t for t in listed["items"] if t["name"] == "on_sftp_file")
+    assert sftp["fields"][0]["name"] == "suffix" and sftp["fields"][0]["required"] is True
+    trigger = registry.trigger_type("on_sftp_file")
+    assert trigger.matches({"suffix": ".csv"}, {"payload": {"filename": "a.csv"}})
+    assert not trigger.matches({"suffix": ".csv"}, {"payload": {"filename": "a.txt"}})
+
+
+def test_hook_register_integration_settings(app, client, tokens):
+    h = tokens["author"]
+    created = client.post("/api/v1/integrations", headers=h, json={"code": "FILES"})
+    assert created.get_json()["sftp_host"] == "localhost"  # the plugin's default
+    patched = client.patch("/api/v1/integrations/FILES", headers=h,
+                           json={"sftp_host": "files.example"})
+    assert patched.get_json()["sftp_host"] == "files.example"
+    bad = client.patch("/api/v1/integrations/FILES", headers=h, json={"sftp_host": 5})
+    assert bad.status_code == 422
+    assert bad.get_json()["error"]["details"] == [{"path": "sftp_host",
+                                                   "message": "must be a string"}]
+
+
+def test_hook_register_blueprints(client):
+    assert client.get("/sample/ping").get_json() == {"pong": True}  # public: no login
+
+
+def test_hook_register_schedules(app):
+    schedules = app.extensions["wfapp"]["schedules"]
+    assert schedules[0][0] == "sweep"
+    assert ("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll") in schedules
+
+
+def test_hook_register_transition_actions(app):
+    assert app.extensions["wfapp"]["plugin_manager"].hook.register_transition_actions() == [
+        ["notify"]]
+
+
+def test_every_hook_has_a_test():
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")]
+    assert hooks
+    for hook in hooks:
+        assert callable(globals().get(f"test_hook_{hook}")), f"{hook} has no test_hook_{hook}"
+
+
 def test_every_hook_is_tested_and_documented():
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("register_")]

@@ -56,7 +56,8 @@ def get_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.PluginM
     for plugin in extra_plugins:
         if isinstance(plugin, str):
             plugin = importlib.import_module(plugin)
-        pm.register(plugin)
+        if not pm.is_registered(plugin):  # also installed as an entry point: once is enough
+            pm.register(plugin)
     pm.check_pending()
     return pm
 
