@@ -1,133 +1,264 @@
-"""Integrations list and card, header search, login, CLI."""
+"""The Integrations list and the integration card, through the test client."""
 
 from __future__ import annotations
 
-import json
 import re
+from html import unescape
+from typing import Any
 
-from wfapp.demo import ORDER_SYNC
-from wfapp.services.definitions import export_document
+import pytest
+
+from wfapp.hookspecs import hookimpl
+from wfapp.queue import get_queue
 from wfapp.services.integrations import get_integration
+from wfapp.services.runs import start_run
+from wfapp.triggers import Field
+
+NEW = {"code": "inv", "description": "Invoices", "workflow_code": "ORDER_SYNC",
+       "instance_mode": "per_run", "enabled": "y", "record_url_template": ""}
 
 
-def test_integrations_list_and_action_bar(client, auth, demo):
-    auth.login("operator")
+def field_error(html: str, field_id: str) -> str | None:
+    """The error messages shown under the input with this id, joined (None when none)."""
+    rest = html[html.index(f'id="{field_id}"'):]
+    following = re.search(r"<label|<legend", rest[1:])
+    chunk = rest[:following.start() + 1] if following else rest
+    found = re.findall(r'class="invalid-feedback[^"]*"[^>]*>(.*?)</div>', chunk, re.S)
+    return "; ".join(unescape(m).strip() for m in found) or None
+
+
+def edit(client: Any, target: str = "SHOP_ORDERS", **changes: str) -> Any:
+    """Post the card as it is now, with some fields changed."""
+    data = {"description": "Web shop orders to fulfilment", "workflow_code": "ORDER_SYNC",
+            "instance_mode": "per_record", "enabled": "y",
+            "record_url_template": "https://erp.example/orders/{record_key}",
+            "set-record_key_path": "id", "set-event_type_path": "type", **changes}
+    return client.post(f"/integrations/{target}", data=data)
+
+
+def test_list_columns_and_action_bar(client, auth, demo):
+    auth.login("author")
     page = client.get("/integrations/").get_data(as_text=True)
-    assert "SHOP_ORDERS" in page and "Per Record" in page
-    assert 'href="/workflows/">Workflows</a>' in page  # the action bar's Workflows
-    assert "Workflow Instances" in page and "Run Import" in page
+    for column in ("Code", "Description", "Workflow Code", "Workflow Instance Mode", "Enabled"):
+        assert f"<th>{column}</th>" in page
+    assert "data flows" in page  # the one-line explanation
+    assert '<table class="table table-sm table-hover align-middle" data-selectable=' in page
+    bar = page[page.index('id="integration-actions"'):page.index("</div>", page.index(
+        'id="integration-actions"'))]
+    assert 'href="/integrations/new">New</a>' in bar
+    assert ">Edit</a>" in bar and 'href="/workflows/">Workflows</a>' in bar
+    assert 'data-requires-selection="instancesUrl"' in bar and ">Workflow Instances</a>" in bar
+    row = page[page.index('data-edit-url="/integrations/SHOP_ORDERS"'):]
+    assert 'data-instances-url="/instances/?integration=SHOP_ORDERS"' in row
+    assert '<a href="/workflows/ORDER_SYNC">ORDER_SYNC</a>' in row and "Per Record" in row
     assert client.get("/").headers["Location"].endswith("/integrations/")
 
 
-def test_create_and_edit_integration(client, auth, demo):
+def test_empty_list_says_what_to_do(client, auth):
+    auth.login("viewer")
+    page = client.get("/integrations/").get_data(as_text=True)
+    assert "No integrations yet" in page
+    assert '<span title="Needs the author role"><a class="btn btn-primary btn-sm disabled"' in page
+
+
+def test_new_form_explains_itself(client, auth, demo):
+    auth.login("author")
+    page = client.get("/integrations/new").get_data(as_text=True)
+    for field_id in ("code", "description", "workflow_code", "enabled", "record_url_template",
+                     "set-webhook_secret", "set-record_key_path"):
+        assert f'for="{field_id}"' in page, field_id
+    assert '<option value="">(none)</option>' in page
+    assert '<option value="ORDER_SYNC">ORDER_SYNC · Sales order to fulfilment</option>' in page
+    assert "Per Run: each import or export run is one instance" in page
+    assert "{vars.&lt;name&gt;}" in page and "{data.&lt;field&gt;}" in page
+    assert "Trigger settings" in page and "(not set)" in page
+
+
+def test_create_integration(client, auth, demo):
     auth.login("author")
     created = client.post("/integrations/new", data={
-        "code": "inv", "description": "Invoices", "workflow_code": "ORDER_SYNC",
-        "instance_mode": "per_run", "enabled": "y", "record_url_template": "",
-        "set-webhook_secret": "whsec_c2VjcmV0", "set-record_key_path": "data.id"})
+        **NEW, "set-webhook_secret": "whsec_c2VjcmV0", "set-record_key_path": "data.id"})
     assert created.headers["Location"].endswith("/integrations/INV")
     integration = get_integration("INV")
     assert integration.workflow.code == "ORDER_SYNC" and integration.instance_mode == "per_run"
+    assert integration.description == "Invoices" and integration.enabled
     assert integration.settings["webhook_secret"] == "whsec_c2VjcmV0"
-    card = client.get("/integrations/INV").get_data(as_text=True)
-    assert "whsec_c2VjcmV0" not in card and "(set)" in card
-    # An empty secret keeps the stored one; the clear box removes it.
-    client.post("/integrations/INV", data={"description": "Invoices 2", "workflow_code": "",
-                                           "instance_mode": "per_record", "enabled": "y",
-                                           "set-webhook_secret": ""})
-    integration = get_integration("INV")
-    assert integration.workflow is None and integration.settings["webhook_secret"]
-    client.post("/integrations/INV", data={"workflow_code": "", "instance_mode": "per_record",
-                                           "clear-webhook_secret": "y"})
-    assert "webhook_secret" not in get_integration("INV").settings
+    assert integration.settings["record_key_path"] == "data.id"
+    assert integration.settings["event_type_path"] == "type"  # the plugin's default
+    assert "Integration INV created." in client.get(created.headers["Location"]).get_data(
+        as_text=True)
 
 
-def test_integration_errors_on_fields(client, auth, demo):
+def test_card_shows_attached_workflow_and_links(client, auth, demo):
+    auth.login("viewer")
+    page = client.get("/integrations/shop_orders").get_data(as_text=True)  # any case
+    assert 'id="code" value="SHOP_ORDERS" readonly' in page
+    summary = page[page.index('id="attached-workflow"'):]
+    assert "Initial State</dt><dd" in summary and "NEW" in summary
+    assert "5 (3 final)" in summary and "Transitions" in summary
+    assert 'href="/workflows/ORDER_SYNC">Open Workflow Card</a>' in page
+    assert 'href="/instances/?integration=SHOP_ORDERS">Workflow Instances</a>' in page
+    assert 'href="/workflows/">Workflows</a>' in page
+
+
+def test_card_counts_active_instances_and_lists_runs(client, auth, demo):
+    integration = get_integration("SHOP_ORDERS")
+    start_run(integration, "import", [{"key": "SO-1", "data": {"total": 5}}], "test")
+    get_queue().drain()
+    auth.login("viewer")
+    page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
+    assert re.search(r'active=yes" title="Active instances of SHOP_ORDERS">1</a>', page)
+    assert "Recent runs" in page
+
+
+def test_card_without_workflow(client, auth, demo):
     auth.login("author")
-    response = client.post("/integrations/SHOP_ORDERS", data={
-        "workflow_code": "GHOST", "instance_mode": "per_record",
-        "record_url_template": "erp/{nope}"})
+    edit(client, workflow_code="")
+    page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
+    assert get_integration("SHOP_ORDERS").workflow is None
+    assert "No workflow is attached" in page and "Open Workflow Card" not in page
+
+
+def test_code_cannot_change(client, auth, demo):
+    auth.login("author")
+    edit(client, code="OTHER", description="Still the shop")
+    integration = get_integration("SHOP_ORDERS")
+    assert integration.description == "Still the shop"
+
+
+def test_secrets_are_write_only(client, auth, demo):
+    auth.login("author")
+    edit(client, **{"set-webhook_secret": "whsec_c2VjcmV0", "set-bc_client_state": "s3cret-bc"})
+    page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
+    assert "whsec_c2VjcmV0" not in page and "s3cret-bc" not in page
+    assert page.count("(set)") == 2 and 'for="clear-webhook_secret"' in page
+    # An empty secret keeps the stored one.
+    edit(client, **{"set-webhook_secret": ""})
+    assert get_integration("SHOP_ORDERS").settings["webhook_secret"] == "whsec_c2VjcmV0"
+    # The clear box removes it, in the same save as the other fields.
+    edit(client, description="Cleared", **{"clear-webhook_secret": "y"})
+    integration = get_integration("SHOP_ORDERS")
+    assert "webhook_secret" not in integration.settings and integration.description == "Cleared"
+    assert integration.settings["bc_client_state"] == "s3cret-bc"
+    # A new value wins over the clear box.
+    edit(client, **{"clear-bc_client_state": "y", "set-bc_client_state": "newer"})
+    assert get_integration("SHOP_ORDERS").settings["bc_client_state"] == "newer"
+    # A failed save does not echo a typed secret back either.
+    failed = edit(client, workflow_code="GHOST", **{"set-webhook_secret": "whsec_dHlwZWQ="})
+    assert failed.status_code == 422 and "whsec_dHlwZWQ=" not in failed.get_data(as_text=True)
+
+
+def test_errors_are_shown_on_their_fields_and_nothing_is_saved(client, auth, demo):
+    auth.login("author")
+    response = edit(client, description="Changed", workflow_code="GHOST",
+                    record_url_template="erp/{nope}")
     assert response.status_code == 422
-    text = response.get_data(as_text=True)
-    assert "workflow &#39;GHOST&#39; does not exist" in text
-    assert "must start with http:// or https://" in text
-    assert get_integration("SHOP_ORDERS").workflow.code == "ORDER_SYNC"
-    duplicate = client.post("/integrations/new", data={"code": "SHOP_ORDERS",
-                                                       "instance_mode": "per_record"})
-    assert "already exists" in duplicate.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "Nothing was saved" in page
+    assert field_error(page, "workflow_code") == "workflow 'GHOST' does not exist"
+    assert "must start with http:// or https://" in field_error(page, "record_url_template")
+    assert "unknown placeholder {nope}" in field_error(page, "record_url_template")
+    assert field_error(page, "description") is None
+    assert 'value="Changed"' in page  # what was typed is kept
+    integration = get_integration("SHOP_ORDERS")
+    assert integration.workflow.code == "ORDER_SYNC" and integration.description != "Changed"
+
+    too_long = edit(client, description="x" * 101)
+    assert too_long.status_code == 422 and field_error(too_long.get_data(as_text=True),
+                                                       "description")
+    bad_mode = edit(client, instance_mode="sometimes")
+    assert bad_mode.status_code == 422
+    assert get_integration("SHOP_ORDERS").instance_mode == "per_record"
 
 
-def test_viewer_cannot_edit_integrations(client, auth, demo):
-    auth.login("viewer")
-    assert client.post("/integrations/new", data={"code": "X"}).status_code == 403
-    assert client.post("/integrations/SHOP_ORDERS", data={"description": "x"}).status_code == 403
+def test_new_integration_errors(client, auth, demo):
+    auth.login("author")
+    duplicate = client.post("/integrations/new", data={**NEW, "code": "shop_orders"})
+    assert duplicate.status_code == 422
+    assert "already exists" in field_error(duplicate.get_data(as_text=True), "code")
+    bad = client.post("/integrations/new", data={**NEW, "code": "bad code!"})
+    assert bad.status_code == 422 and field_error(bad.get_data(as_text=True), "code")
+    empty = client.post("/integrations/new", data={**NEW, "code": ""})
+    assert empty.status_code == 422 and field_error(empty.get_data(as_text=True), "code")
+    page = client.post("/integrations/new", data={**NEW, "workflow_code": "GHOST"})
+    assert "does not exist" in field_error(page.get_data(as_text=True), "workflow_code")
+    assert 'value="inv"' in page.get_data(as_text=True)
+    from wfapp.services.integrations import list_integrations
+
+    assert [i.code for i in list_integrations()] == ["SHOP_ORDERS"]
+
+
+def test_unknown_integration_is_404(client, auth):
+    auth.login("author")
+    assert client.get("/integrations/NOPE").status_code == 404
+    assert client.post("/integrations/NOPE", data={"description": "x"}).status_code == 404
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_only_authors_change_integrations(client, auth, demo, role):
+    auth.login(role)
     assert client.get("/integrations/new").status_code == 403
+    assert client.post("/integrations/new", data=NEW).status_code == 403
+    assert edit(client, description="x").status_code == 403
+    assert get_integration("SHOP_ORDERS").description == "Web shop orders to fulfilment"
+    page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
+    assert "<fieldset disabled>" in page and ">Save</button>" not in page
+    assert "changing it needs the author role" in page
 
 
-def test_search_finds_pages_and_records(client, auth, demo):
-    auth.login("viewer")
-    for query in ("Integration Workflows", "workflows"):
-        items = client.get(f"/search.json?q={query}").get_json()["items"]
-        assert items[0]["title"] == "Workflows" and items[0]["url"] == "/workflows/"
-    items = client.get("/search.json?q=order_s").get_json()["items"]
-    assert {"title": "ORDER_SYNC", "url": "/workflows/ORDER_SYNC"}.items() <= items[0].items()
-    items = client.get("/search.json?q=shop").get_json()["items"]
-    assert any(i["url"] == "/integrations/SHOP_ORDERS" for i in items)
-    jump = client.get("/search?q=Integration+Workflows&go=1")
-    assert jump.headers["Location"] == "/workflows/"
-    assert "Nothing matches" in client.get("/search?q=zzzz").get_data(as_text=True)
+class TypedSettings:
+    """A test plugin whose integration settings use every input type."""
+
+    @hookimpl
+    def register_integration_settings(self) -> list[Field]:
+        """Settings of several types."""
+        return [
+            Field("batch_size", "Batch Size", type="int", min=1, default=10),
+            Field("verify_tls", "Verify TLS", type="bool", default=True),
+            Field("region", "Region", type="choice", choices=(("eu", "EU"), ("us", "US"))),
+            Field("channels", "Channels", type="multichoice",
+                  choices=(("mail", "Mail"), ("sms", "SMS"))),
+            Field("extra_headers", "Extra Headers", type="json"),
+        ]
 
 
-def test_login_logout_and_next(client, users):
-    response = client.get("/workflows/ORDER_SYNC")
-    assert "/auth/login?next=" in response.headers["Location"]
-    login = client.post("/auth/login?next=/workflows/", data={"username": "viewer",
-                                                              "password": "secret-pass"})
-    assert login.headers["Location"] == "/workflows/"
-    client.post("/auth/logout")
-    evil = client.post("/auth/login?next=https://evil.example/", data={
-        "username": "viewer", "password": "secret-pass"})
-    assert "evil" not in evil.headers["Location"]
+@pytest.fixture
+def typed_app(app_config):
+    """An app with the TypedSettings plugin on top of the built-ins."""
+    app_config["WFAPP_PLUGINS"] = [TypedSettings()]
+    from tests.conftest import _app_on_clean_database
+
+    yield from _app_on_clean_database(app_config)
 
 
-def test_every_page_but_login_needs_a_login(app, client):
-    open_endpoints = {"auth.login", "static", "bootstrap.static"}
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint in open_endpoints or "GET" not in rule.methods:
-            continue
-        url = re.sub(r"<(?:int:)?([^>]+)>", "1", rule.rule)
-        response = client.get(url)
-        assert response.status_code in (302, 401), (rule.rule, response.status_code)
+def test_plugin_settings_of_every_type(typed_app):
+    from wfapp.services.users import create_user
 
-
-def test_cli_users_tokens_and_workflows(runner, app, tmp_path, demo):
-    result = runner.invoke(args=["user", "create", "ann", "--password", "long-enough",
-                                 "--role", "author"])
-    assert result.exit_code == 0, result.output
-    bad = runner.invoke(args=["user", "create", "ann", "--password", "x", "--role", "author"])
-    assert bad.exit_code == 1 and "already exists" in bad.output
-    token = runner.invoke(args=["token", "create", "ann"])
-    assert token.exit_code == 0 and token.output.startswith("wfa_")
-    assert runner.invoke(args=["token", "create", "nobody"]).exit_code == 1
-    out = tmp_path / "o.json"
-    assert runner.invoke(args=["wf", "export", "ORDER_SYNC", "-o", str(out)]).exit_code == 0
-    assert json.loads(out.read_text()) == ORDER_SYNC
-    doc = json.loads(out.read_text())
-    doc["workflow"]["description"] = "From CLI"
-    out.write_text(json.dumps(doc))
-    refused = runner.invoke(args=["wf", "import", str(out)])
-    assert refused.exit_code == 1 and "already exists" in refused.output
-    assert runner.invoke(args=["wf", "import", str(out), "--replace"]).exit_code == 0
-    assert export_document("ORDER_SYNC")["workflow"]["description"] == "From CLI"
-    out.write_text('{"format": "wfapp.workflow/v1", "workflow": {"code": "bad code"}}')
-    broken = runner.invoke(args=["wf", "import", str(out)])
-    assert broken.exit_code == 1 and "workflow.initial_state: is required" in broken.output
-    assert runner.invoke(args=["wf", "export", "NOPE"]).exit_code == 1
-
-
-def test_cli_demo_is_idempotent(runner, app):
-    first = runner.invoke(args=["demo"])
-    assert "Log in as admin / " in first.output
-    second = runner.invoke(args=["demo"])
-    assert second.exit_code == 0 and "password is in" in second.output
-    assert "Loaded" not in second.output
+    create_user("author", "secret-pass", "author")
+    client = typed_app.test_client()
+    client.post("/auth/login", data={"username": "author", "password": "secret-pass"})
+    page = client.get("/integrations/new").get_data(as_text=True)
+    assert 'type="number"' in page and 'id="set-verify_tls"' in page
+    assert '<select class="form-select" id="set-region"' in page
+    assert 'id="set-channels-sms"' in page and '<textarea' in page
+    base = {"code": "TYPED", "instance_mode": "per_record", "workflow_code": ""}
+    bad = client.post("/integrations/new", data={
+        **base, "set-batch_size": "many", "set-extra_headers": "{nope"})
+    text = bad.get_data(as_text=True)
+    assert bad.status_code == 422 and "Nothing was saved" in text
+    assert field_error(text, "set-batch_size") == "must be a number"
+    assert field_error(text, "set-extra_headers").startswith("is not valid JSON")
+    assert 'value="many"' in text
+    low = client.post("/integrations/new", data={**base, "set-batch_size": "0"})
+    assert field_error(low.get_data(as_text=True), "set-batch_size") == "must be at least 1"
+    good = client.post("/integrations/new", data={
+        **base, "set-batch_size": "25", "set-region": "us", "set-channels": ["mail", "sms"],
+        "set-extra_headers": '{"X-Tenant": "7"}'})
+    assert good.status_code == 302
+    settings = get_integration("TYPED").settings
+    assert settings["batch_size"] == 25 and settings["verify_tls"] is False
+    assert settings["region"] == "us" and settings["channels"] == ["mail", "sms"]
+    assert settings["extra_headers"] == {"X-Tenant": "7"}
+    card = client.get("/integrations/TYPED").get_data(as_text=True)
+    assert 'value="25"' in card and 'value="sms" checked' in card
+    assert '<option value="us" selected>' in card and "X-Tenant" in card

@@ -128,7 +128,7 @@ def search(query: str, limit: int = 20, *, role: Role | str | None = None) -> li
     lowered = text.lower()
     rank = Role(role).rank if role is not None else len(Role)
     ranked: list[tuple[int, Hit]] = []
-    for page in PAGES:
+    for page in PAGES:  # in PAGES order, which breaks ties between pages (Workflows first)
         if page.role.rank > rank:
             continue
         score = _page_rank(page, lowered, words)
@@ -150,7 +150,8 @@ def search(query: str, limit: int = 20, *, role: Role | str | None = None) -> li
         ranked.append((0, Hit("instance", instance.record_key or "",
                               f"Instance · {instance.integration.code} · {instance.state}",
                               "instances.show", (("instance_id", str(instance.id)),), True)))
-    ranked.sort(key=lambda pair: (pair[0], _KIND_ORDER[pair[1].kind], pair[1].title))
+    # A stable sort: pages keep their PAGES order among equals, records were fetched by code.
+    ranked.sort(key=lambda pair: (pair[0], _KIND_ORDER[pair[1].kind]))
     return [hit for _, hit in ranked[:limit]]
 
 
