@@ -258,3 +258,14 @@ def test_deactivated_users_tokens_stop_working(client, auth):
     assert user_for_token(token) is None
     assert client.get("/api/v1/workflows", headers={
         "Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_nul_characters_never_reach_the_database(client, auth):
+    assert login(client, "view\x00er").status_code == 200
+    auth.login("admin")
+    for data in ({"action": "create", "username": "a\x00b", "password": "long-password",
+                  "role": "viewer"},
+                 {"action": "update", "username": "a\x00b", "role": "viewer", "active": "on"},
+                 {"action": "token", "username": "a\x00b"},
+                 {"action": "token", "username": "viewer", "label": "x\x00"}):
+        assert client.post("/auth/users", data=data).status_code == 422, data

@@ -262,3 +262,17 @@ def test_plugin_settings_of_every_type(typed_app):
     card = client.get("/integrations/TYPED").get_data(as_text=True)
     assert 'value="25"' in card and 'value="sms" checked' in card
     assert '<option value="us" selected>' in card and "X-Tenant" in card
+
+
+def test_nul_characters_are_refused_not_a_500(client, auth, demo):
+    auth.login("author")
+    response = edit(client, description="a\x00b", workflow_code="ORDER\x00SYNC")
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert field_error(page, "description") == "must not contain NUL characters"
+    assert "NUL" in field_error(page, "workflow_code")
+    created = client.post("/integrations/new", data={**NEW, "code": "A\x00B"})
+    assert created.status_code == 422 and field_error(created.get_data(as_text=True), "code")
+    settings = edit(client, **{"set-record_key_path": "id\x00"})
+    assert "NUL" in field_error(settings.get_data(as_text=True), "set-record_key_path")
+    assert client.get("/integrations/SHOP%00ORDERS").status_code == 404

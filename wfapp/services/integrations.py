@@ -35,7 +35,7 @@ def list_integrations(*, after: str | None = None, limit: int | None = None
 
 def get_integration(code: str) -> Integration:
     """Return the integration with this code (any case); raise NotFound otherwise."""
-    integration = db.session.scalar(
+    integration = None if "\x00" in (code or "") else db.session.scalar(
         select(Integration).where(Integration.code == normalize_code(code)))
     if integration is None:
         raise NotFound(f"integration {normalize_code(code)!r} does not exist")
@@ -75,6 +75,10 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
     for key in ("description", "record_url_template"):
         if key in fields and not isinstance(fields[key], str):
             errors.append(RuleError(key, "must be a string"))
+    # No database stores a NUL character (PostgreSQL refuses it): say so instead of failing.
+    for key, value in fields.items():
+        if isinstance(value, str) and "\x00" in value:
+            errors.append(RuleError(key, "must not contain NUL characters"))
     if isinstance(fields.get("description"), str) and len(fields["description"]) > 100:
         errors.append(RuleError("description", "must be at most 100 characters"))
     if "enabled" in fields and not isinstance(fields["enabled"], bool):
@@ -97,7 +101,7 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
     if code not in (None, ""):
         if not isinstance(code, str):
             errors.append(RuleError("workflow_code", "must be a string"))
-        else:
+        elif "\x00" not in code:
             workflow = db.session.scalar(
                 select(Workflow).where(Workflow.code == normalize_code(code)))
             if workflow is None:

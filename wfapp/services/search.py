@@ -121,7 +121,8 @@ def search(query: str, limit: int = 20, *, role: Role | str | None = None) -> li
     instances when their record key is the query. Pages that need more than `role` are left
     out (all pages when `role` is None).
     """
-    text = " ".join(query.split())
+    # Control characters (NUL above all, which PostgreSQL refuses) separate words like spaces.
+    text = " ".join("".join(c if c >= " " else " " for c in query).split())
     words = _words(text)
     if not words:
         return []

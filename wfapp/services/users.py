@@ -42,9 +42,16 @@ def create_user(username: str, password: str, role: str) -> User:
     return user
 
 
+def _user_named(username: str) -> User | None:
+    """The user with this name, or None (a NUL character, which no database stores, too)."""
+    if not username or "\x00" in username:
+        return None
+    return db.session.scalar(select(User).where(User.username == username))
+
+
 def authenticate(username: str, password: str) -> User | None:
     """Return the active user with these credentials, or None."""
-    user = db.session.scalar(select(User).where(User.username == username))
+    user = _user_named(username)
     if user is None or not user.active or not check_password_hash(user.password_hash, password):
         return None
     return user
@@ -56,12 +63,12 @@ def _hash(token: str) -> str:
 
 def create_token(username: str, name: str = "api") -> str:
     """Create an API token for a user and return it; only its hash is kept."""
-    user = db.session.scalar(select(User).where(User.username == username))
+    user = _user_named(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
     name = (name or "").strip() or "api"
-    if len(name) > 64:
-        raise ValidationFailed([RuleError("label", "must be at most 64 characters")])
+    if len(name) > 64 or "\x00" in name:
+        raise ValidationFailed([RuleError("label", "must be at most 64 characters, no NUL")])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token)))
     db.session.commit()
@@ -85,7 +92,7 @@ def list_users() -> list[User]:
 
 def update_user(username: str, role: str, active: bool) -> User:
     """Change a user's role or deactivate them; the last active admin stays an active admin."""
-    user = db.session.scalar(select(User).where(User.username == username))
+    user = _user_named(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
     if role not in [r.value for r in Role]:
