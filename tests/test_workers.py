@@ -170,23 +170,35 @@ def test_redis_flushed_with_events_pending(rq_app):
     _assert_exactly_once(wf, 200)
 
 
+def _working() -> bool:
+    """True once a worker holds a partition lease, i.e. it is inside a batch."""
+    from wfapp.models import Lease
+
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(Lease)
+                             .where(Lease.owner != "", Lease.expires_at.is_not(None))) > 0
+
+
 def test_worker_killed_mid_batch(rq_app):
     wf = _setup()
-    stream = _events(300, 10, seed=3)
+    stream = _events(300, 20, seed=3)
     ingest(get_integration("FEED"), stream, kick=False)
     from wfapp.queue import get_queue
 
     get_queue().kick()
-    worker = start_worker(rq_app.config, burst=True, WFAPP_EVENT_BATCH_SIZE="400")
-    _wait_until(lambda: _pending() < 3000, timeout=60)
+    worker = start_worker(rq_app.config, burst=True)
+    deadline = time.monotonic() + 60
+    while not _working() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.15)  # well inside the work: 6,000 events take seconds
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     left = _pending()
-    assert 0 < left < 3000, "the kill should land while work remains"
+    assert 0 < left < 6000, f"the kill should land while work remains ({left} pending)"
     get_queue().enqueue("wfapp.jobs.sweep")  # re-queues the orphaned pending events
     run_workers(rq_app.config, 1)
     assert _pending() == 0
-    _assert_exactly_once(wf, 3000)
+    _assert_exactly_once(wf, 6000)
 
 
 @pytest.mark.postgres
