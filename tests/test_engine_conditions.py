@@ -15,7 +15,6 @@ from wfapp.engine import (
 )
 from wfapp.paths import MISSING
 
-
 CONTEXT = {
     "event": {"total": 12.5, "status": "paid", "number": "SO-1001", "count": "10",
               "tags": ["rush", "gift", 3], "data": {"lines": [{"qty": 2}, {"qty": 0}]},
