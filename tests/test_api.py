@@ -282,3 +282,9 @@ def test_trigger_types(client, tokens):
     assert url["required"] is True and url["type"] == "string"
     bc = next(f for f in by_name["on_bc_event"]["fields"] if f["name"] == "change_types")
     assert bc["choices"] == ["created", "updated", "deleted", "collection"]
+
+
+def test_method_not_allowed_keeps_allow_header(client, tokens):
+    response = client.put("/api/v1/workflows", headers=tokens["viewer"], json={})
+    assert response.status_code == 405 and "GET" in response.headers["Allow"]
+    assert response.get_json()["error"]["code"] == "method_not_allowed"

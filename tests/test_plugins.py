@@ -197,3 +197,16 @@ def test_builtin_matching():
     assert poll.matches({"response_path": "status", "expected_value": "shipped"},
                         {"payload": {"response": {"status": "shipped"}}})
     assert not poll.matches({}, {"payload": {"error": "timeout"}})
+
+
+def test_a_setting_may_not_shadow_an_integration_field():
+    from wfapp.hookspecs import hookimpl
+    from wfapp.triggers import Field
+
+    class Shadowing:
+        @hookimpl
+        def register_integration_settings(self):
+            return [Field("enabled", "Enabled again")]
+
+    with pytest.raises(RuntimeError, match="would shadow"):
+        build_registry(get_plugin_manager((Shadowing(),)))

@@ -12,6 +12,8 @@ BOOTSTRAP_BOOTSWATCH_THEME = None
 WTF_CSRF_TIME_LIMIT = None
 # Extra plugin modules to register by dotted name, besides the `wfapp` entry points.
 WFAPP_PLUGINS: list[str] = []
+# Largest request body accepted (run uploads of 100,000 records fit); larger ones answer 413.
+MAX_CONTENT_LENGTH = 64 * 1024 * 1024
 # Rows per page in lists.
 PAGE_SIZE = 50
 # Run queued jobs in a thread of the web process (the embedded queue; `make run` turns it on).

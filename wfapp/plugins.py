@@ -20,6 +20,11 @@ DEFAULT_PLUGINS = (
 )
 
 
+# An integration's own fields; plugin settings sit beside them in the API, so names must differ.
+RESERVED_SETTING_NAMES = frozenset({"code", "description", "workflow_code", "instance_mode",
+                                    "enabled", "record_url_template", "secrets_set"})
+
+
 class UnknownTriggerType(KeyError):
     """Raised when a trigger type name is not registered."""
 
@@ -74,6 +79,9 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         for setting in group or ():
             if setting.name in registry.integration_settings:
                 raise RuntimeError(f"integration setting {setting.name!r} is registered twice")
+            if setting.name in RESERVED_SETTING_NAMES:
+                raise RuntimeError(f"integration setting {setting.name!r} would shadow the "
+                                   "integration's own field of that name")
             registry.integration_settings[setting.name] = setting
     # Built-ins first, in their documented order; pluggy calls the last registered first.
     order = {name: i for i, name in enumerate(["manual", "on_import", "on_export", "on_webhook",

@@ -66,10 +66,15 @@ def search_json() -> Response:
 @bp.app_errorhandler(HTTPException)
 def http_error(error: HTTPException) -> Any:
     """Errors as a page for people, as JSON for the API."""
+    # Keep headers such as Allow (405) on both kinds of answer.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     if is_api_request():
-        return api_error(error.code or 500, (error.name or "error").lower().replace(" ", "_"),
-                         error.description or error.name)
-    return render_template("errors/error.html", error=error), error.code
+        response = api_error(error.code or 500,
+                             (error.name or "error").lower().replace(" ", "_"),
+                             error.description or error.name)
+        response.headers.extend(headers)
+        return response
+    return render_template("errors/error.html", error=error), error.code, headers
 
 
 @bp.app_context_processor
