@@ -64,7 +64,9 @@ def _config(database_url: str, instance: Path) -> dict[str, Any]:
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "WTF_CSRF_ENABLED": False,
-        "WFAPP_PLUGINS": [],
+        "PLUGINS": [],
+        # Hermetic: a plugin installed in this venv must not change the suite's results.
+        "LOAD_ENTRY_POINTS": False,
         "INSTANCE_PATH": str(instance),
     }
 

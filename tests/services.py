@@ -54,7 +54,8 @@ def worker_env(config: dict[str, Any], **extra: str) -> dict[str, str]:
     """Environment for a worker subprocess that uses the test's database and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
     env.update({
-        "WFAPP_SECRET_KEY": "test-worker",
+        "WFAPP_SECRET_KEY": config.get("SECRET_KEY", "test-worker"),
+        "WFAPP_LOAD_ENTRY_POINTS": "false",
         "WFAPP_SQLALCHEMY_DATABASE_URI": config["SQLALCHEMY_DATABASE_URI"],
         "WFAPP_REDIS_URL": config["REDIS_URL"],
         "WFAPP_LEASE_SECONDS": str(config.get("LEASE_SECONDS", 60)),

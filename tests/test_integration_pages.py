@@ -82,7 +82,8 @@ def test_create_integration(client, auth, demo):
     integration = get_integration("INV")
     assert integration.workflow.code == "ORDER_SYNC" and integration.instance_mode == "per_run"
     assert integration.description == "Invoices" and integration.enabled
-    assert integration.settings["webhook_secret"] == "whsec_c2VjcmV0"
+    assert stored_secret("INV", "webhook_secret") == "whsec_c2VjcmV0"
+    assert "webhook_secret" not in integration.settings
     assert integration.settings["record_key_path"] == "data.id"
     assert integration.settings["event_type_path"] == "type"  # the plugin's default
     assert "Integration INV created." in client.get(created.headers["Location"]).get_data(
@@ -126,6 +127,26 @@ def test_code_cannot_change(client, auth, demo):
     assert integration.description == "Still the shop"
 
 
+def stored_secret(code: str, name: str) -> str | None:
+    """A secret setting as a plugin reads it (decrypted)."""
+    from wfapp.plugin_api import find_integration
+
+    return find_integration(code).secret(name)
+
+
+def test_secrets_are_encrypted_at_rest(client, auth, demo):
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    auth.login("author")
+    edit(client, **{"set-webhook_secret": "whsec_c2VjcmV0"})
+    raw = db.session.execute(text("SELECT ciphertext FROM integration_secret")).scalars().all()
+    assert len(raw) == 1 and "c2VjcmV0" not in raw[0] and raw[0].startswith("gAAAA")
+    settings = db.session.execute(text("SELECT settings FROM integration")).scalars().all()
+    assert all("c2VjcmV0" not in str(s) for s in settings)
+
+
 def test_secrets_are_write_only(client, auth, demo):
     auth.login("author")
     edit(client, **{"set-webhook_secret": "whsec_c2VjcmV0", "set-bc_client_state": "s3cret-bc"})
@@ -134,15 +155,16 @@ def test_secrets_are_write_only(client, auth, demo):
     assert page.count("(set)") == 2 and 'for="clear-webhook_secret"' in page
     # An empty secret keeps the stored one.
     edit(client, **{"set-webhook_secret": ""})
-    assert get_integration("SHOP_ORDERS").settings["webhook_secret"] == "whsec_c2VjcmV0"
+    assert stored_secret("SHOP_ORDERS", "webhook_secret") == "whsec_c2VjcmV0"
     # The clear box removes it, in the same save as the other fields.
     edit(client, description="Cleared", **{"clear-webhook_secret": "y"})
     integration = get_integration("SHOP_ORDERS")
-    assert "webhook_secret" not in integration.settings and integration.description == "Cleared"
-    assert integration.settings["bc_client_state"] == "s3cret-bc"
+    assert stored_secret("SHOP_ORDERS", "webhook_secret") is None
+    assert integration.description == "Cleared"
+    assert stored_secret("SHOP_ORDERS", "bc_client_state") == "s3cret-bc"
     # A new value wins over the clear box.
     edit(client, **{"clear-bc_client_state": "y", "set-bc_client_state": "newer"})
-    assert get_integration("SHOP_ORDERS").settings["bc_client_state"] == "newer"
+    assert stored_secret("SHOP_ORDERS", "bc_client_state") == "newer"
     # A failed save does not echo a typed secret back either.
     failed = edit(client, workflow_code="GHOST", **{"set-webhook_secret": "whsec_dHlwZWQ="})
     assert failed.status_code == 422 and "whsec_dHlwZWQ=" not in failed.get_data(as_text=True)
@@ -225,7 +247,7 @@ class TypedSettings:
 @pytest.fixture
 def typed_app(app_config):
     """An app with the TypedSettings plugin on top of the built-ins."""
-    app_config["WFAPP_PLUGINS"] = [TypedSettings()]
+    app_config["PLUGINS"] = [TypedSettings()]
     from tests.conftest import _app_on_clean_database
 
     yield from _app_on_clean_database(app_config)
@@ -276,3 +298,20 @@ def test_nul_characters_are_refused_not_a_500(client, auth, demo):
     settings = edit(client, **{"set-record_key_path": "id\x00"})
     assert "NUL" in field_error(settings.get_data(as_text=True), "set-record_key_path")
     assert client.get("/integrations/SHOP%00ORDERS").status_code == 404
+
+
+def test_named_secrets_on_the_card(client, auth, demo):
+    from wfapp.plugin_api import find_integration
+
+    auth.login("author")
+    edit(client, **{"new-secret-name-0": "erp_token", "new-secret-value-0": "tok-9"})
+    page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
+    assert "{secret.erp_token}" in page and "tok-9" not in page
+    assert find_integration("SHOP_ORDERS").named_secrets() == {"erp_token": "tok-9"}
+    bad = edit(client, **{"new-secret-name-0": "no spaces", "new-secret-value-0": "v"})
+    assert bad.status_code == 422 and "secrets.no spaces" in bad.get_data(as_text=True)
+    missing = edit(client, **{"new-secret-value-1": "v"})
+    assert missing.status_code == 422 and "give the new secret a name" in missing.get_data(
+        as_text=True)
+    edit(client, **{"remove-secret": "erp_token"})
+    assert find_integration("SHOP_ORDERS").named_secrets() == {}

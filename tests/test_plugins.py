@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def app_config(app_config):
-    app_config["WFAPP_PLUGINS"] = ["tests.plugins.sample_trigger"]
+    app_config["PLUGINS"] = ["tests.plugins.sample_trigger"]
     return app_config
 
 
@@ -60,7 +60,7 @@ def test_duplicate_trigger_type_fails_start_up():
         build_registry(get_plugin_manager(("tests.plugins.duplicate",)))
     with pytest.raises(RuntimeError):
         create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://",
-                    "WFAPP_PLUGINS": ["tests.plugins.duplicate"]})
+                    "PLUGINS": ["tests.plugins.duplicate"]})
 
 
 def _fake_distribution(root: Path, module: str) -> None:
@@ -87,7 +87,7 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
 
 
 def test_without_the_plugin_its_trigger_type_is_unknown(app_config):
-    app_config["WFAPP_PLUGINS"] = []
+    app_config["PLUGINS"] = []
     other = create_app(app_config)
     assert "on_sftp_file" not in other.extensions["wfapp"]["registry"].trigger_types
     import wfapp.plugins as module
@@ -124,6 +124,16 @@ def test_hook_register_integration_settings(app, client, tokens):
 
 def test_hook_register_blueprints(client):
     assert client.get("/sample/ping").get_json() == {"pong": True}  # public: no login
+
+
+def test_hook_register_integration_panels(app, client, auth):
+    from wfapp.services.integrations import create_integration
+
+    create_integration({"code": "FILES", "sftp_host": "files.example"})
+    auth.login("viewer")
+    html = client.get("/integrations/FILES").get_data(as_text=True)
+    assert 'id="panel-sftp"' in html and "SFTP drop" in html
+    assert '<p id="sftp-panel">Files for FILES arrive at files.example.</p>' in html
 
 
 def test_hook_register_schedules(app):

@@ -42,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .extensions import bootstrap, csrf, db, migrate
     from .plugins import build_registry, get_plugin_manager
     from .queue import make_queue
+    from .secretbox import SecretBox
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"))
@@ -49,10 +50,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     bootstrap.init_app(app)
     security.init_app(app)
 
-    pm = get_plugin_manager(tuple(app.config.get("WFAPP_PLUGINS") or ()))
+    if app.config.get("TRUSTED_PROXIES"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops, x_port=hops)
+
+    pm = get_plugin_manager(app.config.get("PLUGINS") or (),
+                            load_entry_points=bool(app.config.get("LOAD_ENTRY_POINTS", True)))
+    registry = build_registry(pm)
     queue = make_queue(app)
-    app.extensions["wfapp"] = {"plugin_manager": pm, "registry": build_registry(pm),
-                               "queue": queue, "schedules": _schedules(app, pm)}
+    app.extensions["wfapp"] = {"plugin_manager": pm, "registry": registry, "queue": queue,
+                               "schedules": _schedules(app, registry),
+                               "secretbox": SecretBox(app.config)}
     if queue.embedded and app.config.get("EMBEDDED_WORKER"):
         queue.start(app.extensions["wfapp"]["schedules"])
 
@@ -73,8 +84,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                  pretty_json=formatting.pretty_json)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
-    for group in pm.hook.register_blueprints():
-        for blueprint in group or ():
+    for plugin in registry.plugins:
+        for blueprint in plugin.blueprints:
             app.register_blueprint(blueprint)
 
     from .cli import register_cli
@@ -83,14 +94,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _schedules(app: Flask, pm: Any) -> list[tuple[str, float, str]]:
+def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     """Periodic work: the sweep, the demo feed when on, and what plugins register."""
-    schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep")]
+    schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
+                 ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))
-    for group in pm.hook.register_schedules():
-        schedules.extend(group or ())
+    for plugin in registry.plugins:
+        schedules.extend(plugin.schedules)
     return schedules
 
 

@@ -10,8 +10,20 @@ REDIS_URL = None
 BOOTSTRAP_SERVE_LOCAL = True
 BOOTSTRAP_BOOTSWATCH_THEME = None
 WTF_CSRF_TIME_LIMIT = None
-# Extra plugin modules to register by dotted name, besides the `wfapp` entry points.
-WFAPP_PLUGINS: list[str] = []
+# Extra plugin modules to register by dotted name, besides the `wfapp` entry points
+# (environment: WFAPP_PLUGINS='["my_plugin"]' or WFAPP_PLUGINS=my_plugin,other_plugin).
+PLUGINS: list[str] = []
+# Load the plugins installed under the `wfapp` entry-point group (the tests turn this off).
+LOAD_ENTRY_POINTS = True
+# The address people and senders reach this app at, e.g. https://wfapp.example.com; used for
+# webhook URLs on the cards and the Business Central notification URL. Unset: the request's.
+EXTERNAL_URL = ""
+# How many reverse proxies in front of the app set X-Forwarded-For/-Proto/-Host. 0 trusts
+# none of those headers: the client address is the TCP peer.
+TRUSTED_PROXIES = 0
+# Key(s) that encrypt integration secrets at rest (Fernet; comma-separated, the first encrypts).
+# Unset: derived from SECRET_KEY.
+SECRETS_KEY = None
 # Largest request body accepted (run uploads of 100,000 records fit); larger ones answer 413.
 MAX_CONTENT_LENGTH = 64 * 1024 * 1024
 # Rows per page in lists.

@@ -13,7 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     from flask import Blueprint
 
-    from .triggers import Field, TriggerType
+    from .triggers import Field, Panel, TriggerType
 
 hookspec = pluggy.HookspecMarker("wfapp")
 hookimpl = pluggy.HookimplMarker("wfapp")
@@ -32,6 +32,11 @@ def register_integration_settings() -> list[Field]:
 @hookspec
 def register_blueprints() -> list[Blueprint]:
     """Return Flask blueprints with the routes this plugin needs (webhook endpoints, ...)."""
+
+
+@hookspec
+def register_integration_panels() -> list[Panel]:
+    """Return panels this plugin adds to the integration card (endpoint URL, deliveries, ...)."""
 
 
 @hookspec

@@ -47,3 +47,13 @@ def sweep() -> dict[str, int]:
         return {"timeouts_fired": fired, "requeued": requeued}
     finally:
         db.session.remove()
+
+
+def prune_deliveries() -> int:
+    """Keep the delivery log to the newest rows per integration and channel."""
+    from .services.deliveries import prune
+
+    try:
+        return prune()
+    finally:
+        db.session.remove()

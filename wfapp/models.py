@@ -377,3 +377,110 @@ class Lease(db.Model):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100), default="")
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IntegrationSecret(db.Model):
+    """A secret of an integration, encrypted at rest (wfapp.secretbox).
+
+    `kind` is "setting" for a plugin's secret setting (webhook secret, BC client secret) or
+    "named" for a secret the author named for templates (`{secret.<name>}`). A replaced value
+    is kept as `previous` with `rotated_at`, so a plugin can honour a grace period.
+    """
+
+    __tablename__ = "integration_secret"
+
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    previous: Mapped[str | None] = mapped_column(Text)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeliveryOutcome(str, Enum):
+    """What became of one inbound delivery (a webhook request, a notification, a poll)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class Delivery(db.Model):
+    """The delivery log: inbound requests that did not become (new) events, and poll failures.
+
+    Accepted deliveries are the events themselves; this log keeps what the inbox does not
+    (duplicates, refusals and why), pruned to the newest rows per integration and channel.
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (Index("ix_delivery_recent", "integration_id", "channel", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integration.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeliveryCounter(db.Model):
+    """How many deliveries of each outcome a channel of an integration has seen."""
+
+    __tablename__ = "delivery_counter"
+
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reason: Mapped[str] = mapped_column(String(300), default="")
+
+
+class PluginState(db.Model):
+    """Small JSON values a plugin keeps per integration (a BC subscription, a poll's health)."""
+
+    __tablename__ = "plugin_state"
+
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstanceTimer(db.Model):
+    """When a scheduled trigger (a poll) is next due for one instance and transition.
+
+    Like timeouts, these live in the database: a restart loses none, and claiming one moves
+    `due_at` forward in the same transaction, so two schedulers never run it twice per interval.
+    `entered_at` is the instance's `entered_state_at` when the timer was made: an instance that
+    left the state (or re-entered it) no longer matches and gets a fresh timer.
+    """
+
+    __tablename__ = "instance_timer"
+    __table_args__ = (
+        UniqueConstraint("instance_id", "transition", name="uq_instance_timer"),
+        Index("ix_instance_timer_due", "trigger_type", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id", ondelete="CASCADE"))
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), index=True)
+    transition: Mapped[str] = mapped_column(String(20))
+    trigger_type: Mapped[str] = mapped_column(String(40))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")

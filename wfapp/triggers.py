@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -110,6 +110,37 @@ class TriggerType:
         if self.matches(config, event):
             return ""
         return f"the event does not match this {self.label} transition's settings"
+
+    def check_settings(self, settings: Mapping[str, Any], changed: frozenset[str] = frozenset()
+                       ) -> list[tuple[str, str]]:
+        """Check an integration's settings as they would be saved: (setting, message) pairs.
+
+        `settings` holds every non-secret setting and the secrets posted in this save (stored
+        secrets are never decrypted for this); `changed` names the settings this save touches.
+        """
+        return []
+
+    def schedule_seconds(self, config: Mapping[str, Any]) -> float | None:
+        """For a scheduled trigger (a poll): seconds between runs per waiting instance.
+
+        None (the default) means events come from outside; a number makes wfapp keep a timer per
+        active instance in the transition's From State (see `wfapp.plugin_api.claim_due`).
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A section a plugin adds to the integration card (endpoint URL, deliveries, ...).
+
+    `render(integration)` gets a `wfapp.plugin_api.IntegrationInfo` and returns HTML (use
+    `flask.render_template`, whose output is safe markup); it runs inside the card's request.
+    """
+
+    name: str
+    title: str
+    render: Callable[[Any], str]
+    order: int = 50
 
 
 @lru_cache(maxsize=1024)

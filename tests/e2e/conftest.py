@@ -41,7 +41,8 @@ def live_server(app: Any, users: dict[str, Any], tmp_path: Path) -> Iterator[str
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
     env.update({
-        "WFAPP_SECRET_KEY": "e2e-secret",
+        "WFAPP_SECRET_KEY": app.config["SECRET_KEY"],
+        "WFAPP_LOAD_ENTRY_POINTS": "false",
         "WFAPP_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
         "WFAPP_EMBEDDED_WORKER": "true",
         "WFAPP_SWEEP_INTERVAL": "1",

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, jsonify
+from markupsafe import escape
 
-from wfapp.hookspecs import hookimpl
-from wfapp.security import public
-from wfapp.triggers import Field, TriggerType
+from wfapp.plugin_api import Field, Panel, TriggerType, hookimpl, public
 
 
 class SftpTrigger(TriggerType):
@@ -46,6 +45,16 @@ def register_integration_settings() -> list[Field]:
 @hookimpl
 def register_blueprints() -> list[Blueprint]:
     return [bp]
+
+
+def _panel(integration: Any) -> str:
+    return f'<p id="sftp-panel">Files for {escape(integration.code)} arrive at ' \
+        f'{escape(integration.setting("sftp_host"))}.</p>'
+
+
+@hookimpl
+def register_integration_panels() -> list[Panel]:
+    return [Panel("sftp", "SFTP drop", _panel)]
 
 
 @hookimpl

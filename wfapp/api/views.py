@@ -110,7 +110,7 @@ def list_integrations() -> Response:
 
 def _integration_fields() -> dict[str, Any]:
     """The body of an integration write: base fields and plugin settings, nothing else."""
-    allowed = set(integrations.BASE_FIELDS) | set(get_registry().integration_settings)
+    allowed = {*integrations.BASE_FIELDS, "secrets", *get_registry().integration_settings}
     return json_body(allowed)
 
 

@@ -109,6 +109,27 @@ def read_settings(form: Any, settings: Iterable[Field]) -> PostedSettings:
     return posted
 
 
+NEW_SECRET_ROWS = 2
+
+
+def read_named_secrets(form: Any, posted: PostedSettings) -> None:
+    """The Secrets section: new name/value rows set a secret, `remove-secret` boxes drop one."""
+    named: dict[str, Any] = {}
+    for name in form.getlist("remove-secret"):
+        named[name] = None
+    for i in range(NEW_SECRET_ROWS):
+        name = (form.get(f"new-secret-name-{i}") or "").strip()
+        value = form.get(f"new-secret-value-{i}") or ""
+        if not name and not value:
+            continue
+        if not name:
+            posted.errors["secrets"] = "give the new secret a name"
+            continue
+        named[name] = value
+    if named:
+        posted.values["secrets"] = named
+
+
 def setting_display(settings: Iterable[Field], stored: Mapping[str, Any]) -> dict[str, Any]:
     """The text each non-secret setting shows in its input (secrets never leave the server)."""
     shown: dict[str, Any] = {}

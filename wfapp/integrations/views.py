@@ -4,26 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 from wtforms.fields.choices import SelectChoice
 
 from ..engine import RuleError
 from ..models import Integration, Role
 from ..security import requires_role
+from ..services import secrets
 from ..services.errors import NotFound, ValidationFailed
 from ..services.integrations import (
     attached_workflow,
     create_integration,
     get_integration,
     list_integrations,
+    secret_settings_set,
     update_integration,
     workflow_choices,
 )
 from ..services.registry import get_registry
 from ..services.runs import list_runs
 from . import bp
-from .forms import IntegrationForm, PostedSettings, read_settings, setting_display
+from .forms import (
+    NEW_SECRET_ROWS,
+    IntegrationForm,
+    PostedSettings,
+    read_named_secrets,
+    read_settings,
+    setting_display,
+)
 
 Page = tuple[str, int] | Response
 
@@ -83,11 +93,33 @@ def _render(integration: Integration | None, form: IntegrationForm,
         shown.update(posted.shown)
     return render_template(
         "integrations/card.html", integration=integration, form=form, settings=settings,
-        shown=shown, secrets_set={s.name for s in settings if s.type == "secret"
-                                  and stored.get(s.name)},
+        shown=shown,
+        secrets_set=set(secret_settings_set(integration)) if integration is not None else set(),
+        secret_names=secrets.names(integration.id, secrets.NAMED) if integration else [],
+        new_secret_rows=NEW_SECRET_ROWS,
+        secret_errors=[(k, v) for k, v in (setting_errors or {}).items()
+                       if k == "secrets" or k.startswith("secrets.")],
         setting_errors=setting_errors or {}, failed=status == 422,
         workflow=attached_workflow(integration) if integration is not None else None,
-        runs=list_runs(integration, limit=10) if integration is not None else []), status
+        runs=list_runs(integration, limit=10) if integration is not None else [],
+        panels=_panels(integration) if integration is not None else []), status
+
+
+def _panels(integration: Integration) -> list[tuple[Any, Markup]]:
+    """Each plugin panel rendered for this integration; a failing panel says so, never a 500."""
+    from ..plugin_api import _info
+
+    info = _info(integration)
+    out = []
+    for panel in get_registry().panels:
+        try:
+            html = Markup(panel.render(info))
+        except Exception:  # a plugin's bug must not take the card down
+            current_app.logger.exception("panel %s failed", panel.name)
+            html = Markup('<p class="text-danger small">This panel could not be shown; '
+                          "the error is in the server log.</p>")
+        out.append((panel, html))
+    return out
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -98,6 +130,7 @@ def new() -> Page:
         return _render(None, _form(None))
     form = _form(None, request.form)
     posted = read_settings(request.form, get_registry().integration_settings.values())
+    read_named_secrets(request.form, posted)
     if not form.validate() or posted.errors:
         return _render(None, form, posted, posted.errors, 422)
     try:
@@ -123,6 +156,7 @@ def save(code: str) -> Page:
     form = _form(integration, request.form)
     form.code.data = integration.code  # read-only: whatever was posted, the code stays
     posted = read_settings(request.form, get_registry().integration_settings.values())
+    read_named_secrets(request.form, posted)
     if not form.validate() or posted.errors:
         return _render(integration, form, posted, posted.errors, 422)
     try:

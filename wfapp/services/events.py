@@ -6,6 +6,8 @@ acknowledged and ignored) and only after the commit asks the queue for a process
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from .errors import Conflict, NotFound, ValidationFailed
 
 EVENT = Event.__table__
 PARTITIONS = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,34 +58,77 @@ def partition_of(integration_id: int, record_key: str | None, run_id: int | None
     return zlib.crc32(key.encode()) % PARTITIONS
 
 
-def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> int:
+def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[int]:
+    """Insert event rows, skipping repeated dedupe keys; the new ids in the rows' order."""
     dialect = db.session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     statement = module.insert(EVENT).on_conflict_do_nothing(
         index_elements=["integration_id", "dedupe_key"])
-    if dialect == "postgresql":
-        result = db.session.execute(statement.returning(EVENT.c.id), rows)
-        return len(result.all())
-    result = db.session.execute(statement, rows)
-    return max(result.rowcount, 0)
+    if len(rows) == 1:
+        return list(db.session.execute(statement.values(rows[0]).returning(EVENT.c.id))
+                    .scalars())
+    result = db.session.execute(statement.returning(EVENT.c.id, sort_by_parameter_order=True),
+                                rows)
+    return [row.id for row in result]
+
+
+def _kick_after_commit() -> None:
+    """Ask the queue for a processing job; the events are safe in the inbox whatever happens.
+
+    When the queue (Redis) is unreachable the sweep, which re-queues pending events, gets
+    them processed once it is back; the caller's request still succeeds.
+    """
+    try:
+        get_queue().kick()
+    except Exception:  # noqa: BLE001 — a queue outage must not fail a committed ingest
+        log.warning("events stored, but the queue is unreachable; the sweep will pick them up",
+                    exc_info=True)
+
+
+MAX_KEY = 200
+
+
+def dedupe_key(value: str | None) -> str:
+    """The stored dedupe key: as given when it fits, else its SHA-256 (a random one when None)."""
+    if value is None:
+        return uuid.uuid4().hex
+    return value if len(value) <= MAX_KEY else "sha256:" + hashlib.sha256(
+        value.encode()).hexdigest()
+
+
+def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
+          ) -> tuple[list[int], int]:
+    """Store events in one transaction, then queue their processing: (new ids, duplicates).
+
+    Raises ValueError for a record key longer than 200 characters (callers check first).
+    """
+    for e in events:
+        if e.record_key is not None and len(e.record_key) > MAX_KEY:
+            raise ValueError(f"record key longer than {MAX_KEY} characters")
+    now = utcnow()
+    rows = [{
+        "integration_id": integration_id, "source": e.source, "type": (e.type or "")[:100],
+        "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
+        "record": e.record, "dedupe_key": dedupe_key(e.dedupe_key),
+        "partition": partition_of(integration_id, e.record_key, e.run_id), "received_at": now,
+        "status": EventStatus.PENDING.value, "result": "", "attempts": 0,
+    } for e in events]
+    try:
+        ids = _insert_ignoring_duplicates(rows) if rows else []
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    if ids and kick:
+        _kick_after_commit()
+    return ids, len(rows) - len(ids)
 
 
 def ingest(integration: Integration, events: Sequence[NewEvent], kick: bool = True
            ) -> IngestResult:
     """Store events for an integration in one transaction, then queue their processing."""
-    now = utcnow()
-    rows = [{
-        "integration_id": integration.id, "source": e.source, "type": e.type or "",
-        "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
-        "record": e.record, "dedupe_key": e.dedupe_key or uuid.uuid4().hex,
-        "partition": partition_of(integration.id, e.record_key, e.run_id), "received_at": now,
-        "status": EventStatus.PENDING.value, "result": "", "attempts": 0,
-    } for e in events]
-    stored = _insert_ignoring_duplicates(rows) if rows else 0
-    db.session.commit()
-    if stored and kick:
-        get_queue().kick()
-    return IngestResult(stored, len(rows) - stored)
+    ids, duplicates = store(integration.id, events, kick)
+    return IngestResult(len(ids), duplicates)
 
 
 def get_event(event_id: int) -> Event:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
 from ..models import Instance, InstanceMode, Integration, Workflow
+from . import secrets
 from .errors import NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -53,23 +54,51 @@ def integration_to_dict(integration: Integration) -> dict[str, Any]:
         "record_url_template": integration.record_url_template or "",
     }
     settings = integration.settings or {}
-    secrets_set = []
     for name, setting in get_registry().integration_settings.items():
-        if setting.type == "secret":
-            if settings.get(name):
-                secrets_set.append(name)
-        else:
+        if setting.type != "secret":
             out[name] = settings.get(name, setting.default)
-    out["secrets_set"] = secrets_set
+    out["secrets_set"] = secret_settings_set(integration)
+    out["secret_names"] = secrets.names(integration.id, secrets.NAMED)
     return out
 
 
-def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Workflow | None]:
+def secret_settings_set(integration: Integration) -> list[str]:
+    """The names of the plugin secret settings that have a stored value."""
+    stored = set(secrets.names(integration.id, secrets.SETTING))
+    return [name for name, setting in get_registry().integration_settings.items()
+            if setting.type == "secret" and name in stored]
+
+
+def _check_named_secrets(value: Any, errors: list[RuleError]) -> None:
+    """`secrets`: an object of secret names to values (a string sets, null removes)."""
+    if not isinstance(value, dict):
+        errors.append(RuleError("secrets", "must be an object of secret names to values"))
+        return
+    for name, secret in value.items():
+        place = f"secrets.{name}"
+        if not isinstance(name, str) or not secrets.SECRET_NAME_RE.fullmatch(name):
+            errors.append(RuleError(place, "a secret name is 1-64 letters, digits and _, "
+                                           "not starting with a digit"))
+        elif secret is not None and not isinstance(secret, str):
+            errors.append(RuleError(place, "must be a string (or null to remove it)"))
+        elif isinstance(secret, str) and not secret:
+            errors.append(RuleError(place, "must not be empty (null removes it)"))
+        elif isinstance(secret, str) and len(secret) > secrets.MAX_SECRET_LENGTH:
+            errors.append(RuleError(place, f"must be at most {secrets.MAX_SECRET_LENGTH} "
+                                           "characters"))
+        elif isinstance(secret, str) and "\x00" in secret:
+            errors.append(RuleError(place, "must not contain NUL characters"))
+
+
+def _check(fields: dict[str, Any], creating: bool, stored: dict[str, Any] | None = None
+           ) -> tuple[list[RuleError], Workflow | None]:
     errors: list[RuleError] = []
     settings = get_registry().integration_settings
     for key in fields:
-        if key not in BASE_FIELDS and key not in settings:
+        if key not in BASE_FIELDS and key not in settings and key != "secrets":
             errors.append(RuleError(key, "unknown field"))
+    if "secrets" in fields:
+        _check_named_secrets(fields["secrets"], errors)
     if creating or "code" in fields:
         check_code(normalize_code(fields.get("code")), "code", errors)
     for key in ("description", "record_url_template"):
@@ -77,7 +106,7 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
             errors.append(RuleError(key, "must be a string"))
     # No database stores a NUL character (PostgreSQL refuses it): say so instead of failing.
     for key, value in fields.items():
-        if isinstance(value, str) and "\x00" in value:
+        if isinstance(value, str) and "\x00" in value and key != "secrets":
             errors.append(RuleError(key, "must not contain NUL characters"))
     if isinstance(fields.get("description"), str) and len(fields["description"]) > 100:
         errors.append(RuleError("description", "must be at most 100 characters"))
@@ -107,12 +136,30 @@ def _check(fields: dict[str, Any], creating: bool) -> tuple[list[RuleError], Wor
             if workflow is None:
                 errors.append(RuleError("workflow_code",
                                         f"workflow {normalize_code(code)!r} does not exist"))
+    typed_ok = True
     for name, setting in settings.items():
         if name in fields:
             message = setting.check(fields[name])
             if message:
                 errors.append(RuleError(name, message))
+                typed_ok = False
+    if typed_ok:
+        errors.extend(_plugin_setting_errors(fields, stored or {}))
     return errors, workflow
+
+
+def _plugin_setting_errors(fields: dict[str, Any], stored: dict[str, Any]) -> list[RuleError]:
+    """Each trigger type's own checks of the settings as they would be after this save."""
+    settings = get_registry().integration_settings
+    merged = {name: setting.default for name, setting in settings.items()
+              if setting.type != "secret"}
+    merged.update({k: v for k, v in stored.items() if k in settings})
+    merged.update({k: v for k, v in fields.items() if k in settings})
+    errors = []
+    for trigger in get_registry().trigger_types.values():
+        errors.extend(RuleError(name, message) for name, message in trigger.check_settings(
+            merged, changed=frozenset(k for k in fields if k in settings)))
+    return errors
 
 
 def _apply(integration: Integration, fields: dict[str, Any], workflow: Workflow | None) -> None:
@@ -125,14 +172,24 @@ def _apply(integration: Integration, fields: dict[str, Any], workflow: Workflow 
         integration.workflow = workflow
     registry = get_registry()
     settings = dict(integration.settings or {})
+    if integration.id is None:
+        db.session.flush()  # the secrets below need the integration's id
     for name, setting in registry.integration_settings.items():
         if name not in fields:
             continue
         value = fields[name]
-        if setting.type == "secret" and value in (None, ""):
-            continue  # write-only: an empty secret field keeps the stored one
+        if setting.type == "secret":
+            if value not in (None, ""):  # write-only: an empty secret keeps the stored one
+                secrets.put(integration.id, secrets.SETTING, name, value)
+            continue
         settings[name] = value
     integration.settings = settings
+    named = fields.get("secrets") or {}
+    for name, value in named.items():
+        if value is None:
+            secrets.remove(integration.id, secrets.NAMED, [name])
+        else:
+            secrets.put(integration.id, secrets.NAMED, name, value)
 
 
 def create_integration(fields: dict[str, Any]) -> Integration:
@@ -145,9 +202,9 @@ def create_integration(fields: dict[str, Any]) -> Integration:
         raise ValidationFailed(errors)
     integration = Integration(code=code, description="", instance_mode="per_record",
                               enabled=True, record_url_template="", settings={})
-    _apply(integration, fields, workflow)
-    db.session.add(integration)
     try:
+        db.session.add(integration)
+        _apply(integration, fields, workflow)
         db.session.commit()
     except IntegrityError:
         # Someone created the same code between our check and our insert.
@@ -167,7 +224,7 @@ def update_integration(code: str, fields: dict[str, Any], *, clear: Iterable[str
     if "code" in fields and normalize_code(fields["code"]) != integration.code:
         raise ValidationFailed([RuleError("code", "the code of an integration cannot change")])
     fields = {k: v for k, v in fields.items() if k != "code"}
-    errors, workflow = _check(fields, creating=False)
+    errors, workflow = _check(fields, creating=False, stored=integration.settings or {})
     settings = get_registry().integration_settings
     clear = list(clear)
     for name in clear:
@@ -176,19 +233,7 @@ def update_integration(code: str, fields: dict[str, Any], *, clear: Iterable[str
     if errors:
         raise ValidationFailed(errors)
     _apply(integration, fields, workflow)
-    if clear:
-        integration.settings = {k: v for k, v in (integration.settings or {}).items()
-                                if k not in clear}
-    db.session.commit()
-    return integration
-
-
-def clear_secret(code: str, name: str) -> Integration:
-    """Remove a stored secret setting (the form's 'clear' box)."""
-    integration = get_integration(code)
-    settings = dict(integration.settings or {})
-    settings.pop(name, None)
-    integration.settings = settings
+    secrets.remove(integration.id, secrets.SETTING, clear)
     db.session.commit()
     return integration
 

@@ -1,0 +1,112 @@
+"""The input boundary: parsing untrusted JSON the same way at every door.
+
+Every entry point that takes a JSON body or file (the API, uploads, webhooks, plugins) parses it
+here, so the same bad input gets the same answer everywhere: not UTF-8, malformed, `NaN` or
+`Infinity` (not JSON), nested too deeply, numbers too long, duplicate keys, NUL characters
+(which no database stores). A problem is an `InputError` naming the place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+MAX_DEPTH = 64
+MAX_NUMBER_DIGITS = 100
+
+
+class InputError(ValueError):
+    """Input that cannot be accepted; `path` names the place ("body", "data.items[2]")."""
+
+    def __init__(self, message: str, path: str = "body", *, malformed: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        #: True when the input is not (acceptable) JSON at all; False when it is JSON whose
+        #: content breaks a rule (NUL characters, duplicate keys).
+        self.malformed = malformed
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _big_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS + 10:
+        raise ValueError(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number is too large")
+    return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
+def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse untrusted JSON (UTF-8, a BOM allowed); raise InputError naming what is wrong."""
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants, parse_int=_big_int,
+                           parse_float=_float, object_pairs_hook=_pairs)
+    except _DuplicateKey as exc:
+        raise InputError(f"has the key {exc.args[0]!r} twice in one object",
+                         malformed=False) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno}") from None
+    except RecursionError:
+        raise InputError("is nested too deeply") from None
+    except ValueError as exc:  # NaN, Infinity, numbers too long
+        raise InputError(f"is not valid JSON: {exc}") from None
+    check_value(value, max_depth=max_depth)
+    return value
+
+
+def check_value(value: Any, *, max_depth: int = MAX_DEPTH, root: str = "") -> None:
+    """Refuse NUL characters and nesting deeper than `max_depth` in a parsed value."""
+    stack: list[tuple[str, Any, int]] = [(root, value, 0)]
+    while stack:
+        place, item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InputError("must not contain NUL characters", place or "body",
+                                 malformed=False)
+            continue
+        children: Iterable[tuple[Any, Any]]
+        if isinstance(item, dict):
+            children = item.items()
+        elif isinstance(item, list):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= max_depth:
+            raise InputError(f"is nested more than {max_depth} levels deep", place or "body")
+        for key, child in children:
+            inner = f"{place}[{key}]" if isinstance(key, int) else (
+                f"{place}.{key}" if place else str(key))
+            if isinstance(key, str) and "\x00" in key:
+                raise InputError("must not contain NUL characters", inner, malformed=False)
+            stack.append((inner, child, depth + 1))
