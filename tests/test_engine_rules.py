@@ -341,7 +341,44 @@ def test_operators_with_a_value_need_one(operator):
 
 def test_bad_regex_is_named():
     errors = check_condition({"field": "event.x", "operator": "matches", "value": "(a"}, "c")
-    assert errors[0].message.startswith("invalid regular expression: missing ),")
+    assert errors[0].path == "c.value"
+    assert errors[0].message.startswith("invalid regular expression (RE2 syntax): missing )")
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"(a)\1", "invalid escape sequence"),            # backreferences: RE2 has none
+    (r"(?=a)a", "invalid perl operator"),             # look-around likewise
+    ("a" * 1001, "at most 1000 characters"),
+    ("(" * 600 + ")" * 600, ""),                      # deep nesting: refused, not a crash
+])
+def test_patterns_re2_cannot_run_are_refused_on_save(pattern, why):
+    errors = check_condition({"field": "event.x", "operator": "matches", "value": pattern}, "c")
+    assert errors and errors[0].path == "c.value" and why in errors[0].message
+
+
+def test_catastrophic_pattern_finishes_in_milliseconds():
+    import time
+
+    from wfapp.engine import compare
+
+    start = time.perf_counter()
+    for _ in range(100):
+        assert compare("matches", "a" * 34 + "!", "(a+)+$") is False
+        assert compare("matches", "a" * 5000 + "!", "(a|a)*(a|aa)*b") is False
+    assert compare("matches", "a" * 34, "(a+)+$") is True
+    assert time.perf_counter() - start < 5.0  # Python's re needs hours for the first one
+
+
+def test_values_over_the_cap_never_match():
+    from wfapp.engine import compare, explain_condition
+    from wfapp.engine.patterns import MAX_VALUE_LENGTH
+
+    long_value = "a" * (MAX_VALUE_LENGTH + 1)
+    assert compare("matches", long_value, "a*") is False
+    assert compare("matches", long_value[:-1], "a*") is True
+    why = explain_condition({"field": "event.x", "operator": "matches", "value": "a*"},
+                            {"event": {"x": long_value}})
+    assert f"longer than {MAX_VALUE_LENGTH} characters" in why and len(why) < 400
 
 
 def test_unknown_operator():

@@ -38,5 +38,10 @@ LEASE_SECONDS = 60
 EVENT_BATCH_SIZE = 200
 # Seconds one processing or sweep job works before handing over to a fresh job.
 JOB_TIME_BUDGET = 20
+# RQ stops a job that runs longer than this many seconds (an event stuck in a plugin's code).
+JOB_TIMEOUT = 120
+# An event whose processing crashed or ran out of time this many times is marked failed (with
+# the reason) instead of being tried again, so it never blocks its partition or the workers.
+MAX_EVENT_ATTEMPTS = 3
 # The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
 DEMO_FEED_INTERVAL = 0

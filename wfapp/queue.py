@@ -21,6 +21,13 @@ from flask import Flask, current_app
 
 log = logging.getLogger(__name__)
 
+try:  # the exception RQ raises inside a job that ran past its timeout
+    from rq.timeouts import JobTimeoutException
+
+    TIMEOUTS: tuple[type[BaseException], ...] = (JobTimeoutException,)
+except ImportError:  # pragma: no cover - rq is a dependency
+    TIMEOUTS = ()
+
 QUEUE_NAME = "wfapp"
 PROCESS_JOB = "wfapp.jobs.process_events"
 KICK_KEY = "wfapp:kick"
@@ -37,16 +44,18 @@ class RedisQueue:
 
     embedded = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, job_timeout: float = 120) -> None:
         import redis
         from rq import Queue
 
         self.connection = redis.Redis.from_url(url)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
+        self.job_timeout = max(1, int(job_timeout))
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
-        """Queue a job by the dotted path of its function."""
-        self.queue.enqueue(path, *args, job_id=job_id, result_ttl=60, failure_ttl=86400)
+        """Queue a job by the dotted path of its function (RQ stops it after JOB_TIMEOUT)."""
+        self.queue.enqueue(path, *args, job_id=job_id, result_ttl=60, failure_ttl=86400,
+                           job_timeout=self.job_timeout)
 
     def kick(self) -> None:
         """Make sure a processing job is queued; at most one waits at a time."""
@@ -149,7 +158,8 @@ def _run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
 def make_queue(app: Flask) -> RedisQueue | EmbeddedQueue:
     """RQ when REDIS_URL is set, the embedded queue otherwise."""
     url = app.config.get("REDIS_URL")
-    return RedisQueue(url) if url else EmbeddedQueue(app)
+    return RedisQueue(url, float(app.config.get("JOB_TIMEOUT", 120))) if url else \
+        EmbeddedQueue(app)
 
 
 def get_queue() -> RedisQueue | EmbeddedQueue:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..paths import MISSING, resolve_path
+from .patterns import MAX_VALUE_LENGTH, full_match
 
 OPERATORS = (
     "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "starts_with",
@@ -92,19 +92,9 @@ def compare(operator: str, actual: Any, expected: Any) -> bool:
     if operator == "starts_with":
         return isinstance(actual, str | int | float) and str(actual).startswith(str(expected))
     if operator == "matches":
-        return isinstance(actual, str | int | float) and _regex(str(expected)).fullmatch(
-            str(actual)) is not None
+        return isinstance(actual, str | int | float) and not isinstance(actual, bool) and \
+            full_match(str(expected), str(actual))
     raise ValueError(f"unknown operator {operator!r}")
-
-
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    compiled = _REGEX_CACHE.get(pattern)
-    if compiled is None:
-        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
-    return compiled
 
 
 def evaluate_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
@@ -117,10 +107,18 @@ def explain_condition(condition: Mapping[str, Any], context: Mapping[str, Any]) 
     """Say why a condition is false, e.g. `event.total gt 0 was false because event.total is 0`."""
     field = condition["field"]
     actual = resolve_path(context, field)
-    shown = "missing" if actual is MISSING else repr(actual)
-    value = "" if condition["operator"] in VALUELESS else f" {condition.get('value')!r}"
-    return (f"condition {field} {condition['operator']}{value} was false because "
-            f"{field} is {shown}")
+    shown = "missing" if actual is MISSING else _shown(actual)
+    value = "" if condition["operator"] in VALUELESS else f" {_shown(condition.get('value'))}"
+    why = f"{field} is {shown}"
+    if condition["operator"] == "matches" and isinstance(actual, str) and \
+            len(actual) > MAX_VALUE_LENGTH:
+        why = f"{field} is longer than {MAX_VALUE_LENGTH} characters, which never match"
+    return f"condition {field} {condition['operator']}{value} was false because {why}"
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def first_failed_condition(

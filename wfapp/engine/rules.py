@@ -10,6 +10,7 @@ from typing import Any
 
 from ..triggers import TriggerType
 from .conditions import OPERATORS, VALUELESS
+from .patterns import check_pattern
 
 CODE_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
@@ -221,10 +222,10 @@ def check_condition(condition: Mapping[str, Any], path: str) -> list[RuleError]:
         if not isinstance(value, str):
             errors.append(RuleError(f"{path}.value", f"operator {operator} needs a string"))
         elif operator == "matches":
-            try:
-                re.compile(value)
-            except re.error as exc:
-                errors.append(RuleError(f"{path}.value", f"invalid regular expression: {exc}"))
+            problem = check_pattern(value)
+            if problem:
+                errors.append(RuleError(f"{path}.value",
+                                        f"invalid regular expression (RE2 syntax): {problem}"))
     elif value is None and "value" not in condition:
         errors.append(RuleError(f"{path}.value", f"operator {operator} needs a value"))
     return errors

@@ -37,6 +37,7 @@ from .firing import (
     notes_excerpt,
     row_to_instance,
 )
+from ..queue import TIMEOUTS
 from .registry import get_registry
 
 EVENT = Event.__table__
@@ -131,10 +132,53 @@ def _load_instances(conn: Connection, events: list[Any], modes: dict[int, str]
     return found
 
 
-def process_batch(partition: int, limit: int = 200) -> int:
-    """Handle up to `limit` pending events of a partition in one transaction; return how many."""
+def _give_up(conn: Connection, events: list[Any], now: datetime) -> None:
+    """Mark events that broke processing too often as failed: they never block again."""
+    conn.execute(
+        update(EVENT).where(EVENT.c.id.in_([e.id for e in events]),
+                            EVENT.c.status == EventStatus.PENDING.value)
+        .values(status=EventStatus.FAILED.value, processed_at=now,
+                result=f"gave up after {events[0].attempts} attempts: processing crashed or "
+                       "ran out of time each time; fix the cause, then replay it"))
+
+
+def _start_attempt(partition: int, limit: int) -> list[Any]:
+    """Claim a batch and count the attempt in its own commit, so a crash or a kill counts too.
+
+    Events that already had an attempt that never finished are processed one at a time, so only
+    an event that really breaks processing uses up its attempts; after MAX_EVENT_ATTEMPTS it is
+    marked failed instead of being tried again.
+    """
     conn = db.session.connection()
     events = _claim(conn, partition, limit)
+    most = int(current_app.config.get("MAX_EVENT_ATTEMPTS", 3))
+    poisoned = [e for e in events if e.attempts >= most]
+    if poisoned:
+        log.error("giving up on events %s of partition %s after %d attempts",
+                  [e.id for e in poisoned], partition, most)
+        _give_up(conn, poisoned, utcnow())
+        events = [e for e in events if e.attempts < most]
+    retried = next((i for i, e in enumerate(events) if e.attempts > 0), None)
+    if retried is not None:
+        events = events[:retried] or events[:1]
+    if events:
+        conn.execute(update(EVENT).where(EVENT.c.id.in_([e.id for e in events]))
+                     .values(attempts=EVENT.c.attempts + 1))
+    db.session.commit()
+    return [e.id for e in events]
+
+
+def process_batch(partition: int, limit: int = 200) -> int:
+    """Handle up to `limit` pending events of a partition in one transaction; return how many."""
+    ids = _start_attempt(partition, limit)
+    if not ids:
+        return 0
+    conn = db.session.connection()
+    query = select(EVENT).where(EVENT.c.id.in_(ids), EVENT.c.status == EventStatus.PENDING.value
+                                ).order_by(EVENT.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    events = list(conn.execute(query))
     if not events:
         db.session.commit()
         return 0
@@ -153,18 +197,17 @@ def process_batch(partition: int, limit: int = 200) -> int:
                                history, now)
         updates.append({"eid": event.id, "status": outcome.status.value,
                         "result": outcome.result[:1000], "instance_id": outcome.instance_id,
-                        "processed_at": now, "attempts": event.attempts + 1})
+                        "processed_at": now})
     if history:
         conn.execute(insert(HISTORY), history)
     conn.execute(
         update(EVENT).where(and_(EVENT.c.id == bindparam("eid"),
                                  EVENT.c.status == EventStatus.PENDING.value))
         .values(status=bindparam("status"), result=bindparam("result"),
-                instance_id=bindparam("instance_id"), processed_at=bindparam("processed_at"),
-                attempts=bindparam("attempts")),
+                instance_id=bindparam("instance_id"), processed_at=bindparam("processed_at")),
         updates)
     db.session.commit()
-    return len(events)
+    return len(ids)
 
 
 def _key(integration: Any, event: Any) -> tuple[int, str, Any] | None:
@@ -258,11 +301,19 @@ def _process_batch_safely(partition: int, size: int) -> int:
     """
     try:
         return process_batch(partition, size)
+    except TIMEOUTS:
+        # The job ran out of time: the attempt is counted; end this job (the next one takes the
+        # events one at a time) instead of starting more work the alarm can no longer stop.
+        db.session.rollback()
+        raise
     except Exception:
         db.session.rollback()
         log.exception("batch of partition %s failed; retrying event by event", partition)
     try:
         return process_batch(partition, 1)
+    except TIMEOUTS:
+        db.session.rollback()
+        raise
     except Exception as exc:
         db.session.rollback()
         event_id = db.session.scalar(
@@ -274,7 +325,7 @@ def _process_batch_safely(partition: int, size: int) -> int:
         log.exception("event %s failed", event_id)
         db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
             status=EventStatus.FAILED.value, result=f"error: {exc}"[:1000],
-            processed_at=utcnow(), attempts=EVENT.c.attempts + 1))
+            processed_at=utcnow()))
         db.session.commit()
         return 1
 
