@@ -134,6 +134,10 @@ def worker_command(burst: bool, schedules: bool) -> None:
         click.echo("Error: set WFAPP_REDIS_URL to run workers; without Redis the web process "
                    "runs jobs itself (the embedded queue).", err=True)
         sys.exit(1)
+    problem = queue.check()
+    if problem:
+        click.echo(f"Error: {problem}", err=True)
+        sys.exit(1)
     if schedules and not burst:
         _start_scheduler(queue, current_app.extensions["wfapp"]["schedules"])
     worker = SimpleWorker([queue.queue], connection=queue.connection)

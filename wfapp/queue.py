@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from flask import Flask, current_app
@@ -45,12 +46,35 @@ class RedisQueue:
     embedded = False
 
     def __init__(self, url: str, job_timeout: float = 120) -> None:
+        # Connected on first use: a web process starts (and answers, storing events) even while
+        # Redis is away or misconfigured; `check()` says what is wrong in one line.
+        self.url = url
+        self.job_timeout = max(1, int(job_timeout))
+
+    @cached_property
+    def connection(self) -> Any:
+        """The Redis client (raises ValueError for a URL that is not redis://, rediss://...)."""
         import redis
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=5,
+                                    health_check_interval=30)
+
+    @cached_property
+    def queue(self) -> Any:
+        """The RQ queue jobs go to."""
         from rq import Queue
 
-        self.connection = redis.Redis.from_url(url)
-        self.queue = Queue(QUEUE_NAME, connection=self.connection)
-        self.job_timeout = max(1, int(job_timeout))
+        return Queue(QUEUE_NAME, connection=self.connection)
+
+    def check(self) -> str | None:
+        """None when Redis answers; else one line saying what is wrong."""
+        try:
+            self.connection.ping()
+        except ValueError as exc:
+            return f"REDIS_URL {self.url!r} is not usable: {exc}"
+        except Exception as exc:  # noqa: BLE001 — any failure to reach it is reported alike
+            return f"cannot reach Redis at {self.url}: {exc}"
+        return None
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
         """Queue a job by the dotted path of its function (RQ stops it after JOB_TIMEOUT)."""

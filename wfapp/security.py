@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -31,6 +32,33 @@ def api_error(status: int, code: str, message: str, details: Any = None) -> Any:
     response = jsonify({"error": {"code": code, "message": message, "details": details}})
     response.status_code = status
     return response
+
+
+UNAVAILABLE_MESSAGE = ("The database cannot be reached right now. Nothing was changed; try "
+                       "again in a moment.")
+
+
+def database_unavailable(error: BaseException) -> Any:
+    """503 with a clear message (JSON for the API and inbound endpoints, a plain page else).
+
+    The page does not extend base.html: rendering the header would ask the database for the
+    logged-in user again.
+    """
+    current_app.logger.warning("database unavailable: %s", error.__class__.__name__)
+    with contextlib.suppress(Exception):  # the connection may be gone; the pool replaces it
+        db.session.rollback()
+    if is_api_request() or not request.accept_mimetypes.accept_html:
+        response = api_error(503, "unavailable", UNAVAILABLE_MESSAGE)
+    else:
+        response = current_app.make_response((standalone_page(UNAVAILABLE_MESSAGE), 503))
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def standalone_page(message: str, status: int = 503) -> str:
+    """An error page that needs nothing else: no context processors, so no user lookup."""
+    template = current_app.jinja_env.get_template("errors/unavailable.html")
+    return template.render(message=message, status=status, request=request, url_for=url_for)
 
 
 def current_actor() -> User | None:

@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..engine import RuleError
 from ..extensions import db
-from ..security import api_error
-from ..services.errors import NotFound, ServiceError, ValidationFailed
+from ..security import api_error, database_unavailable
+from ..services.errors import NotFound, ServiceError, ValidationFailed, is_unavailable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -37,6 +37,8 @@ def service_error(error: ServiceError) -> Any:
 @bp.errorhandler(Exception)
 def unexpected_error(error: Exception) -> Any:
     """A bug still answers in the API's JSON shape (and is logged with its traceback)."""
+    if is_unavailable(error):
+        return database_unavailable(error)
     if isinstance(error, HTTPException):
         response = api_error(error.code or 500,
                              (error.name or "error").lower().replace(" ", "_"),

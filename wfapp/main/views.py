@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify, redirect, render_template, request, url_for
+from flask import current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
-from ..security import api_error, is_api_request
+from ..extensions import db
+from ..security import api_error, database_unavailable, is_api_request, standalone_page
+from ..services.errors import is_unavailable
 from ..services.search import Hit, best_hit, search
 from . import bp
 
@@ -75,6 +77,22 @@ def http_error(error: HTTPException) -> Any:
         response.headers.extend(headers)
         return response
     return render_template("errors/error.html", error=error), error.code, headers
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(error: Exception) -> Any:
+    """The database being away answers 503 and recovers by itself; anything else is a 500."""
+    if isinstance(error, HTTPException):
+        return http_error(error)
+    if is_unavailable(error):
+        return database_unavailable(error)
+    current_app.logger.exception("request failed")
+    db.session.rollback()
+    if is_api_request():
+        return api_error(500, "internal_error", "an unexpected error happened; it has been "
+                         "logged")
+    return standalone_page("Something went wrong on our side; it has been logged. Nothing "
+                           "was changed.", 500), 500
 
 
 @bp.app_context_processor

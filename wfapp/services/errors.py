@@ -53,3 +53,19 @@ class Forbidden(ServiceError):
 
     status = 403
     code = "forbidden"
+
+
+class Unavailable(ServiceError):
+    """A service the request needs (the database, the queue) cannot be reached right now."""
+
+    status = 503
+    code = "unavailable"
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for errors that mean the database cannot be reached (or is too busy) right now."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError |
+                      PoolTimeout)

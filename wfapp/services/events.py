@@ -148,7 +148,7 @@ def replay(event_id: int) -> Event:
     db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
         status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000]))
     db.session.commit()
-    get_queue().kick()
+    _kick_after_commit()
     db.session.refresh(event)
     return event
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from ..engine import build_context, capture_vars, select_transition
 from ..extensions import db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
+from ..queue import TIMEOUTS
 from .firing import (
     HISTORY,
     INSTANCE,
@@ -37,7 +38,6 @@ from .firing import (
     notes_excerpt,
     row_to_instance,
 )
-from ..queue import TIMEOUTS
 from .registry import get_registry
 
 EVENT = Event.__table__

@@ -1,0 +1,68 @@
+"""Faults of the services: the database or Redis away answers clearly and recovers by itself."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.services import TcpProxy
+from wfapp import create_app
+from wfapp.extensions import db
+
+
+@pytest.mark.postgres
+def test_database_away_answers_503_and_recovers(app_config: dict[str, Any], users, tokens):
+    url = urlsplit(os.environ["WFAPP_TEST_DATABASE_URL"])
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    through = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}")
+    config = {**app_config, "SQLALCHEMY_DATABASE_URI": urlunsplit(through),
+              "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
+                                            "connect_args": {"connect_timeout": 2}}}
+    app = create_app(config)
+    try:
+        client = app.test_client()
+        assert client.post("/auth/login", data={"username": "admin", "password": PASSWORD}
+                           ).status_code == 302
+        assert client.get("/workflows/").status_code == 200
+        proxy.stop()
+        page = client.get("/workflows/", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+        assert "database cannot be reached" in page.get_data(as_text=True)
+        assert "Traceback" not in page.get_data(as_text=True)
+        api = client.get("/api/v1/workflows", headers=tokens["viewer"])
+        assert api.status_code == 503
+        assert api.get_json()["error"]["code"] == "unavailable"
+        proxy.start()
+        assert client.get("/workflows/").status_code == 200  # no restart needed
+        assert client.get("/api/v1/workflows", headers=tokens["viewer"]).status_code == 200
+    finally:
+        proxy.stop()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_redis_away_after_the_commit_still_answers_success(app_config, users, tokens):
+    """The run and its events are committed: the client must not retry into a duplicate."""
+    from sqlalchemy import func, select
+
+    from wfapp.models import Event, Run
+
+    app_config["REDIS_URL"] = "redis://127.0.0.1:9/0"  # nothing listens there
+    app = create_app(app_config)
+    with app.app_context():
+        from wfapp.services.integrations import create_integration
+
+        create_integration({"code": "FEED"})
+        answer = app.test_client().post(
+            "/api/v1/integrations/FEED/runs", headers=tokens["operator"],
+            json={"direction": "import", "records": [{"key": "A", "data": {}}]})
+        assert answer.status_code == 201, answer.get_data(as_text=True)
+        assert db.session.scalar(select(func.count()).select_from(Run)) == 1
+        assert db.session.scalar(select(func.count()).select_from(Event)) == 1
+        db.session.remove()
+        db.engine.dispose()
