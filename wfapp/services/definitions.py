@@ -10,6 +10,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..engine import RuleError, normalize_code, validate_workflow
 from ..extensions import db
@@ -271,11 +272,21 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
     if errors:
         db.session.rollback()
         raise ValidationFailed(errors)
+    creating = workflow is None
     if workflow is None:
         workflow = Workflow()
         db.session.add(workflow)
-    write_definition(workflow, wf)
-    db.session.commit()
+    try:
+        write_definition(workflow, wf)
+        db.session.commit()
+    except IntegrityError:
+        # Another request created this code (or rows of it) between our check and our write.
+        db.session.rollback()
+        if creating:
+            raise Conflict(f"workflow {wf['code']!r} already exists; import with replace to "
+                           "overwrite it", {"code": wf["code"]}) from None
+        raise Conflict(f"workflow {wf['code']!r} was changed by someone else at the same "
+                       "time; load it again and repeat your change") from None
     return workflow
 
 

@@ -279,14 +279,19 @@ def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> 
 def delete_instance(instance_id: int, actor: str) -> None:
     """Remove an instance without firing anything; the deletion goes to the audit log."""
     instance = get_instance(instance_id)
-    db.session.add(AuditEntry(
-        actor=actor, action="delete", object_type="instance", object_key=str(instance.id),
-        details={"integration": instance.integration.code, "workflow": instance.workflow.code,
-                 "record_key": instance.record_key, "run_id": instance.run_id,
-                 "state": instance.state, "vars": instance.vars}))
-    db.session.execute(update(Event.__table__).where(Event.instance_id == instance.id)
+    details = {"integration": instance.integration.code, "workflow": instance.workflow.code,
+               "record_key": instance.record_key, "run_id": instance.run_id,
+               "state": instance.state, "vars": instance.vars}
+    # The row count says whether this request deleted it: of several deletes at once, one
+    # succeeds (and is audited), the others find nothing.
+    deleted = db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)).rowcount
+    if deleted != 1:
+        db.session.rollback()
+        raise NotFound(f"instance {instance_id} does not exist")
+    db.session.execute(update(Event.__table__).where(Event.instance_id == instance_id)
                        .values(instance_id=None))
-    db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance.id))
+    db.session.add(AuditEntry(actor=actor, action="delete", object_type="instance",
+                              object_key=str(instance_id), details=details))
     db.session.commit()
 
 

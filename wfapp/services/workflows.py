@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
@@ -255,15 +255,21 @@ def delete_workflow(code: str, actor: str) -> list[str]:
     if active:
         raise Conflict(f"workflow {workflow.code!r} has {active} active instance(s); it can be "
                        "deleted once none are active", {"active_instances": active})
+    code, workflow_id, definition = workflow.code, workflow.id, workflow_to_dict(workflow)
     detached = list(db.session.scalars(
-        select(Integration.code).where(Integration.workflow_id == workflow.id)))
-    for integration in db.session.scalars(
-            select(Integration).where(Integration.workflow_id == workflow.id)):
-        integration.workflow_id = None
+        select(Integration.code).where(Integration.workflow_id == workflow_id)))
+    db.session.execute(update(Integration).where(Integration.workflow_id == workflow_id)
+                       .values(workflow_id=None))
+    # A plain DELETE whose row count says whether this request is the one that deleted it:
+    # of several deletes at once, one succeeds (and is audited) and the others find nothing.
+    # States, transitions and finished instances go with it (ON DELETE CASCADE).
+    deleted = db.session.execute(delete(Workflow).where(Workflow.id == workflow_id)).rowcount
+    if deleted != 1:
+        db.session.rollback()
+        raise NotFound(f"workflow {code!r} does not exist")
     db.session.add(AuditEntry(actor=actor, action="delete", object_type="workflow",
-                              object_key=workflow.code,
+                              object_key=code,
                               details={"detached_integrations": detached,
-                                       "definition": workflow_to_dict(workflow)}))
-    db.session.delete(workflow)
+                                       "definition": definition}))
     db.session.commit()
     return detached
