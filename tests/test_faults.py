@@ -66,3 +66,13 @@ def test_redis_away_after_the_commit_still_answers_success(app_config, users, to
         assert db.session.scalar(select(func.count()).select_from(Event)) == 1
         db.session.remove()
         db.engine.dispose()
+
+
+def test_nul_in_a_path_is_404_on_every_page(client, auth, demo):
+    auth.login("admin")
+    for path in ["/workflows/ORD%00", "/workflows/ORD%00/states/NEW",
+                 "/workflows/ORDER_SYNC/transitions/SUB%00", "/workflows/ORD%00/export",
+                 "/workflows/ORD%00/copy", "/workflows/ORD%00/edit", "/integrations/SH%00",
+                 "/workflows/ORD%00/delete", "/instances/?workflow=ORD%00"]:
+        answer = client.get(path)
+        assert answer.status_code in (404, 400), (path, answer.status_code)

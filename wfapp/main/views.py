@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BuildError
@@ -63,6 +63,14 @@ def search_page() -> str | Response:
 def search_json() -> Response:
     """Suggestions for the header search box as the user types."""
     return jsonify({"items": [_as_dict(hit, url) for hit, url in _found(_query())]})
+
+
+@bp.before_app_request
+def refuse_nul_in_paths() -> None:
+    """A NUL character in a URL names nothing that can exist (no database stores one): 404."""
+    if "\x00" in request.path or any(isinstance(v, str) and "\x00" in v
+                                      for v in (request.view_args or {}).values()):
+        abort(404, description="There is no such page.")
 
 
 @bp.app_errorhandler(HTTPException)
