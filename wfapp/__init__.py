@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .plugins import build_registry, get_plugin_manager
     from .queue import make_queue
     from .secretbox import SecretBox
+    from .throttle import Throttle
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"))
@@ -63,7 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     queue = make_queue(app)
     app.extensions["wfapp"] = {"plugin_manager": pm, "registry": registry, "queue": queue,
                                "schedules": _schedules(app, registry),
-                               "secretbox": SecretBox(app.config)}
+                               "secretbox": SecretBox(app.config), "throttle": Throttle(app)}
     if queue.embedded and app.config.get("EMBEDDED_WORKER"):
         queue.start(app.extensions["wfapp"]["schedules"])
 

@@ -50,10 +50,12 @@ def token_cli() -> None:
 @token_cli.command("create")
 @click.argument("name")
 @click.option("--label", default="api", show_default=True, help="What the token is for.")
-def token_create(name: str, label: str) -> None:
+@click.option("--expires-days", type=int, default=None,
+              help="The token stops working after this many days (default: never).")
+def token_create(name: str, label: str, expires_days: int | None) -> None:
     """Print a new API token for user NAME (it acts with that user's role)."""
     try:
-        token = users.create_token(name, label)
+        token = users.create_token(name, label, expires_days)
     except ServiceError as error:
         _fail(error)
     click.echo(token)

@@ -45,3 +45,19 @@ JOB_TIMEOUT = 120
 MAX_EVENT_ATTEMPTS = 3
 # The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
 DEMO_FEED_INTERVAL = 0
+
+# --- sessions and log-in -------------------------------------------------------------------------
+# A session ends after this many minutes without a request (the user logs in again).
+SESSION_IDLE_MINUTES = 60
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# The session cookie is marked Secure whenever the request came over HTTPS (directly, or through
+# TRUSTED_PROXIES that set X-Forwarded-Proto); True forces it, e.g. behind a proxy you do not
+# list in TRUSTED_PROXIES.
+SESSION_COOKIE_SECURE = False
+# Failed log-ins allowed per account and per client address, and failed API-token checks per
+# client address, in a moving window (the `limits` notation); past it the account or address
+# is locked out until the window has moved on.
+LOGIN_LIMIT_ACCOUNT = "10 per 15 minutes"
+LOGIN_LIMIT_ADDRESS = "50 per 15 minutes"
+TOKEN_LIMIT_ADDRESS = "30 per 1 minute"

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, abort, current_app, g, jsonify, redirect, request, url_for
-from flask_login import current_user
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    has_request_context,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user, logout_user
 
 from .extensions import db, login_manager
 from .models import Role, User
@@ -99,30 +113,101 @@ def _authenticate() -> Any:
     if getattr(view, "_wfapp_public", False):
         return None
     if is_api_request():
-        from .services.users import user_for_token
-
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token else None
-        if user is None:
-            return api_error(401, "unauthorized",
-                             "send a valid API token as 'Authorization: Bearer <token>'")
-        g.api_user = user
-        return None
+        return _authenticate_token()
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    return _check_idle()
+
+
+def _authenticate_token() -> Any:
+    """The API's bearer token; failures from one client address are throttled."""
+    from .services.users import user_for_token
+    from .throttle import get_throttle, minutes
+
+    throttle = get_throttle()
+    address = request.remote_addr or "unknown"
+    wait = throttle.blocked_for(throttle.rules.token, "token", address)
+    if wait is not None:
+        response = api_error(429, "too_many_requests",
+                             f"too many requests with invalid API tokens from {address}; "
+                             f"try again in {minutes(wait)}")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token else None
+    if user is None:
+        if token:
+            throttle.failed(throttle.rules.token, "token", address)
+        return api_error(401, "unauthorized",
+                         "send a valid API token as 'Authorization: Bearer <token>' (an "
+                         "expired or revoked token is no longer valid)")
+    g.api_user = user
     return None
 
 
+def _check_idle() -> Any:
+    """End a session that saw no request for SESSION_IDLE_MINUTES; else note this one."""
+    limit = float(current_app.config.get("SESSION_IDLE_MINUTES") or 0) * 60
+    now = time.time()
+    seen = session.get("seen")
+    if limit and isinstance(seen, int | float) and now - seen > limit:
+        logout_user()
+        session.clear()
+        flash(f"Your session ended after {limit / 60:g} minutes without activity; log in "
+              "again.", "info")
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    if not isinstance(seen, int | float) or now - seen > 30:
+        session["seen"] = int(now)  # written at most every 30 s, not on every request
+    return None
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose cookie is Secure whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure over HTTPS (directly or as TRUSTED_PROXIES report it), or when forced."""
+        return bool(app.config.get("SESSION_COOKIE_SECURE")) or (
+            has_request_context() and request.is_secure)
+
+
+def load_user(user_id: str) -> User | None:
+    """The session's user, if still active and the session's generation is current."""
+    ident, _, generation = user_id.partition(":")
+    if not ident.isdigit() or not generation.isdigit() or len(ident) > 18:
+        return None  # a session from before generations, or garbage: log in again
+    user = db.session.get(User, int(ident))
+    if user is None or not user.active or int(generation) != (user.session_generation or 0):
+        return None
+    return user
+
+
+CSP = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    # Bootstrap's components set element styles from script; no inline <script> anywhere.
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
 def init_app(app: Flask) -> None:
-    """Attach login handling to the app."""
+    """Attach login handling, sessions and the security headers to the app."""
+    from flask_talisman import Talisman
+
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
-
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        user = db.session.get(User, int(user_id))
-        return user if user is not None and user.active else None
-
+    login_manager.user_loader(load_user)
+    app.session_interface = SessionInterface()
+    # Headers on every response. HTTPS itself is the proxy's job (force_https off); HSTS is
+    # only sent on requests that came over HTTPS, as the standard requires.
+    Talisman(app, force_https=False, frame_options="DENY", content_security_policy=CSP,
+             referrer_policy="same-origin", session_cookie_secure=False,
+             session_cookie_http_only=True, strict_transport_security=True,
+             strict_transport_security_max_age=31_536_000)
     app.before_request(_authenticate)

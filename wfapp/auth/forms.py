@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..models import Role
 
@@ -31,3 +31,18 @@ class NewUserForm(FlaskForm):
                              description="At least 8 characters; tell it to the user.",
                              render_kw={"autocomplete": "new-password"})
     role = SelectField("Role", id="new-role", choices=ROLE_CHOICES, default=Role.VIEWER.value)
+
+
+class PasswordForm(FlaskForm):
+    """Your current password and a new one, twice."""
+
+    current_password = PasswordField("Current Password", validators=[DataRequired()],
+                                     render_kw={"autocomplete": "current-password"})
+    password = PasswordField("New Password", validators=[DataRequired(), Length(max=200)],
+                             description="At least 8 characters, not a common password.",
+                             render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat New Password",
+                            validators=[DataRequired(), EqualTo("password",
+                                                                "the two new passwords differ")],
+                            render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Change Password")

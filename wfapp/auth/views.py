@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from ..models import Role
+from ..engine import RuleError
+from ..models import Role, utcnow
 from ..security import public, requires_role
 from ..services.errors import NotFound, ValidationFailed
 from ..services.users import (
@@ -17,11 +27,14 @@ from ..services.users import (
     create_user,
     list_tokens,
     list_users,
+    log_out,
     revoke_token,
+    set_password,
     update_user,
 )
+from ..throttle import get_throttle, minutes
 from . import bp
-from .forms import ROLE_CHOICES, LoginForm, NewUserForm
+from .forms import ROLE_CHOICES, LoginForm, NewUserForm, PasswordForm
 
 Page = str | Response | tuple[str, int]
 
@@ -42,25 +55,67 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Page:
-    """Show the login form; on success go where the user was headed."""
+    """Show the login form; on success go where the user was headed.
+
+    Failed attempts are counted per account and per client address; past the limits the
+    account (or address) is locked out for a while and says so.
+    """
     if current_user.is_authenticated and request.method == "GET":
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
+        throttle = get_throttle()
+        account = ("account", (form.username.data or "").strip().lower()[:64])
+        address = ("address", request.remote_addr or "unknown")
+        wait = throttle.blocked_for(throttle.rules.account, *account)
+        wait_address = throttle.blocked_for(throttle.rules.address, *address)
+        if wait is not None or wait_address is not None:
+            what = "this account" if wait is not None else "your address"
+            form.password.errors.append(
+                f"Too many failed log-ins for {what}. Try again in "
+                f"{minutes(max(wait or 0, wait_address or 0))}.")
+            return render_template("auth/login.html", form=form), 429
         user = authenticate(form.username.data, form.password.data)
         if user is not None:
+            throttle.clear(throttle.rules.account, *account)
+            session.clear()  # a fresh session: nothing from before the log-in carries over
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
+        throttle.failed(throttle.rules.account, *account)
+        throttle.failed(throttle.rules.address, *address)
         form.password.errors.append("Unknown user name or wrong password.")
     return render_template("auth/login.html", form=form)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
-    """Log out and return to the login page."""
+    """Log out: every session of this user ends (on every browser), then the login page."""
+    if current_user.is_authenticated:
+        log_out(current_user.id)
     logout_user()
+    session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def password() -> Page:
+    """Change your own password; every session of yours ends, including this one."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        try:
+            set_password(current_user.username, form.password.data,
+                         current=form.current_password.data)
+        except ValidationFailed as error:
+            for e in error.errors:
+                getattr(form, e.path, form.password).errors.append(e.message)
+        else:
+            logout_user()
+            session.clear()
+            flash("Your password was changed; log in with the new one.", "success")
+            return redirect(url_for("auth.login"))
+        return render_template("auth/password.html", form=form), 422
+    return render_template("auth/password.html", form=form)
 
 
 def _users_page(form: NewUserForm | None = None, row_errors: dict[str, list[str]] | None = None,
@@ -69,7 +124,7 @@ def _users_page(form: NewUserForm | None = None, row_errors: dict[str, list[str]
     response = make_response(render_template(
         "auth/users.html", users=list_users(), tokens=list_tokens(), form=form or NewUserForm(
             formdata=None), roles=[c.value for c in ROLE_CHOICES], row_errors=row_errors or {},
-        token=token, token_user=token_user), status)
+        token=token, token_user=token_user, now=utcnow()), status)
     if token is not None:  # shown once: keep it out of every cache
         response.headers["Cache-Control"] = "no-store"
     return response
@@ -93,8 +148,11 @@ def users() -> Page:
             update_user(name, request.form.get("role", ""), request.form.get("active") == "on")
             flash(f"User {name} saved.", "success")
         elif action == "token":
-            token = create_token(name, request.form.get("label", ""))
+            token = create_token(name, request.form.get("label", ""), _expiry_days())
             return _users_page(token=token, token_user=name)
+        elif action == "password":
+            set_password(name, request.form.get("new_password", ""))
+            flash(f"Password of {name} set; their sessions have ended.", "success")
         elif action == "revoke":
             owner = revoke_token(_token_id())
             flash(f"API token of {owner} revoked.", "success")
@@ -104,6 +162,16 @@ def users() -> Page:
         messages = [e.message for e in getattr(error, "errors", [])] or [error.message]
         return _users_page(row_errors={name: messages}, status=422)
     return redirect(url_for("auth.users"))
+
+
+def _expiry_days() -> int | None:
+    """The posted `expires_days` (empty: the token does not expire)."""
+    raw = request.form.get("expires_days", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 6:
+        raise ValidationFailed([RuleError("expires_days", "must be a whole number of days")])
+    return int(raw)
 
 
 def _token_id() -> int:

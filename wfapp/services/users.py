@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -12,9 +13,16 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..engine import RuleError
 from ..extensions import db
 from ..models import ApiToken, Role, User, utcnow
+from ..passwords import password_problem
 from .errors import NotFound, ValidationFailed
 
 TOKEN_PREFIX = "wfa_"
+# Checked against when the user name is unknown, so an unknown name takes as long as a wrong
+# password (user names cannot be found by timing the log-in).
+_DUMMY_HASH = generate_password_hash("wfapp-timing-equaliser")
+# A token's last use is written at most this often, not on every API request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_TOKEN_DAYS = 3650
 
 
 def create_user(username: str, password: str, role: str) -> User:
@@ -25,8 +33,9 @@ def create_user(username: str, password: str, role: str) -> User:
         errors.append(RuleError("username", "must be 1-64 letters, digits or _ - . @"))
     elif db.session.scalar(select(User.id).where(User.username == username)):
         errors.append(RuleError("username", f"user {username!r} already exists"))
-    if not password or len(password) < 8:
-        errors.append(RuleError("password", "must be at least 8 characters"))
+    problem = password_problem(password or "", username or "")
+    if problem:
+        errors.append(RuleError("password", problem))
     if role not in [r.value for r in Role]:
         errors.append(RuleError("role", f"must be one of {', '.join(r.value for r in Role)}"))
     if errors:
@@ -50,10 +59,43 @@ def _user_named(username: str) -> User | None:
 
 
 def authenticate(username: str, password: str) -> User | None:
-    """Return the active user with these credentials, or None."""
+    """Return the active user with these credentials, or None (same work either way)."""
     user = _user_named(username)
-    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password or "")
         return None
+    if not check_password_hash(user.password_hash, password or "") or not user.active:
+        return None
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """End every session of this user (in the current transaction): they log in again."""
+    user.session_generation = (user.session_generation or 0) + 1
+
+
+def log_out(user_id: int) -> None:
+    """Logging out ends every session of the user, on every browser."""
+    user = db.session.get(User, user_id)
+    if user is not None:
+        end_sessions(user)
+        db.session.commit()
+
+
+def set_password(username: str, password: str, *, current: str | None = None) -> User:
+    """Change a password (checking `current` when given); every session of the user ends."""
+    user = _user_named(username)
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    if current is not None and not check_password_hash(user.password_hash, current):
+        raise ValidationFailed([RuleError("current_password", "is not your current password")])
+    problem = password_problem(password, username)
+    if problem:
+        raise ValidationFailed([RuleError("password", problem)])
+    user.password_hash = generate_password_hash(password)
+    user.password_changed_at = utcnow()
+    end_sessions(user)
+    db.session.commit()
     return user
 
 
@@ -61,27 +103,36 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(username: str, name: str = "api") -> str:
-    """Create an API token for a user and return it; only its hash is kept."""
+def create_token(username: str, name: str = "api", expires_days: int | None = None) -> str:
+    """Create an API token for a user (optionally expiring) and return it; its hash is kept."""
     user = _user_named(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
     name = (name or "").strip() or "api"
     if len(name) > 64 or "\x00" in name:
         raise ValidationFailed([RuleError("label", "must be at most 64 characters, no NUL")])
+    if expires_days is not None and not 1 <= expires_days <= MAX_TOKEN_DAYS:
+        raise ValidationFailed([RuleError("expires_days",
+                                          f"must be between 1 and {MAX_TOKEN_DAYS} days")])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token)))
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+    db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token), expires_at=expires))
     db.session.commit()
     return token
 
 
 def user_for_token(token: str) -> User | None:
-    """The active user a bearer token belongs to, or None."""
-    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
-    if row is None or not row.user.active:
+    """The active user an unexpired bearer token belongs to, or None."""
+    if len(token) > 200:
         return None
-    row.last_used_at = utcnow()
-    db.session.commit()
+    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
+    now = utcnow()
+    if row is None or not row.user.active or (row.expires_at is not None
+                                              and row.expires_at <= now):
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        db.session.commit()
     return row.user
 
 
@@ -112,6 +163,8 @@ def update_user(username: str, role: str, active: bool) -> User:
                 "role" if active else "active",
                 f"{username} is the last active admin and cannot be {what}; "
                 "make someone else admin first")])
+    if user.role != role or user.active != active:
+        end_sessions(user)  # the new role (or the deactivation) applies from the next request
     user.role = role
     user.active = active
     db.session.commit()

@@ -280,3 +280,20 @@
     }
   });
 })();
+
+// The run page: refresh the counts every 2 s while events are pending; reload once when done.
+(function () {
+  const marker = document.getElementById("run-progress");
+  if (!marker) { return; }
+  (function poll() {
+    setTimeout(function () {
+      fetch(marker.dataset.url).then(function (r) { return r.json(); }).then(function (p) {
+        Object.keys(p).forEach(function (k) {
+          const el = document.querySelector('[data-progress="' + k + '"]');
+          if (el) { el.textContent = p[k]; }
+        });
+        if (p.pending > 0) { poll(); } else { window.location.reload(); }
+      }).catch(poll);
+    }, 2000);
+  })();
+})();
