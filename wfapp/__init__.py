@@ -40,6 +40,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import security
     from .extensions import bootstrap, csrf, db, migrate
+    from .inputs import IdConverter
+
+    # Every <int:…> in a route is an id: larger than a BIGINT holds is 404, not a database error.
+    app.url_map.converters["int"] = IdConverter
     from .plugins import build_registry, get_plugin_manager
     from .queue import make_queue
     from .secretbox import SecretBox

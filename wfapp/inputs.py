@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from werkzeug.routing import IntegerConverter
+
 MAX_DEPTH = 64
 MAX_NUMBER_DIGITS = 100
 
@@ -19,10 +21,13 @@ MAX_NUMBER_DIGITS = 100
 class InputError(ValueError):
     """Input that cannot be accepted; `path` names the place ("body", "data.items[2]")."""
 
-    def __init__(self, message: str, path: str = "body", *, malformed: bool = True) -> None:
+    def __init__(self, message: str, path: str = "body", *, malformed: bool = True,
+                 places: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
+        #: Every place with this problem (NUL characters can be in several), `path` first.
+        self.places = places or [path]
         #: True when the input is not (acceptable) JSON at all; False when it is JSON whose
         #: content breaks a rule (NUL characters, duplicate keys).
         self.malformed = malformed
@@ -67,7 +72,7 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
     except UnicodeDecodeError:
-        raise InputError("is not UTF-8") from None
+        raise InputError("is not UTF-8 text") from None
     try:
         value = json.loads(text, parse_constant=_no_constants, parse_int=_big_int,
                            parse_float=_float, object_pairs_hook=_pairs)
@@ -79,6 +84,8 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
                          f"{exc.colno}") from None
     except RecursionError:
         raise InputError("is nested too deeply") from None
+    except MemoryError:
+        raise InputError("is too large to read") from None
     except ValueError as exc:  # NaN, Infinity, numbers too long
         raise InputError(f"is not valid JSON: {exc}") from None
     check_value(value, max_depth=max_depth)
@@ -86,14 +93,14 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH, root: str = "") -> None:
-    """Refuse NUL characters and nesting deeper than `max_depth` in a parsed value."""
+    """Refuse nesting deeper than `max_depth` and NUL characters (naming every place)."""
+    found: list[str] = []
     stack: list[tuple[str, Any, int]] = [(root, value, 0)]
     while stack:
         place, item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                raise InputError("must not contain NUL characters", place or "body",
-                                 malformed=False)
+                found.append(place or "body")
             continue
         children: Iterable[tuple[Any, Any]]
         if isinstance(item, dict):
@@ -108,5 +115,73 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, root: str = "") -> No
             inner = f"{place}[{key}]" if isinstance(key, int) else (
                 f"{place}.{key}" if place else str(key))
             if isinstance(key, str) and "\x00" in key:
-                raise InputError("must not contain NUL characters", inner, malformed=False)
-            stack.append((inner, child, depth + 1))
+                found.append(inner)
+            else:
+                stack.append((inner, child, depth + 1))
+    if found:
+        found.sort()
+        raise InputError("must not contain NUL characters", found[0], malformed=False,
+                         places=found)
+
+
+MAX_ID = 2**63 - 1
+
+
+class IdConverter(IntegerConverter):
+    """The `int` URL converter of wfapp's routes: ids a BIGINT can hold.
+
+    A number beyond 2^63−1 becomes 0, an id no row has, so the view answers its usual 404
+    instead of the database failing on the query (refusing the match would make werkzeug answer
+    405 for the other methods of the same path).
+    """
+
+    def to_python(self, value: str) -> int:
+        """The id, or 0 for a number no BIGINT holds."""
+        number = super().to_python(value)
+        return number if 0 <= number <= MAX_ID else 0
+
+
+def parse_id(raw: str | int | None) -> int | None:
+    """A database id from text: a whole number 1 … 2^63−1, else None (callers answer 404/422)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if 1 <= raw <= MAX_ID else None
+    text = (raw or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
+MAX_CSV_FIELD = 100_000
+
+
+def parse_csv(raw: bytes) -> list[dict[str, str]]:
+    """Rows of an uploaded CSV file (UTF-8, a BOM allowed) as dicts keyed by the header row."""
+    import csv
+    import io
+
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text", "file") from None
+    if "\x00" in text:
+        raise InputError("must not contain NUL characters", "file", malformed=False)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            for key, value in row.items():
+                if key is None or isinstance(value, list):
+                    raise InputError(f"line {reader.line_num} has more fields than the header",
+                                     "file")
+                if value is not None and len(value) > MAX_CSV_FIELD:
+                    raise InputError(f"line {reader.line_num}: a field is longer than "
+                                     f"{MAX_CSV_FIELD} characters", "file")
+            rows.append({k: (v or "") for k, v in row.items()})
+    except csv.Error as exc:
+        raise InputError(f"is not valid CSV: {exc} (line {reader.line_num})", "file") from None
+    if reader.fieldnames is None:
+        raise InputError("is empty: a CSV file needs a header row", "file")
+    return rows

@@ -11,6 +11,7 @@ from typing import Any
 from flask import request
 
 from ..engine import CODE_RE, RuleError
+from ..inputs import InputError, parse_id, parse_json
 from ..services.errors import ServiceError, ValidationFailed
 
 MAX_LIMIT = 500
@@ -36,58 +37,22 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def json_document() -> Any:
-    """The request body as any JSON value; 415 unless sent as JSON, 400 when malformed."""
+    """The request body as any JSON value; 415 unless sent as JSON, 400 when malformed.
+
+    Parsed by the input boundary (wfapp.inputs), as uploads and webhooks are.
+    """
     if not request.is_json:
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json",
                                    [{"path": "body", "message": "must be application/json"}])
-    raw = request.get_data(cache=True)
     try:
-        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
-    except UnicodeDecodeError:
-        problem = "is not UTF-8"
-    except json.JSONDecodeError as exc:
-        problem = f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    except ValueError as exc:  # NaN, Infinity
-        problem = f"is not valid JSON: {exc}"
-    except RecursionError:
-        problem = "is nested too deeply"
-    else:
-        places = _nul_places(value)
-        if not places:
-            return value
-        raise ValidationFailed([RuleError(p or "body", "must not contain NUL characters")
-                                for p in sorted(places)])
-    raise InvalidJson(f"body {problem}", [{"path": "body", "message": problem}])
-
-
-def _nul_places(value: Any) -> list[str]:
-    """The places of strings (or keys) holding a NUL character, which no database keeps."""
-    found: list[str] = []
-    stack: list[tuple[str, Any]] = [("", value)]
-    while stack:
-        place, item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                found.append(place)
-            continue
-        children: Iterable[tuple[Any, Any]] = ()
-        if isinstance(item, dict):
-            children = item.items()
-        elif isinstance(item, list):
-            children = enumerate(item)
-        for key, child in children:
-            inner = f"{place}[{key}]" if isinstance(key, int) else (
-                f"{place}.{key}" if place else key)
-            if isinstance(key, str) and "\x00" in key:
-                found.append(inner)
-            else:
-                stack.append((inner, child))
-    return found
+        return parse_json(request.get_data(cache=True))
+    except InputError as error:
+        if error.malformed:
+            raise InvalidJson(f"body {error.message}",
+                              [{"path": error.path, "message": error.message}]) from None
+        raise ValidationFailed([RuleError(place, error.message)
+                                for place in error.places]) from None
 
 
 def json_body(allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
@@ -134,9 +99,24 @@ def int_arg(name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ValidationFailed([RuleError(name, "must be a whole number")]) from None
+    if abs(value) > 2**63 - 1:
+        raise ValidationFailed([RuleError(name, "is out of range")])
+    return value
+
+
+def id_arg(name: str) -> int | None:
+    """An id query argument such as `run_id` (None when absent; 1 … 2^63−1, else 422)."""
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    value = parse_id(raw)
+    if value is None:
+        raise ValidationFailed([RuleError(name, "must be an id: a whole number from 1 to "
+                                                "9223372036854775807")])
+    return value
 
 
 def limit_arg() -> int:

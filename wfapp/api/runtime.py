@@ -16,7 +16,7 @@ from ..services.errors import ValidationFailed
 from ..services.integrations import get_integration
 from ..services.runs import get_run, run_progress, start_run
 from . import bp
-from .common import bool_arg, int_arg, iso, json_body, limit_arg, query_args
+from .common import bool_arg, id_arg, iso, json_body, limit_arg, query_args
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def list_instances() -> Response:
         workflow=request.args.get("workflow") or None,
         integration=request.args.get("integration") or None,
         state=request.args.get("state") or None, active=bool_arg("active"),
-        record_key=request.args.get("record_key") or None, run_id=int_arg("run_id"))
+        record_key=request.args.get("record_key") or None, run_id=id_arg("run_id"))
     rows, cursor = instance_service.list_instances(filters, limit_arg(),
                                                    request.args.get("cursor") or None)
     return jsonify({"items": [instance_to_dict(r.instance) for r in rows], "next": cursor})
@@ -137,9 +137,9 @@ def list_events() -> Response:
     filters = event_service.EventFilters(
         integration=request.args.get("integration") or None,
         status=request.args.get("status") or None,
-        source=request.args.get("source") or None, run_id=int_arg("run_id"),
-        instance_id=int_arg("instance_id"))
-    rows, cursor = event_service.list_events(filters, limit_arg(), int_arg("cursor"))
+        source=request.args.get("source") or None, run_id=id_arg("run_id"),
+        instance_id=id_arg("instance_id"))
+    rows, cursor = event_service.list_events(filters, limit_arg(), id_arg("cursor"))
     return jsonify({"items": [event_to_dict(e) for e in rows],
                     "next": str(cursor) if cursor is not None else None})
 

@@ -9,7 +9,7 @@ from flask import request
 from wtforms import Field
 from wtforms.validators import ValidationError
 
-MAX_ID = 2**63 - 1  # ids are BIGINT: larger ones cannot exist and would break PostgreSQL's query
+from ..inputs import MAX_ID  # ids are BIGINT: larger ones cannot exist
 
 
 def no_nul(form: Any, field: Field) -> None:

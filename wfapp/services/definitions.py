@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..engine import RuleError, normalize_code, validate_workflow
 from ..extensions import db
+from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
 from .errors import Conflict, NotFound, ValidationFailed
 from .registry import get_registry
@@ -200,16 +201,12 @@ def _rule_errors_elsewhere(document: Any, found: list[RuleError]) -> list[RuleEr
 
 
 def parse_file(content: bytes | str) -> Any:
-    """Parse an uploaded file as JSON; a clear error names the line when it is not JSON."""
+    """Parse an uploaded workflow file through the input boundary; errors name the place."""
     try:
-        text = content.decode("utf-8-sig") if isinstance(content, bytes) else content
-        return json.loads(text)
-    except UnicodeDecodeError:
-        raise ValidationFailed([RuleError("file", "is not UTF-8 text")]) from None
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed([RuleError(
-            "file", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
-        ) from None
+        return parse_json(content)
+    except InputError as error:
+        place = "file" if error.path == "body" else f"file: {error.path}"
+        raise ValidationFailed([RuleError(place, error.message)]) from None
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""One input boundary: the same bad bytes get the same clear 4xx through every door."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from wfapp.extensions import db
+from wfapp.inputs import InputError, parse_csv, parse_id, parse_json
+from wfapp.models import Event, Instance, Run, Workflow
+
+API = "/api/v1"
+BAD_BODIES = [
+    (b"[" * 100_000, "nested too deeply"),
+    (b"[" + b"9" * 5000 + b"]", "more than 100 digits"),
+    (b'[{"key": "A", "data": {"x": NaN}}]', "not valid JSON"),
+    (b'[{"key": "A", "data": {"x": Infinity}}]', "not valid JSON"),
+    (b'[{"key": "A", "data": {"x": 1e999}}]', "too large"),
+    (b'[{"key": "A", "data": {"a\\u0000": 1}}]', "NUL characters"),
+    (b'[{"key": "A\\u0000", "data": {}}]', "NUL characters"),
+    (b'[{"key": "A", "key": "B"}]', "twice in one object"),
+    (b"\xff\xfe[]", "not UTF-8 text"),
+    (b"[" * 70 + b"]" * 70, "nested more than 64 levels"),
+]
+
+
+def _written() -> tuple[int, int, int, int]:
+    db.session.rollback()
+    return tuple(db.session.scalar(select(func.count()).select_from(m))
+                 for m in (Run, Event, Instance, Workflow))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+def test_parse_json_names_the_problem(body, message):
+    with pytest.raises(InputError) as caught:
+        parse_json(body)
+    assert message in caught.value.message
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+def test_every_door_refuses_alike(client, auth, tokens, demo, body, message):
+    """Run upload page, workflow import page, runs API and workflow import API."""
+    before = _written()
+    auth.login("author")
+    upload = client.post("/runs/new", data={
+        "integration": "SHOP_ORDERS", "direction": "import",
+        "file": (io.BytesIO(body), "records.json")}, content_type="multipart/form-data")
+    assert upload.status_code == 422 and message in upload.get_data(as_text=True)
+    wf = client.post("/workflows/import", data={"file": (io.BytesIO(body), "w.json")},
+                     content_type="multipart/form-data")
+    assert wf.status_code == 422 and message in wf.get_data(as_text=True)
+    for path in ("/integrations/SHOP_ORDERS/runs", "/workflows/import"):
+        api = client.post(API + path, data=body, headers={**tokens["author"],
+                                                          "Content-Type": "application/json"})
+        assert api.status_code in (400, 422), (path, api.status_code)
+        assert message in json.dumps(api.get_json()), api.get_json()
+    assert _written() == before
+
+
+def test_csv_uploads(client, auth, demo):
+    auth.login("operator")
+    for body, message in [(b"key,status\nA\x00,success\n", "NUL characters"),
+                          (b"\xff\xfekey\n", "not UTF-8 text"),
+                          (b"key,status\nA,success,extra\n", "more fields than the header"),
+                          (b"", "a CSV file needs a header row")]:
+        answer = client.post("/runs/new", data={
+            "integration": "SHOP_ORDERS", "direction": "import",
+            "file": (io.BytesIO(body), "records.csv")}, content_type="multipart/form-data")
+        assert answer.status_code == 422 and message in answer.get_data(as_text=True), body
+    assert parse_csv(b"\xef\xbb\xbfkey,total\nA,5\n") == [{"key": "A", "total": "5"}]
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "9223372036854775808", "99999999999999999999",
+                                 "1e3", "١٢", " ", "x"])
+def test_ids_out_of_range(raw):
+    assert parse_id(raw) is None
+
+
+def test_huge_ids_are_404_or_422_never_500(client, auth, tokens, demo):
+    big = str(2**63)
+    h = tokens["operator"]
+    for method, path, body in [
+            ("get", f"/instances/{big}", None), ("get", f"/runs/{big}", None),
+            ("delete", f"/instances/{big}", None), ("post", f"/events/{big}/replay", {}),
+            ("post", f"/instances/{big}/fire", {"transition": "EXPIRE", "comment": ""}),
+            ("post", f"/instances/{big}/reset", {"state": "NEW", "note": "x"}),
+            ("get", "/instances/0", None)]:
+        answer = getattr(client, method)(API + path, headers=h, json=body)
+        assert answer.status_code == 404, (path, answer.status_code)
+    for url in (f"/instances?run_id={big}", f"/events?run_id={big}",
+                f"/events?instance_id={big}", "/events?run_id=0", f"/events?cursor={big}"):
+        answer = client.get(API + url, headers=h)
+        assert answer.status_code == 422, (url, answer.status_code)
+    auth.login("viewer")
+    for path in (f"/instances/{big}", f"/events/{big}", f"/runs/{big}", "/runs/0"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_nan_never_reaches_the_instances_api(client, tokens, demo, app):
+    """NaN is refused at the door, so the instances API always emits valid JSON."""
+    body = b'{"direction": "import", "records": [{"key": "N", "data": {"total": NaN}}]}'
+    answer = client.post(f"{API}/integrations/SHOP_ORDERS/runs", data=body,
+                         headers={**tokens["operator"], "Content-Type": "application/json"})
+    assert answer.status_code == 400
+    listed = client.get(f"{API}/instances", headers=tokens["viewer"])
+    json.loads(listed.get_data(as_text=True))  # strict JSON
+
+
+def _doc(**changes: Any) -> dict[str, Any]:
+    from wfapp.services.definitions import FORMAT
+
+    return {"format": FORMAT, "workflow": {
+        "code": "LIMITS", "initial_state": "A", "states": [{"code": "A", "is_initial": True},
+                                                          {"code": "B"}],
+        "transitions": [{"code": "GO", "from_state": "A", "to_state": "B",
+                         "trigger_type": "manual", **changes}]}}
