@@ -61,7 +61,8 @@ def condition(draw: Any) -> dict[str, Any]:
     if op in ("in", "not_in"):
         value: Any = draw(st.lists(SCALAR, max_size=3))
     elif op in ("gt", "ge", "lt", "le"):
-        value = draw(st.one_of(st.integers(-100, 100), st.text(max_size=4)))
+        value = draw(st.one_of(st.integers(-100, 100), st.sampled_from(
+            ["2026-01-31", "12.5", "2026-01-31T10:00:00Z"])))
     elif op in ("matches", "starts_with"):
         value = draw(st.sampled_from([r"SO-\d+", "abc", ".*"]))
     else:

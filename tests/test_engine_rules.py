@@ -301,14 +301,17 @@ def test_all_six_built_in_trigger_types_are_covered():
 
 GOOD_VALUES: dict[str, list[Any]] = {
     "eq": [1, "paid", None, True, 1.5, [1], {"a": 1}], "ne": [0, "x", None],
-    "gt": [0, -1.5, "2024-01-01"], "ge": [1], "lt": [100, "m"], "le": [0.5],
+    "gt": [0, -1.5, "2024-01-01", "2024-01-01T10:00:00+02:00", "12.5"], "ge": [1],
+    "lt": [100, "-3"], "le": [0.5],
     "in": [[], ["a", 1, None]], "not_in": [["x"]],
     "contains": ["abc", 3, True], "starts_with": ["SO-", ""],
     "matches": [r"SO-\d+", ".*", "(a|b)c"],
 }
 BAD_VALUES: dict[str, list[Any]] = {
-    "gt": [None, True, [1], {}], "ge": [False], "lt": [[]], "le": [{"a": 1}],
-    "in": ["a", 1, None, {"a": 1}], "not_in": ["x"],
+    "gt": [None, True, [1], {}, "abc", "m", "2024-13"], "ge": [False], "lt": [[]],
+    "le": [{"a": 1}],
+    "in": ["a", 1, None, {"a": 1}, [[1]], [{"a": 1}], ["x" * 1001]], "not_in": ["x"],
+    "eq": ["x" * 1001],
     "starts_with": [1, None, ["a"]], "matches": [1, None, "(", "[a-", "*"],
     "exists": [1, "x", False], "not_exists": [0, ""],
 }

@@ -118,3 +118,57 @@ def _doc(**changes: Any) -> dict[str, Any]:
                                                           {"code": "B"}],
         "transitions": [{"code": "GO", "from_state": "A", "to_state": "B",
                          "trigger_type": "manual", **changes}]}}
+
+
+@pytest.mark.parametrize(("changes", "place", "message"), [
+    ({"conditions": [{"field": "event.x", "operator": "eq", "value": "v" * 5_000_000}]},
+     "conditions[0].value", "at most 1000 characters"),
+    ({"conditions": [{"field": "event.x", "operator": "exists"}] * 51},
+     "conditions", "at most 50 conditions"),
+    ({"capture": {f"v{i}": "event.x" for i in range(51)}}, "capture", "at most 50"),
+    ({"conditions": [{"field": "record.amount", "operator": "gt", "value": "abc"}]},
+     "conditions[0].value", "needs a number"),
+    ({"conditions": [{"field": "record.amount", "operator": "exists", "value": 5}]},
+     "conditions[0].value", "takes no value"),
+    ({"conditions": [{"field": "event.x", "operator": "in", "value": list(range(501))}]},
+     "conditions[0].value", "at most 500 items"),
+])
+def test_definition_limits_at_every_door(client, auth, tokens, changes, place, message):
+    """The API import, the import page and the CLI refuse the same oversized definitions."""
+    document = _doc(**changes)
+    before = _written()
+    api = client.post(f"{API}/workflows/import", json=document, headers=tokens["author"])
+    assert api.status_code == 422
+    detail = next(d for d in api.get_json()["error"]["details"] if d["path"].endswith(place))
+    assert message in detail["message"]
+    auth.login("author")
+    page = client.post("/workflows/import", data={
+        "file": (io.BytesIO(json.dumps(document).encode()), "w.json")},
+        content_type="multipart/form-data")
+    assert page.status_code == 422 and message in page.get_data(as_text=True)
+    assert _written() == before
+
+
+def test_too_many_states(client, tokens):
+    document = _doc()
+    document["workflow"]["states"] += [{"code": f"S{i}"} for i in range(250)]
+    answer = client.post(f"{API}/workflows/import", json=document, headers=tokens["author"])
+    assert answer.status_code == 422
+    assert "at most 200 states" in answer.get_data(as_text=True)
+
+
+def test_limits_are_configurable(app_config, tokens):
+    from wfapp import create_app
+
+    app_config["DEFINITION_LIMITS"] = {"conditions": 2}
+    client = create_app(app_config).test_client()
+    document = _doc(conditions=[{"field": "event.x", "operator": "exists"}] * 3)
+    answer = client.post(f"{API}/workflows/import", json=document, headers=tokens["author"])
+    assert answer.status_code == 422 and "at most 2 conditions" in answer.get_data(as_text=True)
+
+
+def test_record_url_template_with_an_unclosed_brace(client, tokens):
+    answer = client.post(f"{API}/integrations", headers=tokens["author"], json={
+        "code": "X", "record_url_template": "https://erp/{record_key"})
+    assert answer.status_code == 422
+    assert answer.get_json()["error"]["details"][0]["path"] == "record_url_template"

@@ -219,7 +219,7 @@ def test_conditions_captures_and_their_errors(client, auth, demo):
         "variable name must be a letter or _ then letters, digits, _"]
     assert 'value="1bad"' in page and 'value="event.ok"' in page  # what was typed stays
     assert _transition("CONFIRM") == ORDER_SYNC["workflow"]["transitions"][3]
-    assert _post_transition(client, "CONFIRM", **{
+    rows = {
         "cfg-event_filter": "order.confirmed",
         "conditions-0-field": "event.n", "conditions-0-operator": "ge",
         "conditions-0-value": "5",
@@ -228,8 +228,14 @@ def test_conditions_captures_and_their_errors(client, auth, demo):
         "conditions-2-field": "event.s", "conditions-2-operator": "eq",
         "conditions-2-value": "shipped",
         "conditions-3-field": "instance.vars.trk", "conditions-3-operator": "not_exists",
-        "conditions-3-value": "ignored",
-        "cap-0-name": "trk", "cap-0-path": "event.data.tracking"}).status_code == 302
+        "conditions-3-value": "5",
+        "cap-0-name": "trk", "cap-0-path": "event.data.tracking"}
+    # A value typed for an operator that takes none is an error, not silently dropped.
+    refused = _post_transition(client, "CONFIRM", **rows)
+    assert refused.status_code == 422
+    assert "operator not_exists takes no value" in refused.get_data(as_text=True)
+    rows["conditions-3-value"] = ""
+    assert _post_transition(client, "CONFIRM", **rows).status_code == 302
     saved = _transition("CONFIRM")
     assert saved["conditions"] == [
         {"field": "event.n", "operator": "ge", "value": 5},

@@ -61,3 +61,7 @@ SESSION_COOKIE_SECURE = False
 LOGIN_LIMIT_ACCOUNT = "10 per 15 minutes"
 LOGIN_LIMIT_ADDRESS = "50 per 15 minutes"
 TOKEN_LIMIT_ADDRESS = "30 per 1 minute"
+# Size limits of a workflow definition, enforced on import, API and forms alike; the defaults
+# are in wfapp/engine/rules.py (Limits): states 200, transitions 500, conditions 50 and captures
+# 50 per transition, condition values 1000 characters, list values 500 items, paths 200.
+DEFINITION_LIMITS: dict[str, int] = {}

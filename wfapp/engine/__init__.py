@@ -17,8 +17,10 @@ from .conditions import (
 from .rules import (
     CAPTURE_NAME_RE,
     CODE_RE,
+    DEFAULT_LIMITS,
     FIELD_RE,
     MAX_DESCRIPTION,
+    Limits,
     RuleError,
     check_code,
     check_condition,
@@ -42,7 +44,8 @@ from .selection import (
 )
 
 __all__ = [
-    "CAPTURE_NAME_RE", "CODE_RE", "FIELD_RE", "MAX_DESCRIPTION", "OPERATORS", "OPERATOR_LABELS",
+    "CAPTURE_NAME_RE", "CODE_RE", "DEFAULT_LIMITS", "FIELD_RE", "MAX_DESCRIPTION", "OPERATORS",
+    "OPERATOR_LABELS", "Limits",
     "VALUELESS", "CompiledCondition", "CompiledTransition", "CompiledWorkflow", "Decision",
     "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
     "check_condition", "check_description", "compare", "compile_workflow", "evaluate_condition",

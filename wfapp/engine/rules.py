@@ -24,6 +24,26 @@ MAX_TIMEOUT_HOURS = 87_600  # ten years
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How big a definition may be; every door (import, API, forms) enforces the same limits.
+
+    Configurable through DEFINITION_LIMITS, e.g. {"states": 400}.
+    """
+
+    states: int = 200
+    transitions: int = 500
+    conditions: int = 50        # per transition
+    captures: int = 50          # per transition
+    value_length: int = 1000    # characters of a condition value (or of one item of a list)
+    list_items: int = 500       # items of an `in` / `not_in` value
+    path_length: int = 200      # characters of a condition field or a captured path
+
+
+DEFAULT_LIMITS = Limits()
+ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+@dataclass(frozen=True)
 class RuleError:
     """One broken rule, with the place it concerns (`workflow.states[2].code`)."""
 
@@ -61,7 +81,8 @@ def check_description(value: Any, path: str, errors: list[RuleError]) -> None:
 
 
 def validate_workflow(
-    wf: Mapping[str, Any], trigger_types: Mapping[str, TriggerType], prefix: str = "workflow"
+    wf: Mapping[str, Any], trigger_types: Mapping[str, TriggerType], prefix: str = "workflow",
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[RuleError]:
     """Check a normalized workflow definition against every rule; return all that are broken."""
     errors: list[RuleError] = []
@@ -69,6 +90,12 @@ def validate_workflow(
     check_description(wf.get("description"), f"{prefix}.description", errors)
     states = list(wf.get("states") or [])
     transitions = list(wf.get("transitions") or [])
+    if len(states) > limits.states:
+        return [RuleError(f"{prefix}.states", f"a workflow may have at most {limits.states} "
+                          f"states; this one has {len(states)}")]
+    if len(transitions) > limits.transitions:
+        return [RuleError(f"{prefix}.transitions", f"a workflow may have at most "
+                          f"{limits.transitions} transitions; this one has {len(transitions)}")]
     state_codes = _unique_codes(states, f"{prefix}.states", errors)
     transition_by_code = {
         t["code"]: t for t in transitions if isinstance(t.get("code"), str)
@@ -99,7 +126,7 @@ def validate_workflow(
         _check_state(state, f"{prefix}.states[{i}]", transition_by_code, errors)
     for i, transition in enumerate(transitions):
         _check_transition(transition, f"{prefix}.transitions[{i}]", state_codes, final_codes,
-                          trigger_types, errors)
+                          trigger_types, errors, limits)
     return errors
 
 
@@ -151,7 +178,8 @@ def _check_state(state: Mapping[str, Any], path: str, transitions: Mapping[str, 
 
 
 def _check_transition(t: Mapping[str, Any], path: str, states: set[str], finals: set[Any],
-                      trigger_types: Mapping[str, TriggerType], errors: list[RuleError]) -> None:
+                      trigger_types: Mapping[str, TriggerType], errors: list[RuleError],
+                      limits: Limits = DEFAULT_LIMITS) -> None:
     check_description(t.get("description"), f"{path}.description", errors)
     for key in ("from_state", "to_state"):
         code = t.get(key)
@@ -178,54 +206,107 @@ def _check_transition(t: Mapping[str, Any], path: str, states: set[str], finals:
         for name, message in trigger.validate(t.get("trigger_config") or {}):
             where = f"{path}.trigger_config" + (f".{name}" if name else "")
             errors.append(RuleError(where, message))
-    for i, condition in enumerate(t.get("conditions") or []):
-        errors.extend(check_condition(condition, f"{path}.conditions[{i}]"))
+    conditions = t.get("conditions") or []
+    if len(conditions) > limits.conditions:
+        errors.append(RuleError(f"{path}.conditions", f"a transition may have at most "
+                                f"{limits.conditions} conditions; this one has {len(conditions)}"))
+    else:
+        for i, condition in enumerate(conditions):
+            errors.extend(check_condition(condition, f"{path}.conditions[{i}]", limits))
     capture = t.get("capture") or {}
     if not isinstance(capture, Mapping):
         errors.append(RuleError(f"{path}.capture", "must be an object of names to paths"))
+        return
+    if len(capture) > limits.captures:
+        errors.append(RuleError(f"{path}.capture", f"a transition may capture at most "
+                                f"{limits.captures} variables; this one captures {len(capture)}"))
         return
     for name, source in capture.items():
         if not CAPTURE_NAME_RE.fullmatch(str(name)):
             errors.append(RuleError(f"{path}.capture.{name}",
                                     "variable name must be a letter or _ then letters, digits, _"))
-        if not isinstance(source, str) or not FIELD_RE.fullmatch(source):
+        if not isinstance(source, str) or len(source) > limits.path_length or \
+                not FIELD_RE.fullmatch(source):
             errors.append(RuleError(
                 f"{path}.capture.{name}",
                 f"path {source!r} must start with event., record. or instance.vars."))
 
 
-def check_condition(condition: Mapping[str, Any], path: str) -> list[RuleError]:
-    """Return what is wrong with one condition (field, operator, value)."""
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _too_long(value: Any, limits: Limits) -> bool:
+    return isinstance(value, str) and len(value) > limits.value_length
+
+
+def _orderable(value: Any) -> bool:
+    """A number, a numeric string or an ISO date/time: what gt/ge/lt/le compare sensibly."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return not (isinstance(value, float) and math.isnan(value))
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return bool(ISO_DATE_RE.fullmatch(value.strip()))
+    return True
+
+
+def check_condition(condition: Mapping[str, Any], path: str,
+                    limits: Limits = DEFAULT_LIMITS) -> list[RuleError]:
+    """Return what is wrong with one condition (field, operator, value for that operator)."""
     errors: list[RuleError] = []
     field = condition.get("field")
     operator = condition.get("operator")
     value = condition.get("value")
-    if not isinstance(field, str) or not FIELD_RE.fullmatch(field):
+    if not isinstance(field, str) or len(field) > limits.path_length or \
+            not FIELD_RE.fullmatch(field):
         errors.append(RuleError(
-            f"{path}.field", f"field {field!r} must be a path starting with event., record., "
-            "instance.vars. (or instance.state, instance.record_key, instance.run_id)"))
+            f"{path}.field", f"field {_short(field)} must be a path starting with event., "
+            "record., instance.vars. (or instance.state, instance.record_key, "
+            f"instance.run_id), at most {limits.path_length} characters"))
     if operator not in OPERATORS:
         errors.append(RuleError(f"{path}.operator",
-                                f"unknown operator {operator!r}; known: {' '.join(OPERATORS)}"))
+                                f"unknown operator {_short(operator)}; known: "
+                                f"{' '.join(OPERATORS)}"))
         return errors
+    where = f"{path}.value"
     if operator in VALUELESS:
         if value is not None:
-            errors.append(RuleError(f"{path}.value", f"operator {operator} takes no value"))
+            errors.append(RuleError(where, f"operator {operator} takes no value"))
+    elif value is None and "value" not in condition:
+        errors.append(RuleError(where, f"operator {operator} needs a value"))
     elif operator in ("in", "not_in"):
         if not isinstance(value, list):
-            errors.append(RuleError(f"{path}.value", f"operator {operator} needs a list value"))
+            errors.append(RuleError(where, f"operator {operator} needs a list value"))
+        elif len(value) > limits.list_items:
+            errors.append(RuleError(where, f"a list may have at most {limits.list_items} "
+                                           "items"))
+        elif not all(_scalar(v) for v in value):
+            errors.append(RuleError(where, "the items must be text, numbers, true/false or null"))
+        elif any(_too_long(v, limits) for v in value):
+            errors.append(RuleError(where, f"an item is longer than {limits.value_length} "
+                                           "characters"))
+    elif _too_long(value, limits):
+        errors.append(RuleError(where, f"must be at most {limits.value_length} characters"))
     elif operator in ("gt", "ge", "lt", "le"):
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            errors.append(RuleError(f"{path}.value",
-                                    f"operator {operator} needs a number or a string"))
+        if not _orderable(value):
+            errors.append(RuleError(where, f"operator {operator} needs a number (or a date such "
+                                           f"as 2026-01-31); {_short(value)} is neither"))
     elif operator in ("matches", "starts_with"):
         if not isinstance(value, str):
-            errors.append(RuleError(f"{path}.value", f"operator {operator} needs a string"))
+            errors.append(RuleError(where, f"operator {operator} needs a string"))
         elif operator == "matches":
             problem = check_pattern(value)
             if problem:
-                errors.append(RuleError(f"{path}.value",
+                errors.append(RuleError(where,
                                         f"invalid regular expression (RE2 syntax): {problem}"))
-    elif value is None and "value" not in condition:
-        errors.append(RuleError(f"{path}.value", f"operator {operator} needs a value"))
     return errors
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from flask import current_app
 from jsonschema import Draft202012Validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..engine import RuleError, normalize_code, validate_workflow
+from ..engine import DEFAULT_LIMITS, Limits, RuleError, normalize_code, validate_workflow
 from ..extensions import db
 from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
@@ -177,7 +178,7 @@ def check_document(document: Any) -> dict[str, Any]:
     if errors:
         raise ValidationFailed(errors + _rule_errors_elsewhere(document, errors))
     wf = normalize(document["workflow"])
-    errors = validate_workflow(wf, get_registry().trigger_types)
+    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
     if errors:
         raise ValidationFailed(errors)
     return wf
@@ -194,10 +195,18 @@ def _related(a: str, b: str) -> bool:
 def _rule_errors_elsewhere(document: Any, found: list[RuleError]) -> list[RuleError]:
     """Rule errors in places the schema did not complain about, so one answer lists both."""
     try:
-        errors = validate_workflow(normalize(document["workflow"]), get_registry().trigger_types)
+        errors = validate_workflow(normalize(document["workflow"]),
+                                   get_registry().trigger_types, limits=definition_limits())
     except (TypeError, AttributeError, KeyError, ValueError):
         return []  # the shape is too broken for the rules; the schema errors say why
     return [e for e in errors if not any(_related(e.path, f.path) for f in found)]
+
+
+def definition_limits() -> Limits:
+    """The definition size limits: the defaults, with DEFINITION_LIMITS from the config."""
+    configured = current_app.config.get("DEFINITION_LIMITS") or {}
+    known = {k: int(v) for k, v in configured.items() if k in Limits.__dataclass_fields__}
+    return replace(DEFAULT_LIMITS, **known)
 
 
 def parse_file(content: bytes | str) -> Any:
@@ -263,7 +272,7 @@ def _sync(workflow: Workflow, rows: list[Any], wanted: list[dict[str, Any]], mod
 
 def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
     """Validate a definition (rules and instances in use) and write it in one transaction."""
-    errors = validate_workflow(wf, get_registry().trigger_types)
+    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
     if workflow is not None and workflow.id is not None:
         errors += _in_use_errors(workflow, wf)
     if errors:

@@ -120,6 +120,10 @@ def _check(fields: dict[str, Any], creating: bool, stored: dict[str, Any] | None
     if isinstance(template, str) and template:
         if not re.match(r"https?://", template):
             errors.append(RuleError("record_url_template", "must start with http:// or https://"))
+        if URL_PLACEHOLDER.sub("", template).count("{") or \
+                URL_PLACEHOLDER.sub("", template).count("}"):
+            errors.append(RuleError("record_url_template",
+                                    "has a { or } that does not belong to a {placeholder}"))
         for name in URL_PLACEHOLDER.findall(template):
             if not URL_NAMES.fullmatch(name):
                 errors.append(RuleError("record_url_template",

@@ -27,6 +27,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.widgets import CheckboxInput, ListWidget, NumberInput
 
 from ..engine import VALUELESS
+from ..inputs import InputError, parse_json
 from ..triggers import Field, TriggerType
 
 PREFIX = "cfg"
@@ -88,10 +89,9 @@ class JSONField(TextAreaField):
         if not text:
             return
         try:
-            self.data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"is not valid JSON: {exc.msg} (line {exc.lineno}, "
-                             f"column {exc.colno})") from None
+            self.data = parse_json(text)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
 
     def _value(self) -> str:
         if self.raw_data:
@@ -179,12 +179,12 @@ def config_from_form(trigger: TriggerType | None, form: Form,
 
 def parse_value(operator: str, raw: str) -> Any:
     """A condition value: JSON when the text is JSON (5, true, ["a"]), else the text itself."""
-    if operator in VALUELESS:
-        return None
     text = raw.strip()
+    if operator in VALUELESS and not text:
+        return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
+        value = parse_json(text)
+    except InputError:
         value = text
     if operator in ("in", "not_in") and not isinstance(value, list):
         value = [part.strip() for part in text.split(",") if part.strip()] if text else []
@@ -197,8 +197,8 @@ def value_text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         try:
-            json.loads(value)
-        except json.JSONDecodeError:
+            parse_json(value)
+        except InputError:
             return value
         return json.dumps(value)  # "5" stays a string: shown quoted
     return json.dumps(value)
@@ -225,7 +225,8 @@ def parse_conditions(form: Mapping[str, Any]) -> list[dict[str, Any]]:
             if not field and not raw.strip():
                 continue
             condition: dict[str, Any] = {"field": field, "operator": operator}
-            if operator not in VALUELESS:
+            if operator not in VALUELESS or raw.strip():
+                # A value typed for exists/not_exists is kept, so the rules can say it is wrong.
                 condition["value"] = parse_value(operator, raw)
             rows.append(condition)
     return rows
