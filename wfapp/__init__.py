@@ -74,6 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import formatting
     from .api import bp as api_bp
+    from .audit import bp as audit_bp
     from .auth import bp as auth_bp
     from .events import bp as events_bp
     from .instances import bp as instances_bp
@@ -83,7 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp):
+                      runs_bp, audit_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)

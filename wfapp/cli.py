@@ -127,10 +127,12 @@ def worker_command(burst: bool, schedules: bool) -> None:
     batch loop with a time budget, so the fork-per-job isolation of RQ's default worker would
     only add its fork and reconnect cost to every batch.
     """
+    from flask import g
     from rq import SimpleWorker
 
     from .queue import get_queue
 
+    g.actor = "worker"  # what jobs change is recorded as the worker's doing
     queue = get_queue()
     if queue.embedded:
         click.echo("Error: set WFAPP_REDIS_URL to run workers; without Redis the web process "

@@ -172,7 +172,10 @@ class EmbeddedQueue:
 
 
 def _run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
+    from flask import g
+
     with app.app_context():
+        g.actor = "worker"
         try:
             resolve(path)(*args)
         except Exception:  # one failing job must not stop the embedded worker

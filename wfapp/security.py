@@ -116,6 +116,7 @@ def _authenticate() -> Any:
         return _authenticate_token()
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    g.actor = current_user.username
     return _check_idle()
 
 
@@ -143,6 +144,7 @@ def _authenticate_token() -> Any:
                          "send a valid API token as 'Authorization: Bearer <token>' (an "
                          "expired or revoked token is no longer valid)")
     g.api_user = user
+    g.actor = user.username
     return None
 
 

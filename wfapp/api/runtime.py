@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 from ..engine import RuleError
 from ..models import Event, HistoryEntry, Instance, Role, Run
 from ..security import actor_name, requires_role
+from ..services import audit as audit_service
 from ..services import events as event_service
 from ..services import instances as instance_service
 from ..services.errors import ValidationFailed
@@ -149,3 +150,20 @@ def list_events() -> Response:
 def replay(event_id: int) -> Response:
     """Queue a skipped or failed event again."""
     return jsonify(event_to_dict(event_service.replay(event_id)))
+
+
+@bp.get("/audit")
+@requires_role(Role.ADMIN)
+def audit_log() -> Response:
+    """The audit log, newest first; filters `actor`, `action`, `object_type`, `object_key`."""
+    query_args(("actor", "action", "object_type", "object_key", "limit", "cursor"))
+    filters = audit_service.AuditFilters(
+        actor=request.args.get("actor") or None, action=request.args.get("action") or None,
+        object_type=request.args.get("object_type") or None,
+        object_key=request.args.get("object_key") or None)
+    rows, cursor = audit_service.list_entries(filters, limit_arg(), id_arg("cursor"))
+    return jsonify({"items": [{"id": r.id, "at": iso(r.at), "actor": r.actor,
+                               "action": r.action, "object_type": r.object_type,
+                               "object_key": r.object_key, "details": r.details}
+                              for r in rows],
+                    "next": str(cursor) if cursor is not None else None})

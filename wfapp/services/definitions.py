@@ -17,6 +17,7 @@ from ..engine import DEFAULT_LIMITS, Limits, RuleError, normalize_code, validate
 from ..extensions import db
 from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
+from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -279,11 +280,20 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
         db.session.rollback()
         raise ValidationFailed(errors)
     creating = workflow is None
+    before = None if creating else workflow_to_dict(workflow)
     if workflow is None:
         workflow = Workflow()
         db.session.add(workflow)
     try:
         write_definition(workflow, wf)
+        if before is None:
+            audit.record("create", "workflow", wf["code"],
+                         {"changes": [f"created with {len(wf['states'])} states and "
+                                      f"{len(wf['transitions'])} transitions"]})
+        else:
+            changes = definition_changes(before, wf)
+            if changes:
+                audit.record("update", "workflow", wf["code"], {"changes": changes})
         db.session.commit()
     except IntegrityError:
         # Another request created this code (or rows of it) between our check and our write.
@@ -357,12 +367,17 @@ def preview_import(document: Any) -> ImportPreview:
     normalized = {"format": FORMAT, "workflow": wf}
     if existing is None:
         return ImportPreview(wf["code"], False, [], normalized)
-    old = workflow_to_dict(existing)
-    changes = [f"{key}: {old[key]!r} → {wf[key]!r}"
-               for key in ("description", "initial_state", "enabled") if old[key] != wf[key]]
-    changes += _rows_diff("state", old["states"], wf["states"])
-    changes += _rows_diff("transition", old["transitions"], wf["transitions"])
-    if [s["code"] for s in old["states"]] != [s["code"] for s in wf["states"]] and not any(
+    changes = definition_changes(workflow_to_dict(existing), wf)
+    return ImportPreview(wf["code"], True, changes, normalized)
+
+
+def definition_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How two definitions of one workflow differ, line by line (import preview, audit log)."""
+    changes = [f"{key}: {old[key]!r} → {new[key]!r}"
+               for key in ("description", "initial_state", "enabled") if old[key] != new[key]]
+    changes += _rows_diff("state", old["states"], new["states"])
+    changes += _rows_diff("transition", old["transitions"], new["transitions"])
+    if [s["code"] for s in old["states"]] != [s["code"] for s in new["states"]] and not any(
             "added" in c or "removed" in c for c in changes if c.startswith("state")):
         changes.append("states reordered")
-    return ImportPreview(wf["code"], True, changes, normalized)
+    return changes

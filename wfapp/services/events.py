@@ -21,6 +21,7 @@ from ..engine import RuleError
 from ..extensions import db
 from ..models import Event, EventStatus, Integration, utcnow
 from ..queue import get_queue
+from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
 
 EVENT = Event.__table__
@@ -147,6 +148,8 @@ def replay(event_id: int) -> Event:
                        "be replayed")
     db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
         status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000]))
+    audit.record("replay", "event", str(event_id),
+                 {"was": event.status, "result": (event.result or "")[:300]})
     db.session.commit()
     _kick_after_commit()
     db.session.refresh(event)

@@ -25,7 +25,6 @@ from ..engine import (
 from ..extensions import db
 from ..formatting import record_url
 from ..models import (
-    AuditEntry,
     Event,
     HistoryEntry,
     Instance,
@@ -34,6 +33,7 @@ from ..models import (
     Workflow,
     utcnow,
 )
+from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
 from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
 from .firing import InstanceRow as LoadedInstance
@@ -273,6 +273,8 @@ def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> 
         db.session.rollback()
         raise ValidationFailed([RuleError("state", f"state {code!r} is not a state of "
                                           "this workflow")])
+    audit.record("reset", "instance", str(instance_id),
+                 {"from": row.state, "to": code, "note": note.strip()}, who=actor)
     return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()))
 
 
@@ -290,8 +292,7 @@ def delete_instance(instance_id: int, actor: str) -> None:
         raise NotFound(f"instance {instance_id} does not exist")
     db.session.execute(update(Event.__table__).where(Event.instance_id == instance_id)
                        .values(instance_id=None))
-    db.session.add(AuditEntry(actor=actor, action="delete", object_type="instance",
-                              object_key=str(instance_id), details=details))
+    audit.record("delete", "instance", str(instance_id), details, who=actor)
     db.session.commit()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
 from ..models import Instance, InstanceMode, Integration, Workflow
-from . import secrets
+from . import audit, secrets
 from .errors import NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -209,6 +209,8 @@ def create_integration(fields: dict[str, Any]) -> Integration:
     try:
         db.session.add(integration)
         _apply(integration, fields, workflow)
+        audit.record("create", "integration", code,
+                     {"changes": audit.field_changes({}, _audited(fields), _secret_names())})
         db.session.commit()
     except IntegrityError:
         # Someone created the same code between our check and our insert.
@@ -236,10 +238,35 @@ def update_integration(code: str, fields: dict[str, Any], *, clear: Iterable[str
             errors.append(RuleError(name, "only secret settings can be cleared"))
     if errors:
         raise ValidationFailed(errors)
+    before = _audited(integration_to_dict(integration))
     _apply(integration, fields, workflow)
     secrets.remove(integration.id, secrets.SETTING, clear)
+    after = {**before, **_audited(fields), **{name: None for name in clear}}
+    changes = audit.field_changes(before, after, _secret_names())
+    if changes:
+        audit.record("update", "integration", integration.code, {"changes": changes})
     db.session.commit()
     return integration
+
+
+def _secret_names() -> frozenset[str]:
+    return frozenset(n for n, f in get_registry().integration_settings.items()
+                     if f.type == "secret") | {"secrets"}
+
+
+def _audited(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields as the audit log compares them: secrets as set/not set, named ones by name."""
+    out = {k: v for k, v in fields.items() if k not in ("secrets", "secrets_set", "secret_names")}
+    for name in fields.get("secrets_set") or []:
+        out[name] = "set"
+    for name in _secret_names():
+        if out.get(name):
+            out[name] = "set"  # a new value: the log says only that it changed
+    for name, value in (fields.get("secrets") or {}).items():
+        out[f"secret.{name}"] = None if value is None else "set"
+    for name in fields.get("secret_names") or []:
+        out[f"secret.{name}"] = "set"
+    return out
 
 
 def workflow_choices() -> list[tuple[str, str]]:

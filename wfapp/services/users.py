@@ -14,6 +14,7 @@ from ..engine import RuleError
 from ..extensions import db
 from ..models import ApiToken, Role, User, utcnow
 from ..passwords import password_problem
+from . import audit
 from .errors import NotFound, ValidationFailed
 
 TOKEN_PREFIX = "wfa_"
@@ -42,6 +43,7 @@ def create_user(username: str, password: str, role: str) -> User:
         raise ValidationFailed(errors)
     user = User(username=username, password_hash=generate_password_hash(password), role=role)
     db.session.add(user)
+    audit.record("create", "user", username, {"role": role})
     try:
         db.session.commit()
     except IntegrityError:  # created by someone else since the check above
@@ -95,6 +97,8 @@ def set_password(username: str, password: str, *, current: str | None = None) ->
     user.password_hash = generate_password_hash(password)
     user.password_changed_at = utcnow()
     end_sessions(user)
+    audit.record("password", "user", username,
+                 {"by": "the user" if current is not None else "an admin"})
     db.session.commit()
     return user
 
@@ -117,6 +121,8 @@ def create_token(username: str, name: str = "api", expires_days: int | None = No
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     db.session.add(ApiToken(user=user, name=name, token_hash=_hash(token), expires_at=expires))
+    audit.record("token", "user", username,
+                 {"token": name, "expires_at": expires.isoformat() if expires else None})
     db.session.commit()
     return token
 
@@ -165,6 +171,8 @@ def update_user(username: str, role: str, active: bool) -> User:
                 "make someone else admin first")])
     if user.role != role or user.active != active:
         end_sessions(user)  # the new role (or the deactivation) applies from the next request
+        audit.record("update", "user", username, {"changes": audit.field_changes(
+            {"role": user.role, "active": user.active}, {"role": role, "active": active})})
     user.role = role
     user.active = active
     db.session.commit()
@@ -185,6 +193,7 @@ def revoke_token(token_id: int) -> str:
     if token is None:
         raise NotFound(f"API token {token_id} does not exist")
     username = token.user.username
+    audit.record("revoke", "user", username, {"token": token.name})
     db.session.delete(token)
     db.session.commit()
     return username

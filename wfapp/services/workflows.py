@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select, update
 
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
-from ..models import AuditEntry, Instance, Integration, Workflow
+from ..models import Instance, Integration, Workflow
+from . import audit
 from .definitions import get_workflow, save_definition, workflow_to_dict
 from .errors import Conflict, NotFound, ValidationFailed
 
@@ -267,9 +268,7 @@ def delete_workflow(code: str, actor: str) -> list[str]:
     if deleted != 1:
         db.session.rollback()
         raise NotFound(f"workflow {code!r} does not exist")
-    db.session.add(AuditEntry(actor=actor, action="delete", object_type="workflow",
-                              object_key=code,
-                              details={"detached_integrations": detached,
-                                       "definition": definition}))
+    audit.record("delete", "workflow", code,
+                 {"detached_integrations": detached, "definition": definition}, who=actor)
     db.session.commit()
     return detached
