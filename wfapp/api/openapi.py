@@ -1,0 +1,345 @@
+"""The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json (no login).
+
+Written out for the core endpoints (request bodies, query parameters, response shapes) and
+completed from the app's routes, so an endpoint a plugin adds under /api/v1 is listed too, with
+the docstring of its view. tests/test_openapi.py checks that the description and the routes
+agree, and runs Schemathesis against it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from werkzeug.wrappers import Response
+
+from ..inputs import IdConverter
+from ..security import public
+from ..services.definitions import workflow_schema
+from . import bp
+
+PREFIX = "/api/v1"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(kind, str):
+        return {"type": [kind, "null"]}
+    return {"anyOf": [kind, {"type": "null"}]}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "next"],
+            "properties": {"items": {"type": "array", "items": _ref(name)},
+                           "next": _nullable("string")}}
+
+
+STRING = {"type": "string"}
+TIME = _nullable({"type": "string", "format": "date-time"})
+CODE = {"type": "string", "minLength": 1, "maxLength": 20, "pattern": "^[A-Za-z0-9_-]+$"}
+ANY_OBJECT = {"type": "object"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": STRING, "message": STRING, "details": {}}}}},
+    "WorkflowRow": {"type": "object", "required": ["code", "description", "initial_state",
+                                                   "enabled", "active_instances"],
+                    "properties": {"code": STRING, "description": STRING,
+                                   "initial_state": STRING, "enabled": {"type": "boolean"},
+                                   "active_instances": {"type": "integer"}}},
+    "DeletedWorkflow": {"type": "object", "required": ["deleted", "detached_integrations"],
+                        "properties": {"deleted": STRING, "detached_integrations": {
+                            "type": "array", "items": STRING}}},
+    "Integration": {
+        "type": "object", "required": ["code", "description", "workflow_code", "instance_mode",
+                                       "enabled", "record_url_template", "secrets_set"],
+        "properties": {"code": STRING, "description": STRING,
+                       "workflow_code": _nullable("string"),
+                       "instance_mode": {"enum": ["per_record", "per_run"]},
+                       "enabled": {"type": "boolean"}, "record_url_template": STRING,
+                       "secrets_set": {"type": "array", "items": STRING},
+                       "secret_names": {"type": "array", "items": STRING}},
+        "additionalProperties": True,
+        "description": "Plugin settings appear as further top-level fields; secrets never."},
+    "IntegrationWrite": {
+        "type": "object",
+        "properties": {"code": CODE, "description": {"type": "string", "maxLength": 100},
+                       "workflow_code": _nullable("string"),
+                       "instance_mode": {"enum": ["per_record", "per_run"]},
+                       "enabled": {"type": "boolean"},
+                       "record_url_template": {"type": "string", "maxLength": 500},
+                       "secrets": {"type": "object", "additionalProperties": _nullable(
+                           "string"), "description": "named secrets; null removes one"}},
+        "additionalProperties": True,
+        "description": "Plugin settings are accepted as further top-level fields."},
+    "HistoryRow": {"type": "object", "properties": {
+        "transition": _nullable("string"), "from_state": _nullable("string"),
+        "to_state": STRING, "trigger_type": STRING, "event_id": _nullable("integer"),
+        "actor": STRING, "notes": STRING, "at": TIME}},
+    "Instance": {"type": "object", "required": ["id", "workflow", "integration", "state"],
+                 "properties": {
+                     "id": {"type": "integer"}, "workflow": STRING, "integration": STRING,
+                     "record_key": _nullable("string"), "run_id": _nullable("integer"),
+                     "state": STRING, "active": {"type": "boolean"},
+                     "entered_state_at": TIME, "timeout_due_at": TIME, "data": ANY_OBJECT,
+                     "vars": ANY_OBJECT, "last_trigger": _nullable("string"),
+                     "last_transition": _nullable("string"), "version": {"type": "integer"},
+                     "created_at": TIME, "completed_at": TIME,
+                     "history": {"type": "array", "items": _ref("HistoryRow")}}},
+    "Event": {"type": "object", "required": ["id", "integration", "source", "status"],
+              "properties": {
+                  "id": {"type": "integer"}, "integration": STRING, "source": STRING,
+                  "type": STRING, "record_key": _nullable("string"),
+                  "run_id": _nullable("integer"), "payload": ANY_OBJECT,
+                  "dedupe_key": STRING, "received_at": TIME,
+                  "status": {"enum": ["pending", "processed", "skipped", "failed"]},
+                  "result": STRING, "instance_id": _nullable("integer"),
+                  "processed_at": TIME}},
+    "Run": {"type": "object", "required": ["run_id", "integration", "direction", "status"],
+            "properties": {
+                "run_id": {"type": "integer"}, "integration": STRING,
+                "direction": {"enum": ["import", "export"]}, "status": STRING,
+                "started_at": TIME, "finished_at": TIME, "total": {"type": "integer"},
+                "succeeded": {"type": "integer"}, "failed": {"type": "integer"},
+                "actor": STRING, "events": {"type": "object", "additionalProperties": {
+                    "type": "integer"}}}},
+    "RunRequest": {"type": "object", "required": ["direction", "records"],
+                   "additionalProperties": False,
+                   "properties": {"direction": {"enum": ["import", "export"]},
+                                  "records": {"type": "array", "items": {
+                                      "type": "object", "properties": {
+                                          "key": {"type": ["string", "integer"]},
+                                          "data": ANY_OBJECT,
+                                          "status": {"enum": ["success", "error"]}}}}}},
+    "AuditEntry": {"type": "object", "required": ["id", "at", "actor", "action", "object_type",
+                                                  "object_key"],
+                   "properties": {"id": {"type": "integer"}, "at": TIME, "actor": STRING,
+                                  "action": STRING, "object_type": STRING,
+                                  "object_key": STRING, "details": ANY_OBJECT}},
+    "TriggerType": {"type": "object", "required": ["name", "label", "fields"],
+                    "properties": {"name": STRING, "label": STRING, "description": STRING,
+                                   "manual": {"type": "boolean"},
+                                   "fields": {"type": "array", "items": ANY_OBJECT}}},
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or STRING}
+
+
+LIMIT = _query("limit", "page size, 1-500 (default 50)",
+               {"type": "integer", "minimum": 1, "maximum": 500})
+CURSOR = _query("cursor", "the `next` value of the previous page")
+ID_QUERY = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STRING}
+
+
+ID_PATH = {"type": "integer", "minimum": 1}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ok(schema: dict[str, Any] | None, status: str = "200") -> dict[str, Any]:
+    responses: dict[str, Any] = {"default": {
+        "description": "an error, with a 4xx status (503 when a service is unreachable)",
+        "content": {"application/json": {"schema": _ref("Error")}}}}
+    if schema is None:
+        responses[status] = {"description": "done; no body"}
+    else:
+        responses[status] = {"description": "success",
+                             "content": {"application/json": {"schema": schema}}}
+    return responses
+
+
+def _op(summary: str, responses: dict[str, Any], *, parameters: list[Any] | None = None,
+        body: dict[str, Any] | None = None, role: str = "viewer") -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "description": f"Needs the {role} role.",
+                                 "parameters": parameters or [], "responses": responses}
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _core_paths() -> dict[str, Any]:
+    wf = _ref("WorkflowDocument")
+    return {
+        "/workflows": {"get": _op("Workflows by code", _ok(_list_of("WorkflowRow")),
+                                  parameters=[LIMIT, CURSOR])},
+        "/workflows/import": {"post": _op(
+            "Import a workflow document (409 when the code exists unless replace=true)",
+            {**_ok(wf, "201"), "200": {"description": "replaced", "content": {
+                "application/json": {"schema": wf}}}},
+            parameters=[_query("replace", "replace an existing workflow",
+                               {"enum": ["true", "false"]})],
+            body=_body(wf), role="author")},
+        "/workflows/{code}/export": {"get": _op("The workflow's export document", _ok(wf),
+                                                parameters=[_path("code")])},
+        "/workflows/{code}/copy": {"post": _op(
+            "Copy under a new code", _ok(wf, "201"), parameters=[_path("code")],
+            body=_body({"type": "object", "required": ["new_code"],
+                        "additionalProperties": False, "properties": {"new_code": CODE}}),
+            role="author")},
+        "/workflows/{code}": {
+            "patch": _op("Change enabled and/or description", _ok(wf),
+                         parameters=[_path("code")],
+                         body=_body({"type": "object", "additionalProperties": False,
+                                     "properties": {"enabled": {"type": "boolean"},
+                                                    "description": {"type": "string",
+                                                                    "maxLength": 100}}}),
+                         role="author"),
+            "delete": _op("Delete (409 while instances are active)", _ok(_ref(
+                "DeletedWorkflow")), parameters=[_path("code")], role="author")},
+        "/integrations": {
+            "get": _op("Integrations by code", _ok(_list_of("Integration")),
+                       parameters=[LIMIT, CURSOR]),
+            "post": _op("Create an integration", _ok(_ref("Integration"), "201"),
+                        body=_body(_ref("IntegrationWrite")), role="author")},
+        "/integrations/{code}": {
+            "get": _op("One integration", _ok(_ref("Integration")),
+                       parameters=[_path("code")]),
+            "patch": _op("Change fields of an integration", _ok(_ref("Integration")),
+                         parameters=[_path("code")], body=_body(_ref("IntegrationWrite")),
+                         role="author")},
+        "/integrations/{code}/runs": {"post": _op(
+            "Run an import or export; answers the run", _ok(_ref("Run"), "201"),
+            parameters=[_path("code")], body=_body(_ref("RunRequest")), role="operator")},
+        "/runs/{run_id}": {"get": _op("A run and the progress of its events", _ok(_ref("Run")),
+                                      parameters=[_path("run_id", ID_PATH)])},
+        "/instances": {"get": _op("Instances", _ok(_list_of("Instance")), parameters=[
+            _query("workflow", "workflow code"), _query("integration", "integration code"),
+            _query("state", "state code"),
+            _query("active", "active only (true) or finished only (false)",
+                   {"enum": ["true", "false"]}),
+            _query("record_key", "record key"), _query("run_id", "run id", ID_QUERY),
+            LIMIT, CURSOR])},
+        "/instances/{instance_id}": {
+            "get": _op("An instance with its history", _ok(_ref("Instance")),
+                       parameters=[_path("instance_id", ID_PATH)]),
+            "delete": _op("Delete Instance (audited)", _ok(None, "204"),
+                          parameters=[_path("instance_id", ID_PATH)], role="operator")},
+        "/instances/{instance_id}/fire": {"post": _op(
+            "Fire a Manual transition", _ok(_ref("Instance")),
+            parameters=[_path("instance_id", ID_PATH)],
+            body=_body({"type": "object", "required": ["transition"],
+                        "additionalProperties": False,
+                        "properties": {"transition": STRING, "comment": STRING}}),
+            role="operator")},
+        "/instances/{instance_id}/reset": {"post": _op(
+            "Reset to State", _ok(_ref("Instance")), parameters=[_path("instance_id", ID_PATH)],
+            body=_body({"type": "object", "required": ["state", "note"],
+                        "additionalProperties": False,
+                        "properties": {"state": STRING, "note": STRING}}),
+            role="operator")},
+        "/events": {"get": _op("Stored events, newest first", _ok(_list_of("Event")), parameters=[
+            _query("integration", "integration code"),
+            _query("status", "event status",
+                   {"enum": ["pending", "processed", "skipped", "failed"]}),
+            _query("source", "trigger type"), _query("run_id", "run id", ID_QUERY),
+            _query("instance_id", "instance id", ID_QUERY), LIMIT,
+            _query("cursor", "the `next` value of the previous page", ID_QUERY)])},
+        "/events/{event_id}/replay": {"post": _op(
+            "Queue a skipped or failed event again", _ok(_ref("Event")),
+            parameters=[_path("event_id", ID_PATH)], role="operator")},
+        "/trigger-types": {"get": _op("The registered trigger types",
+                                      _ok(_list_of("TriggerType")))},
+        "/audit": {"get": _op("The audit log, newest first", _ok(_list_of("AuditEntry")),
+                              parameters=[_query("actor", "who"), _query("action", "action"),
+                                          _query("object_type", "object type"),
+                                          _query("object_key", "code or id"), LIMIT,
+                                          _query("cursor", "the `next` value", ID_QUERY)],
+                              role="admin")},
+        "/openapi.json": {"get": {"summary": "This description", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3.1",
+                                                        "content": {"application/json": {
+                                                            "schema": ANY_OBJECT}}}}}},
+    }
+
+
+def _workflow_schemas() -> dict[str, Any]:
+    """The shipped workflow JSON Schema as components (its $defs renamed Workflow_<name>)."""
+    schema = copy.deepcopy(workflow_schema())
+    defs = schema.pop("$defs", {})
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (re.sub(r"^#/\$defs/", "#/components/schemas/Workflow_", v)
+                        if k == "$ref" and isinstance(v, str) else rewrite(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    out = {"WorkflowDocument": rewrite(schema)}
+    out.update({f"Workflow_{name}": rewrite(value) for name, value in defs.items()})
+    return out
+
+
+def _openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)[len(PREFIX):]
+
+
+def build(app: Flask) -> dict[str, Any]:
+    """The whole description: the core paths, plus any other /api/v1 route of the app."""
+    paths = _core_paths()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(PREFIX + "/"):
+            continue
+        path = _openapi_path(rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            entry = paths.setdefault(path, {})
+            if method.lower() in entry:
+                continue
+            view = app.view_functions[rule.endpoint]
+            doc = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
+            role = getattr(getattr(view, "_wfapp_role", None), "value", "viewer")
+            parameters = [_path(name, ID_PATH if isinstance(conv, IdConverter) else STRING)
+                          for name, conv in rule._converters.items()]
+            operation = _op(doc, {"default": {"description": "the answer, as JSON",
+                                              "content": {"application/json": {
+                                                  "schema": ANY_OBJECT}}}},
+                            parameters=parameters, role=role)
+            if method in ("POST", "PUT", "PATCH"):
+                operation["requestBody"] = {"required": False, "content": {
+                    "application/json": {"schema": ANY_OBJECT}}}
+            entry[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "wfapp API", "version": "1",
+                 "description": "The JSON API of wfapp. Send `Authorization: Bearer <token>` "
+                                "(flask --app wfapp token create NAME). Lists answer "
+                                "{items, next}; errors answer {error: {code, message, "
+                                "details}} with a 4xx status."},
+        "servers": [{"url": PREFIX}],
+        "security": [{"bearer": []}],
+        "paths": dict(sorted(paths.items())),
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {**SCHEMAS, **_workflow_schemas()}},
+    }
+
+
+@bp.get("/openapi.json")
+@public
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of this API (no login needed)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions["wfapp"]
+    if "openapi" not in state:  # the routes are fixed once the app is built
+        state["openapi"] = build(app)
+    response = jsonify(state["openapi"])
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
