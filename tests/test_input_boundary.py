@@ -172,3 +172,55 @@ def test_record_url_template_with_an_unclosed_brace(client, tokens):
         "code": "X", "record_url_template": "https://erp/{record_key"})
     assert answer.status_code == 422
     assert answer.get_json()["error"]["details"][0]["path"] == "record_url_template"
+
+
+# --- generated files through the page routes ------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.strategies import DB_PROFILE, workflows  # noqa: E402
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+FILES = st.one_of(
+    st.binary(max_size=300),
+    JSONISH.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    st.lists(st.fixed_dictionaries({}, optional={"key": st.one_of(st.text(max_size=10),
+                                                                  st.integers()),
+                                                 "data": JSONISH,
+                                                 "status": st.sampled_from(
+                                                     ["success", "error", "maybe"])}),
+             max_size=5).map(lambda v: json.dumps(v).encode()),
+    st.text(max_size=200).map(lambda t: ("key,status,total\n" + t).encode()),
+)
+
+
+@settings(DB_PROFILE)
+@given(content=FILES, name=st.sampled_from(["r.json", "r.csv"]))
+def test_generated_run_uploads_never_500(client, auth, demo, content, name):
+    auth.login("operator")
+    before = _written()
+    answer = client.post("/runs/new", data={
+        "integration": "SHOP_ORDERS", "direction": "import",
+        "file": (io.BytesIO(content), name)}, content_type="multipart/form-data")
+    assert answer.status_code in (302, 422), answer.status_code
+    if answer.status_code == 422:
+        assert _written() == before
+
+
+@settings(DB_PROFILE)
+@given(content=st.one_of(FILES, workflows().map(lambda d: json.dumps(d).encode()),
+                         JSONISH.map(lambda v: json.dumps(
+                             {"format": "wfapp.workflow/v1", "workflow": v}).encode())))
+def test_generated_workflow_uploads_never_500(client, auth, content):
+    auth.login("author")
+    before = _written()
+    answer = client.post("/workflows/import", data={"file": (io.BytesIO(content), "w.json")},
+                         content_type="multipart/form-data")
+    assert answer.status_code in (200, 302, 422), answer.status_code
+    if answer.status_code == 422:
+        assert _written() == before
