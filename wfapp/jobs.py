@@ -11,7 +11,7 @@ from flask import current_app
 
 from .extensions import db
 from .queue import get_queue
-from .services.events import has_pending
+from .services.events import has_pending, oldest_pending_age
 from .services.processing import pending_partitions, process_pending
 from .services.timeouts import fire_due_timeouts
 
@@ -39,8 +39,11 @@ def sweep() -> dict[str, int]:
     try:
         fired = fire_due_timeouts(time_budget=float(current_app.config.get("JOB_TIME_BUDGET", 20)))
         requeued = 0
-        if has_pending():
-            get_queue().kick()
+        oldest = oldest_pending_age()
+        if oldest is not None:
+            # Events waiting longer than two sweeps lost their job (or its mark): queue one anyway.
+            stale = oldest > 2 * float(current_app.config.get("SWEEP_INTERVAL", 10))
+            get_queue().kick(force=stale)
             requeued = 1
         if fired:
             log.info("sweep fired %d timeouts", fired)

@@ -56,8 +56,9 @@ class RedisQueue:
         """The Redis client (raises ValueError for a URL that is not redis://, rediss://...)."""
         import redis
 
-        return redis.Redis.from_url(self.url, socket_connect_timeout=5,
-                                    health_check_interval=30)
+        # A Redis that stops answering must not hang a web request: commands time out (RQ's
+        # worker raises the timeout for its own long BLPOP).
+        return redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
 
     @cached_property
     def queue(self) -> Any:
@@ -81,9 +82,16 @@ class RedisQueue:
         self.queue.enqueue(path, *args, job_id=job_id, result_ttl=60, failure_ttl=86400,
                            job_timeout=self.job_timeout)
 
-    def kick(self) -> None:
-        """Make sure a processing job is queued; at most one waits at a time."""
-        if self.connection.set(KICK_KEY, "1", nx=True, ex=300):
+    def kick(self, force: bool = False) -> None:
+        """Make sure a processing job is queued; at most one waits at a time.
+
+        `force` (the sweep, when events have waited too long) queues one even if the mark says
+        one is waiting: the job the mark stands for may have been lost (a flushed Redis, a job
+        that failed while the database was away).
+        """
+        if self.connection.set(KICK_KEY, "1", nx=True, ex=300) or force:
+            if force:
+                self.connection.set(KICK_KEY, "1", ex=300)
             self.enqueue(PROCESS_JOB)
 
     def take_kick(self) -> None:
@@ -116,10 +124,10 @@ class EmbeddedQueue:
             self.jobs.append((path, args))
         self.wakeup.set()
 
-    def kick(self) -> None:
+    def kick(self, force: bool = False) -> None:
         """Make sure a processing job is queued; at most one waits at a time."""
         with self.lock:
-            if self.kicked:
+            if self.kicked and not force:
                 return
             self.kicked = True
         self.enqueue(PROCESS_JOB)

@@ -33,8 +33,9 @@ class Throttle:
     """Counts failures per key and says when a key is blocked."""
 
     def __init__(self, app: Flask) -> None:
-        uri = app.config.get("REDIS_URL") or "memory://"
-        self.storage: Storage = storage_from_string(uri)
+        uri = app.config.get("REDIS_URL")
+        options = {"socket_timeout": 2, "socket_connect_timeout": 2} if uri else {}
+        self.storage: Storage = storage_from_string(uri or "memory://", **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.rules = Rules(parse(app.config["LOGIN_LIMIT_ACCOUNT"]),
                            parse(app.config["LOGIN_LIMIT_ADDRESS"]),

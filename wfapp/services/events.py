@@ -81,9 +81,10 @@ def _kick_after_commit() -> None:
     """
     try:
         get_queue().kick()
-    except Exception:  # noqa: BLE001 — a queue outage must not fail a committed ingest
-        log.warning("events stored, but the queue is unreachable; the sweep will pick them up",
-                    exc_info=True)
+    except Exception as exc:  # noqa: BLE001 — a queue outage must not fail a committed ingest
+        # One line, not a traceback per request: an outage would flood the log.
+        log.warning("events stored, but the queue is unreachable (%s: %s); the sweep will "
+                    "pick them up", type(exc).__name__, exc)
 
 
 MAX_KEY = 200
@@ -154,6 +155,17 @@ def replay(event_id: int) -> Event:
     _kick_after_commit()
     db.session.refresh(event)
     return event
+
+
+def oldest_pending_age() -> float | None:
+    """Seconds the oldest pending event has waited, or None when none waits."""
+    oldest = db.session.scalar(select(EVENT.c.received_at).where(
+        EVENT.c.status == EventStatus.PENDING.value).order_by(EVENT.c.id).limit(1))
+    if oldest is None:
+        return None
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+    return (utcnow() - oldest).total_seconds()
 
 
 def has_pending() -> bool:
