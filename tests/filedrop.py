@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,3 +49,24 @@ def drop(folder: Path, name: str | bytes, content: Any, age: float = 30.0) -> Pa
 def listing(folder: Path) -> set[str]:
     """Names in a folder (not recursive); empty when it does not exist."""
     return set(os.listdir(folder)) if folder.is_dir() else set()
+
+
+_INSTALLED: dict[str, Path] = {}
+
+
+def install_example(base: Path) -> Path:
+    """`pip install --no-deps --target` the example distribution once per session; its folder.
+
+    It is installed from a copy, so the build leaves nothing in the repository.
+    """
+    if "site" not in _INSTALLED:
+        source = base / "src"
+        shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns(
+            "build", "*.egg-info", "__pycache__"))
+        site = base / "site"
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target",
+             str(site), str(source)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _INSTALLED["site"] = site
+    return _INSTALLED["site"]

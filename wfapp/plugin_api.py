@@ -21,20 +21,21 @@ from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
 
 from .hookspecs import hookimpl
-from .inputs import MAX_DEPTH, InputError, check_value, parse_json
+from .inputs import MAX_DEPTH as _MAX_DEPTH
+from .inputs import InputError, check_value, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import public, requires_role
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
-    "MISSING", "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo",
-    "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
-    "counters", "enqueue", "external_url", "finish_due", "find_integration", "glob_match",
-    "hookimpl", "integrations", "json_error", "parse_json", "public", "recent_deliveries",
-    "record_delivery", "count_delivery", "requires_role", "resolve_path", "roles", "set_secret",
+    "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
+    "MISSING", "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
+    "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url", "find_integration",
+    "finish_due", "glob_match", "hookimpl", "integrations", "json_error", "parse_json", "public",
+    "recent_deliveries", "record_delivery", "requires_role", "resolve_path", "roles", "set_secret",
     "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
-    "utcnow", "MAX_RECORD_KEY",
+    "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -114,7 +115,7 @@ def _check_event(index: int, event: Any) -> None:
         json.dumps(event.payload, allow_nan=False)
         check_value({"type": event.type, "record_key": event.record_key or "",
                      "dedupe_key": event.dedupe_key or "", "payload": event.payload},
-                    root=where, max_depth=MAX_DEPTH + 1)
+                    root=where, max_depth=_MAX_DEPTH + 1)
     except InputError as exc:
         raise ValueError(f"{exc.path}: {exc.message}") from None
     except (TypeError, ValueError) as exc:
@@ -401,6 +402,17 @@ def json_error(status: int, code: str, message: str, details: Any = None) -> Res
     response = jsonify({"error": {"code": code, "message": message, "details": details}})
     response.status_code = status
     return response
+
+
+def csrf_exempt(view: Any) -> Any:
+    """Exempt a view (or a whole blueprint) from CSRF checks: for POSTs that machines send.
+
+    Forms of logged-in people keep their CSRF token; a webhook-style endpoint has no session
+    to protect and authenticates each request itself (a signature, a shared secret).
+    """
+    from .extensions import csrf
+
+    return csrf.exempt(view)
 
 
 def external_url(path: str) -> str:

@@ -204,10 +204,13 @@ def get_plugin_manager(extra_plugins: Iterable[object] | str = (),
                                   f"{type(exc).__name__}: {exc}") from exc
         if pm.is_registered(plugin):  # also installed as an entry point: once is enough
             continue
-        name = pm.register(plugin)
-        if name is not None:
-            module = getattr(plugin, "__name__", type(plugin).__module__)
-            pm.origins[name] = ("PLUGINS", *_distribution_of(module))
+        # A module goes by its name; an object by its class, so messages can name it.
+        name = getattr(plugin, "__name__", None) or \
+            f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+        if pm.has_plugin(name):
+            name = f"{name}#{id(plugin)}"
+        pm.register(plugin, name=name)
+        pm.origins[name] = ("PLUGINS", *_distribution_of(name))
     pm.check_pending()
     return pm
 
