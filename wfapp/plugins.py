@@ -100,10 +100,6 @@ class Registry:
         """(identifier, label) pairs for a drop-down of trigger types."""
         return [(t.name, t.label) for t in self.trigger_types.values()]
 
-    def plugin_of_trigger_type(self, name: str) -> PluginInfo | None:
-        """The plugin that registered a trigger type (None when unknown)."""
-        return next((p for p in self.plugins if name in p.trigger_types), None)
-
 
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager that also remembers where each plugin came from."""
