@@ -297,7 +297,7 @@ def test_the_panel_shows_folder_waiting_and_last_pick_up(client, tokens, files):
     pick_up()
     card = _card(client, tokens)
     assert 'id="file-drop-waiting">0<' in card
-    assert "2 file(s), 2 new event(s)" in card
+    assert " UTC: 2 file(s), 2 new event(s)" in card
     assert "P-1" in card.split('id="file-drop-deliveries"')[1]
 
 

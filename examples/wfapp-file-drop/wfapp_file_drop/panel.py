@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,14 @@ LIMIT = 10_000
 # Rendered with render_template_string, which escapes every value: file names and reasons are
 # untrusted text.
 TEMPLATE = (Path(__file__).parent / "panel.html").read_text(encoding="utf-8")
+
+
+def _shown_time(value: Any) -> Any:
+    """An ISO timestamp of the status as people read it; anything else as it is."""
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError):
+        return value
 
 
 def render(integration: IntegrationInfo) -> str:
@@ -34,7 +43,8 @@ def render(integration: IntegrationInfo) -> str:
         context.update(
             folder=str(folder) if folder is not None else "", problem=problem, waiting=waiting,
             limit=LIMIT, enabled=integration.enabled, mode=integration.instance_mode,
-            status=state_get(integration, STATE, "status") or {},
+            status={k: _shown_time(v) if k.endswith("_at") else v
+                    for k, v in (state_get(integration, STATE, "status") or {}).items()},
             refused=refused.count if refused is not None else 0,
             rows=recent_deliveries(integration, CHANNEL, SOURCE, limit=10))
     return render_template_string(TEMPLATE, **context)
