@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wfapp.triggers import Field, TriggerType
+from wfapp.plugin_api import Field, TriggerType
 
 RECORD_STATUSES = (("success", "Success"), ("error", "Error"))
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from wfapp.hookspecs import hookimpl
-from wfapp.triggers import Field, TriggerType
+from wfapp.plugin_api import Field, TriggerType, hookimpl
 
 MANUAL = TriggerType(
     name="manual",

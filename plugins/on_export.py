@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from wfapp.hookspecs import hookimpl
-from wfapp.triggers import TriggerType
+from wfapp.plugin_api import TriggerType, hookimpl
 
 from ._records import record_trigger
 

@@ -160,3 +160,40 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
+
+
+def start_server(config: dict[str, Any], log: Path, **extra: str
+                 ) -> tuple[str, subprocess.Popen[bytes]]:
+    """`flask --app wfapp run` on a free port with the embedded worker, on the test database.
+
+    `extra` adds environment variables (WFAPP_LOAD_ENTRY_POINTS is false unless set there).
+    Returns the base URL once the server answers, and the process (the caller stops it).
+    """
+    import urllib.request
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
+    env.update({
+        "WFAPP_SECRET_KEY": config.get("SECRET_KEY", "test-server"),
+        "WFAPP_LOAD_ENTRY_POINTS": "false",
+        "WFAPP_SQLALCHEMY_DATABASE_URI": config["SQLALCHEMY_DATABASE_URI"],
+        "WFAPP_EMBEDDED_WORKER": "true",
+        "WFAPP_SWEEP_INTERVAL": "1",
+    })
+    env.update(extra)
+    flask = str(Path(sys.executable).parent / "flask")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([flask, "--app", "wfapp", "run", "--port", str(port)],
+                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        if proc.poll() is not None:
+            break
+        try:
+            urllib.request.urlopen(f"{url}/auth/login", timeout=1)
+            return url, proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"server did not start: {log.read_text()}")

@@ -12,6 +12,7 @@ from wfapp import create_app, hookspecs
 from wfapp.plugins import UnknownTriggerType, build_registry, get_plugin_manager
 from wfapp.services.definitions import import_document
 from wfapp.services.errors import ValidationFailed
+from wfapp.triggers import Field, Panel, TriggerType
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,6 +127,19 @@ def test_hook_register_blueprints(client):
     assert client.get("/sample/ping").get_json() == {"pong": True}  # public: no login
 
 
+def test_plugin_routes_take_machine_posts_with_csrf_on(app_config):
+    app_config["WTF_CSRF_ENABLED"] = True
+    client = create_app(app_config).test_client()
+    answer = client.post("/sample/echo", data=b'{"a": 1}')
+    assert answer.status_code == 200 and answer.get_json() == {"echo": {"a": 1}}
+    bad = client.post("/sample/echo", data=b'{"a": NaN}')
+    assert bad.status_code == 422
+    assert bad.get_json()["error"]["code"] == "invalid_body"
+    # Everything else still needs its CSRF token.
+    assert client.post("/auth/login", data={"username": "x", "password": "y"}).status_code \
+        == 400
+
+
 def test_hook_register_integration_panels(app, client, auth):
     from wfapp.services.integrations import create_integration
 
@@ -155,14 +169,17 @@ def test_every_hook_has_a_test():
         assert callable(globals().get(f"test_hook_{hook}")), f"{hook} has no test_hook_{hook}"
 
 
-def test_every_hook_is_tested_and_documented():
-    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+def test_every_hook_is_implemented_and_documented_in_the_guide():
+    hooks = [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("register_")]
     sample = (ROOT / "tests" / "plugins" / "sample_trigger.py").read_text()
-    readme = (ROOT / "README.md").read_text()
-    for hook in hooks:
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    assert len(hooks) == len([n for n in dir(hookspecs) if n.startswith("register_")])
+    for hook, fn in hooks:
         assert f"def {hook}(" in sample, f"{hook} has no test plugin implementation"
-        assert f"`{hook}()`" in readme, f"{hook} is not documented in README.md"
+        signature = f"{hook}() -> {inspect.signature(fn).return_annotation}"
+        assert f"### `{signature}`" in guide, f"docs/plugins.md has no heading `{signature}`"
+        assert fn.__doc__.strip() in guide, f"docs/plugins.md does not quote {hook}'s docstring"
 
 
 @pytest.mark.parametrize(("name", "config", "error"), [
@@ -220,3 +237,88 @@ def test_a_setting_may_not_shadow_an_integration_field():
 
     with pytest.raises(RuntimeError, match="would shadow"):
         build_registry(get_plugin_manager((Shadowing(),)))
+
+
+def _plugin(hook: str, result: object) -> object:
+    from wfapp.plugin_api import hookimpl
+
+    def impl() -> object:
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    impl.__name__ = hook
+    namespace = {hook: staticmethod(hookimpl(impl))}
+    return type(f"Bad_{hook}", (), namespace)()
+
+
+def _bp(name: str) -> object:
+    from flask import Blueprint
+
+    return Blueprint(name, __name__)
+
+
+@pytest.mark.parametrize(("hook", "result", "message"), [
+    ("register_trigger_types", "on_x", "must return a list, not str"),
+    ("register_trigger_types", TriggerType("on_x", "X"), "must return a list, not TriggerType"),
+    ("register_trigger_types", ["on_x"], "'on_x', which is not a TriggerType"),
+    ("register_trigger_types", [TriggerType("On X", "X")], "trigger type name 'On X' must be"),
+    ("register_trigger_types", [TriggerType("o" * 41, "X")], "must be 1-40 lower-case"),
+    ("register_trigger_types", [TriggerType("timeout", "X")], "not one of reset, timeout"),
+    ("register_trigger_types", [TriggerType("on_x", " ")], "'on_x' needs a label"),
+    ("register_trigger_types", [TriggerType("on_x", "X", fields=(Field("a", "A"),
+                                                                 Field("a", "B")))],
+     "must be Field objects with distinct names"),
+    ("register_trigger_types", RuntimeError("boom"),
+     "register_trigger_types() failed: RuntimeError: boom"),
+    ("register_integration_settings", [Field("Bad Name", "x")], "setting name 'Bad Name'"),
+    ("register_integration_settings", [{"name": "x"}], "which is not a Field"),
+    ("register_integration_panels", ["panel"], "which is not a Panel"),
+    ("register_integration_panels", [Panel("a", "A", str), Panel("a", "B", str)],
+     "card panel 'a' is registered twice"),
+    ("register_blueprints", ["bp"], "which is not a flask.Blueprint"),
+    ("register_schedules", [("x", 10)], "each schedule is (name, interval"),
+    ("register_schedules", [("x", 0, "tests.plugins.sample_trigger.poll")],
+     "each schedule is"),
+    ("register_schedules", [("x", True, "tests.plugins.sample_trigger.poll")],
+     "each schedule is"),
+    ("register_schedules", [("x", 5, "tests.plugins.sample_trigger.nope")],
+     "names the job 'tests.plugins.sample_trigger.nope', which cannot be imported"),
+    ("register_schedules", [("x", 5, "no_such_module.job")], "cannot be imported"),
+    ("register_schedules", [("x", 5, "tests.plugins.sample_trigger.SFTP")],
+     "is not a function"),
+    ("register_schedules", [("sweep", 5, "tests.plugins.sample_trigger.poll")],
+     "the schedule name 'sweep' is already taken"),
+])
+def test_malformed_registrations_stop_start_up(hook, result, message):
+    from wfapp.plugins import PluginError
+
+    with pytest.raises(PluginError) as raised:
+        build_registry(get_plugin_manager((_plugin(hook, result),)))
+    assert message in str(raised.value)
+    assert "Bad_" in str(raised.value) or "registered twice" in str(raised.value)
+
+
+def test_a_blueprint_name_that_is_taken_stops_start_up(app_config):
+    from wfapp.plugins import PluginError
+
+    app_config["PLUGINS"] = [_plugin("register_blueprints", [_bp("api")])]
+    with pytest.raises(PluginError, match="blueprint 'api' cannot be registered"):
+        create_app(app_config)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (True, True), (False, False), (1, True), (0, False), ("true", True), ("FALSE", False),
+    ("yes", True), ("off", False), (" On ", True), ("", False)])
+def test_config_flags(value, expected):
+    from wfapp.plugins import config_flag
+
+    assert config_flag(value, "X") is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, None, [True]])
+def test_config_flags_refuse_other_values(value):
+    from wfapp.plugins import PluginError, config_flag
+
+    with pytest.raises(PluginError, match="X must be true or false"):
+        config_flag(value, "X")

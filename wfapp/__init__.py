@@ -44,7 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Every <int:…> in a route is an id: larger than a BIGINT holds is 404, not a database error.
     app.url_map.converters["int"] = IdConverter
-    from .plugins import build_registry, get_plugin_manager
+    from .plugins import build_registry, config_flag, get_plugin_manager
     from .queue import make_queue
     from .secretbox import SecretBox
     from .throttle import Throttle
@@ -62,8 +62,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
                                 x_host=hops, x_port=hops)
 
-    pm = get_plugin_manager(app.config.get("PLUGINS") or (),
-                            load_entry_points=bool(app.config.get("LOAD_ENTRY_POINTS", True)))
+    pm = get_plugin_manager(app.config.get("PLUGINS") or (), load_entry_points=config_flag(
+        app.config.get("LOAD_ENTRY_POINTS", True), "LOAD_ENTRY_POINTS"))
     registry = build_registry(pm)
     queue = make_queue(app)
     app.extensions["wfapp"] = {"plugin_manager": pm, "registry": registry, "queue": queue,
@@ -73,6 +73,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         queue.start(app.extensions["wfapp"]["schedules"])
 
     from . import formatting
+    from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
@@ -84,20 +85,31 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp):
+                      runs_bp, audit_bp, admin_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
-    for plugin in registry.plugins:
-        for blueprint in plugin.blueprints:
-            app.register_blueprint(blueprint)
+    _register_plugin_blueprints(app, registry)
 
     from .cli import register_cli
 
     register_cli(app)
     return app
+
+
+def _register_plugin_blueprints(app: Flask, registry: Any) -> None:
+    """Add the plugins' routes; a blueprint name that is taken names the plugin at start-up."""
+    from .plugins import PluginError
+
+    for plugin in registry.plugins:
+        for blueprint in plugin.blueprints:
+            try:
+                app.register_blueprint(blueprint)
+            except ValueError as exc:
+                raise PluginError(f"plugin {plugin.name!r}: blueprint {blueprint.name!r} cannot "
+                                  f"be registered: {exc}") from exc
 
 
 def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:

@@ -107,11 +107,14 @@ def demo_command() -> None:
 
 @click.command("plugins")
 def plugins_command() -> None:
-    """List the registered trigger types and integration settings."""
+    """Print (as JSON) the loaded plugins and what each registered."""
+    from .services.registry import describe_plugins
+
     registry = current_app.extensions["wfapp"]["registry"]
     click.echo(json.dumps({
         "trigger_types": {n: t.label for n, t in registry.trigger_types.items()},
         "integration_settings": list(registry.integration_settings),
+        "plugins": describe_plugins(),
     }, indent=2))
 
 
@@ -144,7 +147,20 @@ def worker_command(burst: bool, schedules: bool) -> None:
         sys.exit(1)
     if schedules and not burst:
         _start_scheduler(queue, current_app.extensions["wfapp"]["schedules"])
-    worker = SimpleWorker([queue.queue], connection=queue.connection)
+
+    class AppWorker(SimpleWorker):
+        """Ends each job's database session, so no job (a plugin's included) leaves a
+        transaction open in this long-lived app context for the next one."""
+
+        def execute_job(self, job: Any, queue: Any) -> Any:
+            from .extensions import db
+
+            try:
+                return super().execute_job(job, queue)
+            finally:
+                db.session.remove()
+
+    worker = AppWorker([queue.queue], connection=queue.connection)
     worker.work(burst=burst, logging_level="WARNING" if burst else "INFO")
 
 

@@ -1,7 +1,7 @@
 """The hooks wfapp calls on its plugins. Each is a flat, typed, one-line-documented function.
 
 A plugin is a module (or object) with functions marked `@hookimpl` whose names are these.
-Every hook here is documented in README.md ("Writing a trigger plugin").
+Every hook here is documented in docs/plugins.md, which quotes these docstrings.
 """
 
 from __future__ import annotations

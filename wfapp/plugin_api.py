@@ -10,7 +10,9 @@ See docs/plugins.md for the guide.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,21 +21,37 @@ from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
 
 from .hookspecs import hookimpl
-from .inputs import InputError, parse_json
+from .inputs import MAX_DEPTH as _MAX_DEPTH
+from .inputs import InputError, check_value, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import public, requires_role
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
-    "MISSING", "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo",
-    "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
-    "counters", "enqueue", "external_url", "finish_due", "find_integration", "glob_match",
-    "hookimpl", "integrations", "json_error", "parse_json", "public", "recent_deliveries",
-    "record_delivery", "count_delivery", "requires_role", "resolve_path", "set_secret",
+    "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
+    "MISSING", "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
+    "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url", "find_integration",
+    "finish_due", "glob_match", "hookimpl", "integrations", "json_error", "parse_json", "public",
+    "recent_deliveries", "record_delivery", "requires_role", "resolve_path", "roles", "set_secret",
     "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
     "utcnow",
 ]
+
+#: The longest record key an event may carry.
+MAX_RECORD_KEY = 200
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """Roll back when a write fails, so the plugin's next call (in a job) still works."""
+    from .extensions import db
+
+    try:
+        yield
+    except Exception:
+        db.session.rollback()
+        raise
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -70,17 +88,56 @@ class StoredEvents:
         return len(self.ids)
 
 
+def _check_event(index: int, event: Any) -> None:
+    """Refuse, before anything is written, an event no database or engine could take."""
+    from .services.registry import get_registry
+
+    where = f"events[{index}]"
+    if not isinstance(event, NewEvent):
+        raise ValueError(f"{where} must be a wfapp.plugin_api.NewEvent, not {event!r}")
+    if event.source not in get_registry().trigger_types:
+        raise ValueError(f"{where}.source {event.source!r} is not a registered trigger type")
+    if not isinstance(event.type, str):
+        raise ValueError(f"{where}.type must be a string")
+    if event.record_key is not None and (
+            not isinstance(event.record_key, str) or not event.record_key
+            or len(event.record_key) > MAX_RECORD_KEY):
+        raise ValueError(f"{where}.record_key must be a string of 1-{MAX_RECORD_KEY} characters")
+    if event.run_id is not None and (isinstance(event.run_id, bool)
+                                     or not isinstance(event.run_id, int)):
+        raise ValueError(f"{where}.run_id must be an integer")
+    if event.dedupe_key is not None and not isinstance(event.dedupe_key, str):
+        raise ValueError(f"{where}.dedupe_key must be a string")
+    if not isinstance(event.payload, dict):
+        raise ValueError(f"{where}.payload must be a dict")
+    try:
+        # The payload is stored as JSON: refuse what JSON or the database cannot hold.
+        json.dumps(event.payload, allow_nan=False)
+        check_value({"type": event.type, "record_key": event.record_key or "",
+                     "dedupe_key": event.dedupe_key or "", "payload": event.payload},
+                    root=where, max_depth=_MAX_DEPTH + 1)
+    except InputError as exc:
+        raise ValueError(f"{exc.path}: {exc.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.payload is not JSON: {exc}") from None
+
+
 def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
                  ) -> StoredEvents:
     """Store events in the inbox in one transaction and queue their processing.
 
-    Returns once they are committed; raises on a database failure (nothing is stored then).
+    Returns once they are committed. Raises ValueError, storing nothing, when an event is
+    malformed (unknown source, record key over MAX_RECORD_KEY characters, NUL characters,
+    a payload that is not JSON), LookupError for an unknown integration code, and the
+    database's error when the commit fails (nothing is stored then either).
     """
     from .services.events import NewEvent as CoreEvent
     from .services.events import store
 
     info = integration if isinstance(integration, IntegrationInfo) else \
         _require_integration(integration)
+    for index, event in enumerate(events):
+        _check_event(index, event)
     ids, duplicates = store(info.id, [
         CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
         for e in events])
@@ -178,12 +235,19 @@ def set_secret(integration: IntegrationInfo, name: str, value: str | None) -> No
     """
     from .extensions import db
     from .services import secrets
+    from .services.registry import get_registry
 
-    if value is None:
-        secrets.remove(integration.id, secrets.SETTING, [name])
-    else:
-        secrets.put(integration.id, secrets.SETTING, name, value)
-    db.session.commit()
+    declared = get_registry().integration_settings.get(name)
+    if declared is None or declared.type != "secret":
+        raise ValueError(f"{name!r} is not a registered secret setting (Field type 'secret')")
+    if value is not None and (not isinstance(value, str) or "\x00" in value):
+        raise ValueError(f"the value of {name!r} must be a string without NUL characters")
+    with _writing():
+        if value is None:
+            secrets.remove(integration.id, secrets.SETTING, [name])
+        else:
+            secrets.put(integration.id, secrets.SETTING, name, value)
+        db.session.commit()
 
 
 # --- the delivery log ---------------------------------------------------------------------------
@@ -198,9 +262,12 @@ def record_delivery(integration: IntegrationInfo, channel: str, outcome: Deliver
     """
     from .services import deliveries
 
-    remote = request.remote_addr or "" if has_request_context() else ""
-    deliveries.record(integration.id, channel, outcome, reason, status_code=status_code,
-                      event_id=event_id, remote_addr=remote, detail={"key": key} if key else {})
+    # Scheduled jobs log deliveries too, outside any request.
+    remote = (request.remote_addr or "") if has_request_context() else ""
+    with _writing():
+        deliveries.record(integration.id, channel, outcome, reason, status_code=status_code,
+                          event_id=event_id, remote_addr=remote,
+                          detail={"key": key} if key else {})
 
 
 def count_delivery(integration: IntegrationInfo, channel: str, outcome: DeliveryOutcome | str,
@@ -208,7 +275,8 @@ def count_delivery(integration: IntegrationInfo, channel: str, outcome: Delivery
     """Count deliveries without logging a row each (items dropped from one notification)."""
     from .services import deliveries
 
-    deliveries.count(integration.id, channel, DeliveryOutcome(outcome).value, reason, by=by)
+    with _writing():
+        deliveries.count(integration.id, channel, DeliveryOutcome(outcome).value, reason, by=by)
 
 
 def recent_deliveries(integration: IntegrationInfo, channel: str, source: str | None = None,
@@ -245,7 +313,8 @@ def state_put(integration: IntegrationInfo, namespace: str, key: str, value: dic
     """Store (replace) a JSON value for this integration; commits."""
     from .services import plugin_state
 
-    plugin_state.put(integration.id, namespace, key, value)
+    with _writing():
+        plugin_state.put(integration.id, namespace, key, value)
 
 
 def state_update(integration: IntegrationInfo, namespace: str, key: str,
@@ -253,14 +322,16 @@ def state_update(integration: IntegrationInfo, namespace: str, key: str,
     """Merge changes into a stored value and return it; commits."""
     from .services import plugin_state
 
-    return plugin_state.update(integration.id, namespace, key, changes)
+    with _writing():
+        return plugin_state.update(integration.id, namespace, key, changes)
 
 
 def state_remove(integration: IntegrationInfo, namespace: str, key: str) -> None:
     """Forget a stored value; commits."""
     from .services import plugin_state
 
-    plugin_state.remove(integration.id, namespace, key)
+    with _writing():
+        plugin_state.remove(integration.id, namespace, key)
 
 
 def state_items(namespace: str, integration: IntegrationInfo | None = None
@@ -331,6 +402,17 @@ def json_error(status: int, code: str, message: str, details: Any = None) -> Res
     response = jsonify({"error": {"code": code, "message": message, "details": details}})
     response.status_code = status
     return response
+
+
+def csrf_exempt(view: Any) -> Any:
+    """Exempt a view (or a whole blueprint) from CSRF checks: for POSTs that machines send.
+
+    Forms of logged-in people keep their CSRF token; a webhook-style endpoint has no session
+    to protect and authenticates each request itself (a signature, a shared secret).
+    """
+    from .extensions import csrf
+
+    return csrf.exempt(view)
 
 
 def external_url(path: str) -> str:

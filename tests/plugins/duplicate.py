@@ -1,7 +1,6 @@
 """A plugin that registers a trigger type name that already exists."""
 
-from wfapp.hookspecs import hookimpl
-from wfapp.triggers import TriggerType
+from wfapp.plugin_api import TriggerType, hookimpl
 
 
 @hookimpl

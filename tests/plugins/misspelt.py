@@ -1,6 +1,6 @@
 """A plugin whose hook name is misspelt: start-up must fail."""
 
-from wfapp.hookspecs import hookimpl
+from wfapp.plugin_api import hookimpl
 
 
 @hookimpl

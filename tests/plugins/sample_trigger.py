@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from markupsafe import escape
 
-from wfapp.plugin_api import Field, Panel, TriggerType, hookimpl, public
+from wfapp.plugin_api import (
+    Field,
+    InputError,
+    Panel,
+    TriggerType,
+    csrf_exempt,
+    hookimpl,
+    json_error,
+    parse_json,
+    public,
+)
 
 
 class SftpTrigger(TriggerType):
@@ -30,6 +40,18 @@ bp = Blueprint("sample_trigger", __name__, url_prefix="/sample")
 def ping() -> Any:
     """A public route added by the plugin."""
     return jsonify({"pong": True})
+
+
+@bp.post("/echo")
+@csrf_exempt
+@public
+def echo() -> Any:
+    """A public POST that machines call: no CSRF token, JSON in, JSON (or a JSON error) out."""
+    try:
+        body = parse_json(request.get_data())
+    except InputError as exc:
+        return json_error(422, "invalid_body", f"{exc.path} {exc.message}")
+    return jsonify({"echo": body})
 
 
 @hookimpl

@@ -49,6 +49,8 @@ PAGES = (
     Page("Run Import or Export", "runs.new", "new run import export upload records",
          Role.OPERATOR),
     Page("Users", "auth.users", "users roles accounts api tokens administration", Role.ADMIN),
+    Page("Plugins", "admin.plugins", "plugins trigger types extensions entry points routes "
+         "schedules administration", Role.ADMIN),
 )
 
 _KIND_ORDER = {"page": 0, "workflow": 1, "integration": 2, "instance": 3}
