@@ -10,7 +10,8 @@ See docs/plugins.md for the guide.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
 
+from . import signing
 from .hookspecs import hookimpl
 from .inputs import InputError, parse_json
 from .models import DeliveryOutcome, Role, utcnow
@@ -27,8 +29,9 @@ from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "MISSING", "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo",
-    "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
-    "counters", "enqueue", "external_url", "finish_due", "find_integration", "glob_match",
+    "NewEvent", "Panel", "Role", "StorageUnavailable", "StoredEvents", "TriggerType",
+    "claim_due", "config", "counters", "csrf_exempt", "enqueue", "external_url", "finish_due",
+    "find_integration", "glob_match", "signing",
     "hookimpl", "integrations", "json_error", "parse_json", "public", "recent_deliveries",
     "record_delivery", "count_delivery", "requires_role", "resolve_path", "set_secret",
     "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
@@ -37,6 +40,25 @@ __all__ = [
 
 
 # --- events -------------------------------------------------------------------------------------
+
+
+class StorageUnavailable(RuntimeError):
+    """The database failed (down, full, timed out); nothing was written. Answer 503 so the
+    sender retries — it is not the sender's fault."""
+
+
+@contextmanager
+def _storage() -> Iterator[None]:
+    """Turn a database failure into StorageUnavailable, leaving the session usable."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .extensions import db
+
+    try:
+        yield
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        raise StorageUnavailable(str(error).splitlines()[0][:200]) from error
 
 
 @dataclass
@@ -74,16 +96,18 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
                  ) -> StoredEvents:
     """Store events in the inbox in one transaction and queue their processing.
 
-    Returns once they are committed; raises on a database failure (nothing is stored then).
+    Returns once they are committed; raises StorageUnavailable on a database failure (nothing
+    is stored then).
     """
     from .services.events import NewEvent as CoreEvent
     from .services.events import store
 
     info = integration if isinstance(integration, IntegrationInfo) else \
         _require_integration(integration)
-    ids, duplicates = store(info.id, [
-        CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
-        for e in events])
+    with _storage():
+        ids, duplicates = store(info.id, [
+            CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
+            for e in events])
     return StoredEvents(ids, duplicates)
 
 
@@ -118,7 +142,8 @@ class IntegrationInfo:
         """(value, the value it replaced, when it was replaced) of a secret setting."""
         from .services import secrets
 
-        found = secrets.read(self.id, secrets.SETTING, name)
+        with _storage():
+            found = secrets.read(self.id, secrets.SETTING, name)
         if found is None:
             return None, None, None
         return found.value, found.previous, found.rotated_at
@@ -145,14 +170,16 @@ def _info(integration: Any) -> IntegrationInfo:
 
 
 def find_integration(code: str) -> IntegrationInfo | None:
-    """The integration with this code (any case), or None."""
+    """The integration with this code (any case), or None; StorageUnavailable if the database
+    fails."""
     from .services.errors import NotFound
     from .services.integrations import get_integration
 
     if not isinstance(code, str) or len(code) > 100:
         return None
     try:
-        return _info(get_integration(code))
+        with _storage():
+            return _info(get_integration(code))
     except NotFound:
         return None
 
@@ -199,8 +226,10 @@ def record_delivery(integration: IntegrationInfo, channel: str, outcome: Deliver
     from .services import deliveries
 
     remote = request.remote_addr or "" if has_request_context() else ""
-    deliveries.record(integration.id, channel, outcome, reason, status_code=status_code,
-                      event_id=event_id, remote_addr=remote, detail={"key": key} if key else {})
+    with _storage():
+        deliveries.record(integration.id, channel, outcome, reason, status_code=status_code,
+                          event_id=event_id, remote_addr=remote,
+                          detail={"key": key} if key else {})
 
 
 def count_delivery(integration: IntegrationInfo, channel: str, outcome: DeliveryOutcome | str,
@@ -339,6 +368,15 @@ def external_url(path: str) -> str:
     if not base and has_request_context():
         base = request.host_url.rstrip("/")
     return f"{base}{path}" if base else path
+
+
+def csrf_exempt(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Exempt a view from CSRF checks: for endpoints that senders (not browsers) call and that
+    authenticate by signature instead. Apply it below the route decorator."""
+    from .extensions import csrf
+
+    csrf.exempt(view)
+    return view
 
 
 def config(name: str, default: Any = None) -> Any:
