@@ -139,7 +139,7 @@ def _signature_values(header: str | None, version: str = "v1") -> list[bytes]:
     out = []
     for part in parts:
         tag, _, value = part.partition(",")
-        if tag != version:
+        if tag != version or not value:
             continue  # other versions (v1a: asymmetric) are not ours to check
         try:
             out.append(base64.b64decode(value, validate=True))
