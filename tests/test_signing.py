@@ -50,7 +50,7 @@ def test_rotation_two_signatures_and_two_keys():
     old, new = signing.generate_secret(), signing.generate_secret()
     now = int(time.time())
     body = b"{}"
-    both = f"{signing.sign_standard(old, 'm', now, body)} {signing.sign_standard(new, 'm', now, body)}"
+    both = " ".join(signing.sign_standard(k, "m", now, body) for k in (old, new))
     # The sender signs with both keys while it rotates: we know only one of them.
     signing.verify_standard([new], "m", str(now), both, body)
     signing.verify_standard([old], "m", str(now), both, body)
