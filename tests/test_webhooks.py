@@ -432,3 +432,27 @@ def test_hooks_need_no_login_and_no_csrf_token(app_config):
 def test_other_methods_are_not_accepted(app, client):
     make_integration()
     assert client.get("/hooks/HOOKS").status_code == 405
+
+
+def test_why_not_names_the_webhook_field_that_failed(app, client, auth):
+    from wfapp.services.instances import why_not
+
+    secret = make_integration()
+    for body in ({"type": "order.created", "id": "W-1", "total": 5},):
+        raw, headers = standard(secret, body)
+        assert post(client, raw, headers).status_code == 202
+    drain(app)
+    instance = db.session.scalar(select(Instance).where(Instance.record_key == "W-1"))
+    _, verdicts = why_not(instance)
+    reasons = {v.code: v.reason for v in verdicts}
+    assert reasons["PAY"].startswith("Event Filter: the event type 'order.created'")
+    assert reasons["CANCEL"] == "JSON Path: the payload has no data.status"
+    _, verdicts = why_not(instance, {"data": {"status": "open"}}, "on_webhook", "order.x")
+    assert {v.code: v.reason for v in verdicts}["CANCEL"] == (
+        "Expected Value: the payload's data.status is 'open'; this transition waits for "
+        "'cancelled'")
+    _, verdicts = why_not(instance, {"total": 0}, "on_webhook", "order.paid")
+    assert "event.total" in {v.code: v.reason for v in verdicts}["PAY"]  # then the conditions
+    auth.login("viewer")
+    page = client.get(f"/instances/{instance.id}").get_data(as_text=True)
+    assert "Event Filter: the event type" in page.replace("&#39;", "'")
