@@ -155,33 +155,31 @@ class IntegrationInfo:
         return secrets.read_all(self.id, secrets.NAMED)
 
 
-def _info(integration: Any) -> IntegrationInfo:
+def _info(integration: Any, workflow_code: Any = MISSING) -> IntegrationInfo:
     from .services.registry import get_registry
 
     declared = get_registry().integration_settings
     stored = integration.settings or {}
     settings = {name: stored.get(name, f.default) for name, f in declared.items()
                 if f.type != "secret"}
+    if workflow_code is MISSING:
+        workflow_code = integration.workflow.code if integration.workflow else None
     return IntegrationInfo(
         id=integration.id, code=integration.code, description=integration.description or "",
-        enabled=bool(integration.enabled),
-        workflow_code=integration.workflow.code if integration.workflow else None,
+        enabled=bool(integration.enabled), workflow_code=workflow_code,
         instance_mode=integration.instance_mode, settings=settings)
 
 
 def find_integration(code: str) -> IntegrationInfo | None:
     """The integration with this code (any case), or None; StorageUnavailable if the database
-    fails."""
-    from .services.errors import NotFound
-    from .services.integrations import get_integration
+    fails. One query: endpoints call it on every request."""
+    from .services.integrations import find_integration_row
 
     if not isinstance(code, str) or len(code) > 100:
         return None
-    try:
-        with _storage():
-            return _info(get_integration(code))
-    except NotFound:
-        return None
+    with _storage():
+        row = find_integration_row(code)
+    return None if row is None else _info(row, row.workflow_code)
 
 
 def _require_integration(code: str) -> IntegrationInfo:

@@ -43,6 +43,36 @@ def get_integration(code: str) -> Integration:
     return integration
 
 
+@dataclass(frozen=True)
+class IntegrationRow:
+    """An integration's fields as one query reads them (no ORM objects: for hot paths)."""
+
+    id: int
+    code: str
+    description: str
+    enabled: bool
+    instance_mode: str
+    settings: dict[str, Any]
+    workflow_code: str | None
+
+
+_ROW = select(Integration.id, Integration.code, Integration.description, Integration.enabled,
+              Integration.instance_mode, Integration.settings, Workflow.code
+              ).outerjoin(Workflow, Workflow.id == Integration.workflow_id)
+
+
+def find_integration_row(code: str) -> IntegrationRow | None:
+    """The integration with this code (any case) with its workflow's code, in one query; None
+    when there is none. For webhook endpoints, which look one up per request."""
+    if not isinstance(code, str) or "\x00" in code:
+        return None
+    row = db.session.execute(_ROW.where(Integration.code == normalize_code(code))).first()
+    if row is None:
+        return None
+    return IntegrationRow(row[0], row[1], row[2] or "", bool(row[3]), row[4], row[5] or {},
+                          row[6])
+
+
 def integration_to_dict(integration: Integration) -> dict[str, Any]:
     """The API shape: base fields plus plugin settings at the top level; secrets never shown."""
     out: dict[str, Any] = {
