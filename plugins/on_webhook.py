@@ -1,13 +1,30 @@
-"""On Webhook: fired by signed POSTs to /hooks/<integration>."""
+"""On Webhook: fired by signed POSTs to /hooks/<integration>.
+
+The endpoint lives in `_webhook_endpoint.py`, the settings and their checks in
+`_webhook_settings.py`, the card panel and "Generate new secret" in `_webhook_panel.py`; docs in
+docs/webhooks.md.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from wfapp.hookspecs import hookimpl
-from wfapp.paths import MISSING, resolve_path
-from wfapp.triggers import Field, TriggerType, glob_match
+from flask import Blueprint
+
+from wfapp.plugin_api import (
+    MISSING,
+    Field,
+    Panel,
+    TriggerType,
+    glob_match,
+    hookimpl,
+    resolve_path,
+)
+
+from . import _webhook_panel
+from ._webhook_endpoint import bp
+from ._webhook_settings import SETTINGS, check_settings
 
 
 class WebhookTrigger(TriggerType):
@@ -20,31 +37,31 @@ class WebhookTrigger(TriggerType):
 
     def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
         """Match the event type against `event_filter`, then `json_path` against its value."""
-        pattern = config.get("event_filter")
-        if pattern and not glob_match(pattern, str(event.get("type") or "")):
-            return False
-        path = config.get("json_path")
-        if path:
-            value = resolve_path(event.get("payload") or {}, path)
-            if value is MISSING:
-                return False
-            expected = config.get("expected_value")
-            if expected not in (None, "") and str(value) != str(expected):
-                return False
-        return True
+        return not self.explain_mismatch(config, event)
 
     def explain_mismatch(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
-        """Say whether the event type or the value at JSON Path did not match."""
+        """Name the field that did not match: Event Filter, JSON Path or Expected Value."""
         pattern = config.get("event_filter")
-        if pattern and not glob_match(pattern, str(event.get("type") or "")):
-            return f"event type {event.get('type')!r} does not match the filter {pattern!r}"
+        event_type = str(event.get("type") or "")
+        if pattern and not glob_match(pattern, event_type):
+            return (f"Event Filter: the event type {event_type!r} does not match the filter "
+                    f"{pattern!r}")
         path = config.get("json_path")
-        if path and not self.matches(config, event):
-            value = resolve_path(event.get("payload") or {}, path)
-            shown = "missing" if value is MISSING else repr(value)
-            return (f"payload {path} is {shown}; this transition waits for "
-                    f"{config.get('expected_value')!r}")
+        if not path:
+            return ""
+        value = resolve_path(event.get("payload") or {}, path)
+        expected = config.get("expected_value")
+        if value is MISSING:
+            return f"JSON Path: the payload has no {path}"
+        if expected not in (None, "") and str(value) != str(expected):
+            return (f"Expected Value: the payload's {path} is {value!r}; this transition waits "
+                    f"for {expected!r}")
         return ""
+
+    def check_settings(self, settings: Mapping[str, Any], changed: frozenset[str] = frozenset()
+                       ) -> list[tuple[str, str]]:
+        """The webhook settings: paths, allow-list, secret format, the generic HMAC fields."""
+        return check_settings(settings, changed)
 
 
 ON_WEBHOOK = WebhookTrigger(
@@ -60,15 +77,6 @@ ON_WEBHOOK = WebhookTrigger(
     ),
 )
 
-SETTINGS = [
-    Field("webhook_secret", "Webhook Secret", type="secret",
-          help="Standard Webhooks secret (whsec_<base64>); write-only."),
-    Field("record_key_path", "Record Key Path", default="id",
-          help="Dotted path of the record key in a webhook payload (default id)."),
-    Field("event_type_path", "Event Type Path", default="type",
-          help="Dotted path of the event type in a webhook payload (default type)."),
-]
-
 
 @hookimpl
 def register_trigger_types() -> list[TriggerType]:
@@ -78,5 +86,17 @@ def register_trigger_types() -> list[TriggerType]:
 
 @hookimpl
 def register_integration_settings() -> list[Field]:
-    """Webhook secret and the payload paths of the record key and event type."""
+    """Webhook switch and secret, payload paths, limits, allow-list, the generic HMAC scheme."""
     return SETTINGS
+
+
+@hookimpl
+def register_blueprints() -> list[Blueprint]:
+    """`POST /hooks/<integration>` and the card's "Generate new secret"."""
+    return [bp]
+
+
+@hookimpl
+def register_integration_panels() -> list[Panel]:
+    """The Webhook panel: endpoint, curl example, deliveries."""
+    return [_webhook_panel.PANEL]

@@ -203,7 +203,7 @@ def test_integrations(client, tokens, demo):
     h = tokens["author"]
     created = client.post(f"{API}/integrations", headers=h, json={
         "code": "inv_out", "description": "Invoices", "workflow_code": "order_sync",
-        "instance_mode": "per_run", "webhook_secret": "whsec_c2VjcmV0",
+        "instance_mode": "per_run", "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         "record_key_path": "data.id", "record_url_template": "https://erp/{record_key}"})
     assert created.status_code == 201
     body = created.get_json()
@@ -223,7 +223,7 @@ def test_integrations(client, tokens, demo):
     assert after["enabled"] is False and after["workflow_code"] is None
     assert sorted(after["secrets_set"]) == ["bc_client_state", "webhook_secret"]
     assert "s3cret" not in patched.get_data(as_text=True)  # secrets are write-only
-    assert "whsec_c2VjcmV0" not in got.get_data(as_text=True)
+    assert "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in got.get_data(as_text=True)
     # An empty secret keeps the stored one; the code cannot change.
     kept = client.patch(f"{API}/integrations/INV_OUT", headers=h, json={"webhook_secret": ""})
     assert sorted(kept.get_json()["secrets_set"]) == ["bc_client_state", "webhook_secret"]

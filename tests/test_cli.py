@@ -122,13 +122,23 @@ def test_demo_is_idempotent_and_keeps_its_password_in_the_instance_folder(runner
     password_file = instance / "demo-admin.txt"
     assert str(password_file) in first.output
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
-    password = password_file.read_text().split("password: ")[1].strip()
+    kept = dict(line.split(": ", 1) for line in password_file.read_text().splitlines())
+    password = kept["password"]
     assert f"Log in as admin / {password}" in first.output
     assert authenticate("admin", password).role == "admin"
+    # The webhook secret of SHOP_ORDERS sits beside it, stored encrypted in the database.
+    from wfapp import signing
+    from wfapp.services import secrets
+    from wfapp.services.integrations import get_integration
+
+    assert len(signing.parse_secret(kept["webhook_secret"])) == 32
+    stored = secrets.read(get_integration("SHOP_ORDERS").id, secrets.SETTING, "webhook_secret")
+    assert stored.value == kept["webhook_secret"]
+    assert get_integration("SHOP_ORDERS").settings["webhook_enabled"] is True
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0 and "password is in" in second.output
     assert "Loaded" not in second.output and "Created" not in second.output
-    assert password_file.read_text().split("password: ")[1].strip() == password
+    assert dict(line.split(": ", 1) for line in password_file.read_text().splitlines()) == kept
 
 
 def test_plugins_lists_trigger_types_and_settings(runner, app):

@@ -14,6 +14,10 @@ from wfapp.services.integrations import get_integration
 from wfapp.services.runs import start_run
 from wfapp.triggers import Field
 
+# Standard Webhooks secrets (whsec_ and 24-64 bytes of base64), as the settings check demands.
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TYPED = "whsec_dHlwZWQtdHlwZWQtdHlwZWQtdHlwZWQtdHlwZWQ="
+
 NEW = {"code": "inv", "description": "Invoices", "workflow_code": "ORDER_SYNC",
        "instance_mode": "per_run", "enabled": "y", "record_url_template": ""}
 
@@ -77,12 +81,12 @@ def test_new_form_explains_itself(client, auth, demo):
 def test_create_integration(client, auth, demo):
     auth.login("author")
     created = client.post("/integrations/new", data={
-        **NEW, "set-webhook_secret": "whsec_c2VjcmV0", "set-record_key_path": "data.id"})
+        **NEW, "set-webhook_secret": WHSEC, "set-record_key_path": "data.id"})
     assert created.headers["Location"].endswith("/integrations/INV")
     integration = get_integration("INV")
     assert integration.workflow.code == "ORDER_SYNC" and integration.instance_mode == "per_run"
     assert integration.description == "Invoices" and integration.enabled
-    assert stored_secret("INV", "webhook_secret") == "whsec_c2VjcmV0"
+    assert stored_secret("INV", "webhook_secret") == WHSEC
     assert "webhook_secret" not in integration.settings
     assert integration.settings["record_key_path"] == "data.id"
     assert integration.settings["event_type_path"] == "type"  # the plugin's default
@@ -140,7 +144,7 @@ def test_secrets_are_encrypted_at_rest(client, auth, demo):
     from wfapp.extensions import db
 
     auth.login("author")
-    edit(client, **{"set-webhook_secret": "whsec_c2VjcmV0"})
+    edit(client, **{"set-webhook_secret": WHSEC})
     raw = db.session.execute(text("SELECT ciphertext FROM integration_secret")).scalars().all()
     assert len(raw) == 1 and "c2VjcmV0" not in raw[0] and raw[0].startswith("gAAAA")
     settings = db.session.execute(text("SELECT settings FROM integration")).scalars().all()
@@ -149,13 +153,13 @@ def test_secrets_are_encrypted_at_rest(client, auth, demo):
 
 def test_secrets_are_write_only(client, auth, demo):
     auth.login("author")
-    edit(client, **{"set-webhook_secret": "whsec_c2VjcmV0", "set-bc_client_state": "s3cret-bc"})
+    edit(client, **{"set-webhook_secret": WHSEC, "set-bc_client_state": "s3cret-bc"})
     page = client.get("/integrations/SHOP_ORDERS").get_data(as_text=True)
-    assert "whsec_c2VjcmV0" not in page and "s3cret-bc" not in page
+    assert WHSEC not in page and "s3cret-bc" not in page
     assert page.count("(set)") == 2 and 'for="clear-webhook_secret"' in page
     # An empty secret keeps the stored one.
     edit(client, **{"set-webhook_secret": ""})
-    assert stored_secret("SHOP_ORDERS", "webhook_secret") == "whsec_c2VjcmV0"
+    assert stored_secret("SHOP_ORDERS", "webhook_secret") == WHSEC
     # The clear box removes it, in the same save as the other fields.
     edit(client, description="Cleared", **{"clear-webhook_secret": "y"})
     integration = get_integration("SHOP_ORDERS")
@@ -166,8 +170,8 @@ def test_secrets_are_write_only(client, auth, demo):
     edit(client, **{"clear-bc_client_state": "y", "set-bc_client_state": "newer"})
     assert stored_secret("SHOP_ORDERS", "bc_client_state") == "newer"
     # A failed save does not echo a typed secret back either.
-    failed = edit(client, workflow_code="GHOST", **{"set-webhook_secret": "whsec_dHlwZWQ="})
-    assert failed.status_code == 422 and "whsec_dHlwZWQ=" not in failed.get_data(as_text=True)
+    failed = edit(client, workflow_code="GHOST", **{"set-webhook_secret": TYPED})
+    assert failed.status_code == 422 and TYPED not in failed.get_data(as_text=True)
 
 
 def test_errors_are_shown_on_their_fields_and_nothing_is_saved(client, auth, demo):

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from . import signing
 from .extensions import db
 from .models import Integration, User, Workflow
 from .services.definitions import FORMAT, import_document
@@ -90,7 +91,10 @@ SHOP_ORDERS = {
     "record_url_template": "https://erp.example/orders/{record_key}",
     "record_key_path": "id",
     "event_type_path": "type",
+    # The CONFIRM transition is driven by signed webhooks (the demo feed sends them).
+    "webhook_enabled": True,
 }
+SECRET_LINE = "webhook_secret: "
 
 
 def load_demo(instance_path: str) -> list[str]:
@@ -99,8 +103,10 @@ def load_demo(instance_path: str) -> list[str]:
     if db.session.scalar(select(Workflow.id).where(Workflow.code == "ORDER_SYNC")) is None:
         import_document(ORDER_SYNC)
         lines.append("Loaded the demo workflow ORDER_SYNC.")
+    webhook_secret = None
     if db.session.scalar(select(Integration.id).where(Integration.code == "SHOP_ORDERS")) is None:
-        create_integration(dict(SHOP_ORDERS))
+        webhook_secret = signing.generate_secret()
+        create_integration({**SHOP_ORDERS, "webhook_secret": webhook_secret})
         lines.append("Loaded the demo integration SHOP_ORDERS.")
     password_file = Path(instance_path) / "demo-admin.txt"
     if db.session.scalar(select(User.id).where(User.username == DEMO_ADMIN)) is None:
@@ -112,19 +118,57 @@ def load_demo(instance_path: str) -> list[str]:
         lines.append(f"(the password is kept in {password_file})")
     elif password_file.exists():
         lines.append(f"Log in as {DEMO_ADMIN}; the password is in {password_file}")
+    if webhook_secret is not None:
+        # Beside the password, for the curl example of docs/webhooks.md; the file is 0600.
+        kept = [line for line in (password_file.read_text().splitlines()
+                                  if password_file.exists() else [])
+                if not line.startswith(SECRET_LINE)]
+        password_file.write_text("\n".join([*kept, SECRET_LINE + webhook_secret]) + "\n")
+        password_file.chmod(0o600)
+        lines.append(f"SHOP_ORDERS accepts signed webhooks; its secret is kept in {password_file} "
+                     "(docs/webhooks.md has a curl example)")
     return lines
+
+
+def _send_webhooks(code: str, secret: str | None, bodies: list[dict[str, Any]]) -> None:
+    """POST each body, signed, to the running app's /hooks/<code>: the real path.
+
+    The base URL is EXTERNAL_URL (`make run` sets it); without it the demo sends nothing.
+    """
+    import json
+    import logging
+    import uuid
+
+    import requests
+    from flask import current_app
+
+    base = (current_app.config.get("EXTERNAL_URL") or "").rstrip("/")
+    if not bodies or not base or not secret:
+        return
+    url = f"{base}/hooks/{code}"
+    with requests.Session() as session:
+        for body in bodies:
+            raw = json.dumps(body).encode()
+            headers = signing.standard_headers(secret, f"msg_demo_{uuid.uuid4().hex}", raw)
+            try:
+                session.post(url, data=raw, timeout=5,
+                             headers={"Content-Type": "application/json", **headers})
+            except requests.RequestException as error:
+                logging.getLogger(__name__).warning("demo webhook to %s failed: %s", url, error)
+                return
 
 
 def feed() -> None:
     """One tick of the demo's simulated traffic: new orders arrive, fulfilment confirms some.
 
-    An import run brings a few orders into SHOP_ORDERS (now and then one fails), and webhook
-    events confirm some of the orders that are waiting, so `make run` shows instances moving.
+    An import run brings a few orders into SHOP_ORDERS (now and then one fails), and signed
+    webhooks sent over HTTP to the running app confirm some of the orders that are waiting, so
+    `make run` shows instances moving along the real paths.
     """
     import random
 
     from .models import Instance
-    from .services.events import NewEvent, ingest
+    from .services import secrets as secret_store
     from .services.runs import start_run
 
     try:
@@ -145,12 +189,13 @@ def feed() -> None:
         waiting = db.session.scalars(
             select(Instance).where(Instance.integration_id == integration.id,
                                    Instance.state == "PENDING").limit(3)).all()
-        events = [NewEvent("on_webhook", "order.confirmed", inst.record_key, None,
-                           {"type": "order.confirmed", "id": inst.record_key,
-                            "data": {"status": rng.choice(["confirmed", "shipped"]),
-                                     "tracking": f"TRK{rng.randint(100000, 999999)}"}})
+        bodies = [{"type": "order.confirmed", "id": inst.record_key,
+                   "data": {"status": rng.choice(["confirmed", "shipped"]),
+                            "tracking": f"TRK{rng.randint(100000, 999999)}"}}
                   for inst in waiting if rng.random() < 0.6]
-        if events:
-            ingest(integration, events)
+        found = secret_store.read(integration.id, secret_store.SETTING, "webhook_secret")
+        code = integration.code
+        db.session.rollback()  # hold no transaction (SQLite: no lock) while the app stores them
+        _send_webhooks(code, found.value if found else None, bodies)
     finally:
         db.session.remove()

@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
 
+from . import signing
 from .hookspecs import hookimpl
 from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
@@ -30,12 +31,12 @@ from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
-    "MISSING", "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
-    "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url", "find_integration",
-    "finish_due", "glob_match", "hookimpl", "integrations", "json_error", "parse_json", "public",
-    "recent_deliveries", "record_delivery", "requires_role", "resolve_path", "roles", "set_secret",
-    "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
-    "utcnow",
+    "MISSING", "NewEvent", "Panel", "Role", "StorageUnavailable", "StoredEvents", "TriggerType",
+    "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url",
+    "find_integration", "finish_due", "glob_match", "hookimpl", "integrations", "json_error",
+    "parse_json", "public", "recent_deliveries", "record_delivery", "requires_role",
+    "resolve_path", "roles", "set_secret", "signing", "state_get", "state_items", "state_put",
+    "state_remove", "state_update", "store_events", "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -44,17 +45,28 @@ MAX_RECORD_KEY = 200
 
 @contextmanager
 def _writing() -> Iterator[None]:
-    """Roll back when a write fails, so the plugin's next call (in a job) still works."""
+    """Roll back when a write fails (so a job's next call still works); a database failure
+    becomes StorageUnavailable."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .extensions import db
 
     try:
         yield
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        raise StorageUnavailable(str(error).splitlines()[0][:200]) from error
     except Exception:
         db.session.rollback()
         raise
 
 
 # --- events -------------------------------------------------------------------------------------
+
+
+class StorageUnavailable(RuntimeError):
+    """The database failed (down, full, timed out); nothing was written. Answer 503 so the
+    sender retries — it is not the sender's fault."""
 
 
 @dataclass
@@ -128,8 +140,8 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
 
     Returns once they are committed. Raises ValueError, storing nothing, when an event is
     malformed (unknown source, record key over MAX_RECORD_KEY characters, NUL characters,
-    a payload that is not JSON), LookupError for an unknown integration code, and the
-    database's error when the commit fails (nothing is stored then either).
+    a payload that is not JSON), LookupError for an unknown integration code, and
+    StorageUnavailable when the database fails (nothing is stored then either).
     """
     from .services.events import NewEvent as CoreEvent
     from .services.events import store
@@ -138,9 +150,10 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
         _require_integration(integration)
     for index, event in enumerate(events):
         _check_event(index, event)
-    ids, duplicates = store(info.id, [
-        CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
-        for e in events])
+    with _writing():
+        ids, duplicates = store(info.id, [
+            CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
+            for e in events])
     return StoredEvents(ids, duplicates)
 
 
@@ -175,7 +188,8 @@ class IntegrationInfo:
         """(value, the value it replaced, when it was replaced) of a secret setting."""
         from .services import secrets
 
-        found = secrets.read(self.id, secrets.SETTING, name)
+        with _writing():
+            found = secrets.read(self.id, secrets.SETTING, name)
         if found is None:
             return None, None, None
         return found.value, found.previous, found.rotated_at
@@ -187,31 +201,31 @@ class IntegrationInfo:
         return secrets.read_all(self.id, secrets.NAMED)
 
 
-def _info(integration: Any) -> IntegrationInfo:
+def _info(integration: Any, workflow_code: Any = MISSING) -> IntegrationInfo:
     from .services.registry import get_registry
 
     declared = get_registry().integration_settings
     stored = integration.settings or {}
     settings = {name: stored.get(name, f.default) for name, f in declared.items()
                 if f.type != "secret"}
+    if workflow_code is MISSING:
+        workflow_code = integration.workflow.code if integration.workflow else None
     return IntegrationInfo(
         id=integration.id, code=integration.code, description=integration.description or "",
-        enabled=bool(integration.enabled),
-        workflow_code=integration.workflow.code if integration.workflow else None,
+        enabled=bool(integration.enabled), workflow_code=workflow_code,
         instance_mode=integration.instance_mode, settings=settings)
 
 
 def find_integration(code: str) -> IntegrationInfo | None:
-    """The integration with this code (any case), or None."""
-    from .services.errors import NotFound
-    from .services.integrations import get_integration
+    """The integration with this code (any case), or None; StorageUnavailable if the database
+    fails. One query: endpoints call it on every request."""
+    from .services.integrations import find_integration_row
 
     if not isinstance(code, str) or len(code) > 100:
         return None
-    try:
-        return _info(get_integration(code))
-    except NotFound:
-        return None
+    with _writing():
+        row = find_integration_row(code)
+    return None if row is None else _info(row, row.workflow_code)
 
 
 def _require_integration(code: str) -> IntegrationInfo:

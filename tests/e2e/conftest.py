@@ -36,7 +36,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(app: Any, users: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+def live_env() -> dict[str, str]:
+    """Extra environment for the live server (a test overrides this fixture to add some)."""
+    return {}
+
+
+@pytest.fixture
+def live_server(app: Any, users: dict[str, Any], tmp_path: Path, live_env: dict[str, str]
+                ) -> Iterator[str]:
     """`flask --app wfapp run` on a free port, on the test database, with the embedded worker."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
@@ -47,6 +54,7 @@ def live_server(app: Any, users: dict[str, Any], tmp_path: Path) -> Iterator[str
         "WFAPP_EMBEDDED_WORKER": "true",
         "WFAPP_SWEEP_INTERVAL": "1",
     })
+    env.update({k: v.replace("{port}", str(port)) for k, v in live_env.items()})
     flask = str(Path(sys.executable).parent / "flask")
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([flask, "--app", "wfapp", "run", "--port", str(port)],

@@ -12,6 +12,7 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, update
@@ -59,18 +60,24 @@ def partition_of(integration_id: int, record_key: str | None, run_id: int | None
     return zlib.crc32(key.encode()) % PARTITIONS
 
 
-def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[int]:
-    """Insert event rows, skipping repeated dedupe keys; the new ids in the rows' order."""
-    dialect = db.session.get_bind().dialect.name
+@lru_cache(maxsize=4)
+def _insert_statements(dialect: str) -> tuple[Any, Any]:
+    """The INSERT ... ON CONFLICT DO NOTHING RETURNING id statements for one row and for many,
+    built once: a webhook stores one event per request, so building them is on the hot path."""
     module = postgresql if dialect == "postgresql" else sqlite
     statement = module.insert(EVENT).on_conflict_do_nothing(
         index_elements=["integration_id", "dedupe_key"])
+    return (statement.returning(EVENT.c.id),
+            statement.returning(EVENT.c.id, sort_by_parameter_order=True))
+
+
+def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[int]:
+    """Insert event rows, skipping repeated dedupe keys; the new ids in the rows' order."""
+    connection = db.session.connection()  # Core level: a webhook pays no ORM overhead
+    one, many = _insert_statements(connection.dialect.name)
     if len(rows) == 1:
-        return list(db.session.execute(statement.values(rows[0]).returning(EVENT.c.id))
-                    .scalars())
-    result = db.session.execute(statement.returning(EVENT.c.id, sort_by_parameter_order=True),
-                                rows)
-    return [row.id for row in result]
+        return list(connection.execute(one, rows[0]).scalars())
+    return [row.id for row in connection.execute(many, rows)]
 
 
 def _kick_after_commit() -> None:

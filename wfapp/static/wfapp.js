@@ -297,3 +297,25 @@
     }, 2000);
   })();
 })();
+
+// Copy buttons: data-copy-target names the element (an input or a block of text) to copy.
+(function () {
+  "use strict";
+  document.querySelectorAll("[data-copy-target]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      const target = document.getElementById(button.dataset.copyTarget);
+      if (!target) { return; }
+      const text = "value" in target && target.tagName === "INPUT" ? target.value : target.textContent;
+      const done = function () { button.textContent = "Copied"; };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done);
+      } else if (target.tagName === "INPUT") {
+        target.select(); document.execCommand("copy"); done();
+      } else {
+        const range = document.createRange(); range.selectNodeContents(target);
+        const selection = window.getSelection(); selection.removeAllRanges(); selection.addRange(range);
+        document.execCommand("copy"); done();
+      }
+    });
+  });
+})();

@@ -1,0 +1,78 @@
+"""The deployment of README "Deployment on many machines": gunicorn serving the hooks, Redis, and
+a real `flask --app wfapp worker` process applying the events. On PostgreSQL when the suite runs
+there (WFAPP_TEST_DATABASE_URL), on the session's SQLite file otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.test_webhooks_live import wait_for_state
+from tests.services import ROOT, _free_port, start_worker, worker_env
+from tests.webhooks import GITHUB, SHOPIFY, github, make_integration, shopify, standard
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def gunicorn(rq_app: Any, app_config: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+    """`gunicorn -w 2 wsgi:app` on a free port, on the test database and Redis."""
+    port = _free_port()
+    binary = str(Path(sys.executable).parent / "gunicorn")
+    log = (tmp_path / "gunicorn.log").open("w")
+    proc = subprocess.Popen([binary, "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                            cwd=str(ROOT), env=worker_env(app_config), stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{url}/auth/login", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def test_gunicorn_and_a_worker_process_move_instances_in_three_styles(gunicorn, app_config):
+    std = make_integration("STD")
+    gh = make_integration("GH", secret="gh-secret", **GITHUB)
+    shop = make_integration("SHOP", secret="shop-secret", **SHOPIFY)
+    worker = start_worker(app_config, burst=False)
+    try:
+        sends = [("STD", *standard(std, {"type": "order.paid", "id": "G-1", "total": 3})),
+                 ("GH", *github(gh, {"action": "order.paid", "pull_request": {"number": 8},
+                                     "total": 4})),
+                 ("SHOP", *shopify(shop, {"topic": "order.updated", "id": 9,
+                                          "data": {"status": "cancelled"}}))]
+        with requests.Session() as session:
+            for code, body, headers in sends:
+                response = session.post(f"{gunicorn}/hooks/{code}", data=body,
+                                        headers=headers, timeout=10)
+                assert response.status_code == 202, response.text
+                again = session.post(f"{gunicorn}/hooks/{code}", data=body, headers=headers,
+                                     timeout=10)
+                assert again.status_code == 200, again.text
+            bad = session.post(f"{gunicorn}/hooks/STD", data=b"{}",
+                               headers={"webhook-id": "x", "webhook-timestamp": "1",
+                                        "webhook-signature": "v1,AAAA"}, timeout=10)
+            assert bad.status_code == 401
+        assert wait_for_state("G-1", "PAID", timeout=40).vars == {"paid": 3}
+        wait_for_state("8", "PAID", timeout=40)
+        wait_for_state("9", "CANCELLED", timeout=40)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
