@@ -10,10 +10,11 @@ See docs/plugins.md for the guide.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
@@ -22,17 +23,17 @@ from .hookspecs import hookimpl
 from .inputs import InputError, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
-from .security import public, requires_role
+from .security import actor_name, public, requires_role
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
-    "MISSING", "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo",
-    "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "claim_due", "config",
-    "counters", "enqueue", "external_url", "finish_due", "find_integration", "glob_match",
-    "hookimpl", "integrations", "json_error", "parse_json", "public", "recent_deliveries",
-    "record_delivery", "count_delivery", "requires_role", "resolve_path", "set_secret",
-    "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
-    "utcnow",
+    "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MISSING",
+    "NewEvent", "Panel", "Role", "StoredEvents", "TriggerType", "actor_name", "claim_due",
+    "config", "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url",
+    "find_integration", "finish_due", "glob_match", "hookimpl", "integrations", "job",
+    "json_error", "parse_json", "public", "recent_deliveries", "record_delivery", "requires_role",
+    "resolve_path", "set_secret", "state_get", "state_items", "state_put", "state_remove",
+    "state_update", "store_events", "utcnow",
 ]
 
 
@@ -351,6 +352,37 @@ def enqueue(path: str, *args: Any) -> None:
     from .queue import get_queue
 
     get_queue().enqueue(path, *args)
+
+
+J = TypeVar("J", bound=Callable[..., Any])
+
+
+def job(function: J) -> J:
+    """Decorate a plugin's job function: its database session is released when it returns.
+
+    An RQ worker keeps one app context for its whole life, so without this a job's session (and
+    an open transaction, with its locks) would stay around until the next job.
+    """
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from .extensions import db
+
+        try:
+            return function(*args, **kwargs)
+        finally:
+            db.session.remove()
+    return wrapped  # type: ignore[return-value]
+
+
+def csrf_exempt(target: Any) -> Any:
+    """Exempt a view function or a blueprint from the CSRF check; returns it.
+
+    Only for endpoints that authenticate each request otherwise: a signature, a shared client
+    state, a bearer token (the `/api/` paths). Forms people post keep their CSRF token.
+    """
+    from .extensions import csrf
+
+    return csrf.exempt(target)
 
 
 def roles() -> Iterable[str]:
