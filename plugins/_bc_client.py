@@ -94,7 +94,10 @@ def access_for(info: IntegrationInfo, *, for_subscription: bool = True
         value = info.setting(name)
         return value.strip() if isinstance(value, str) else ""
 
-    secret = info.secret("bc_client_secret") or ""
+    try:
+        secret = info.secret("bc_client_secret") or ""
+    except Exception:  # not decryptable with the configured keys (SECRETS_KEY changed)
+        return None, [("bc_client_secret", "cannot be decrypted: set it again")]
     values = {name: text(name) for name in REQUIRED if name != "bc_client_secret"}
     values["bc_client_secret"] = secret
     needed = REQUIRED if for_subscription else {

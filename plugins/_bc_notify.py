@@ -40,7 +40,7 @@ from wfapp.plugin_api import (
     utcnow,
 )
 
-from ._bc_resource import COLLECTION, BadItem, notification_dedupe_key, read_item
+from ._bc_resource import COLLECTION, BadItem, notification_dedupe_key, parse_time, read_item
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bc_notifications", __name__)
@@ -80,8 +80,9 @@ def expected_client_states(info: IntegrationInfo) -> list[str]:
     value, previous, rotated_at = info.secret_with_previous("bc_client_state")
     accepted = [value] if value else []
     if previous and rotated_at is not None:
-        sent = (state_get(info, "bc", "subscription") or {}).get("client_state_sent_at")
-        if sent is None or datetime.fromisoformat(sent) < rotated_at:
+        sent = parse_time((state_get(info, "bc", "subscription") or {}).get(
+            "client_state_sent_at"))
+        if sent is None or sent < rotated_at:
             accepted.append(previous)
     return accepted
 
@@ -155,7 +156,12 @@ def notifications(code: str) -> Response | tuple[Response, int]:
 
 def _accept(info: IntegrationInfo, items: list[Any]) -> Response | tuple[Response, int]:
     """Turn the usable items into events, all in one transaction; count the rest."""
-    accepted = expected_client_states(info)
+    try:
+        accepted = expected_client_states(info)
+    except Exception:  # SECRETS_KEY changed? BC retries after a 503; the log says why
+        log.exception("the BC client state of %s cannot be read", info.code)
+        return json_error(503, "client_state_unreadable", "the integration's client state "
+                          "cannot be read; retry later")
     events: list[NewEvent] = []
     collections: list[dict[str, Any]] = []
     wrong_state = 0
@@ -188,8 +194,9 @@ def _accept(info: IntegrationInfo, items: list[Any]) -> Response | tuple[Respons
     _count(info, len(items), wrong_state, malformed, stored.duplicates, bool(accepted))
     if stored.ids and collections:
         _queue_expansions(info, collections)
-    _note(info, "notification", items=len(items), stored=stored.stored,
-          duplicates=stored.duplicates, refused=refused)
+    if events:  # only a notification that knew the client state counts as one from BC
+        _note(info, "notification", items=len(items), stored=stored.stored,
+              duplicates=stored.duplicates, refused=refused)
     return jsonify({"stored": stored.stored, "duplicates": stored.duplicates,
                     "refused": refused}), 202
 

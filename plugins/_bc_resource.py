@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -121,3 +122,20 @@ def api_relative(resource: str) -> str | None:
     if ".." in route.split("/") or " " in route:
         return None
     return path
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO time as stored or as Business Central writes it; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def shown(value: Any) -> str:
+    """A stored time as people read it: `2026-01-05 10:00:00 UTC` ("" when there is none)."""
+    parsed = parse_time(value)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else ""

@@ -12,6 +12,7 @@ while one is under way, and a mark older than PENDING_STALE (a lost job) no long
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -42,7 +43,9 @@ from ._bc_client import (
     get_subscription,
     renew_subscription,
 )
+from ._bc_resource import parse_time, shown
 
+log = logging.getLogger(__name__)
 NS = "bc"
 KEY = "subscription"
 JOBS = {action: f"wfapp.builtin_plugins._bc_subscriptions.{action}_job"
@@ -71,17 +74,6 @@ def _now() -> datetime:
 
 def _iso(value: datetime) -> str:
     return value.isoformat()
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO time as stored or as Business Central writes it; None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_now().tzinfo)
 
 
 def load(info: IntegrationInfo) -> dict[str, Any]:
@@ -148,7 +140,13 @@ def request_action(info: IntegrationInfo, action: str, actor: str) -> dict[str, 
     state["pending"] = {"action": action, "token": uuid.uuid4().hex, "since": _iso(now),
                         "by": actor}
     state_put(info, NS, KEY, state)
-    enqueue(JOBS[action], info.code, state["pending"]["token"])
+    try:
+        enqueue(JOBS[action], info.code, state["pending"]["token"])
+    except Exception as error:  # the queue (Redis) is away: say so, leave nothing pending
+        state["pending"] = None
+        state_put(info, NS, KEY, state)
+        raise SubscriptionError(503, "queue_unavailable", "the job queue is unreachable; "
+                                "try again later") from error
     return state
 
 
@@ -212,7 +210,7 @@ def _register(info: IntegrationInfo, state: dict[str, Any], access: BcAccess, ac
         return
     _adopt(state, body, now)
     state.update(notification_url=url, registered_at=_iso(now), renewed_at=None, renewals=0)
-    _save(info, state, action, ok=f"{note}{verb}; expires {state['expires_at']}")
+    _save(info, state, action, ok=f"{note}{verb}; it expires {shown(state['expires_at'])}")
 
 
 def _renew(info: IntegrationInfo, state: dict[str, Any], access: BcAccess) -> None:
@@ -241,7 +239,7 @@ def _renew(info: IntegrationInfo, state: dict[str, Any], access: BcAccess) -> No
     _adopt(state, body, now)
     state.update(notification_url=url, renewed_at=_iso(now),
                  renewals=int(state.get("renewals") or 0) + 1)
-    _save(info, state, "renew", ok=f"renewed; expires {state['expires_at']}")
+    _save(info, state, "renew", ok=f"renewed; it expires {shown(state['expires_at'])}")
 
 
 def _unregister(info: IntegrationInfo, state: dict[str, Any], access: BcAccess) -> None:
@@ -264,6 +262,15 @@ def _run(code: str, token: str, action: str) -> None:
     if claimed is None:
         return
     info, state = claimed
+    try:
+        _act(info, state, action)
+    except Exception as error:  # a bug or a database hiccup: show it, do not leave it pending
+        log.exception("BC %s of %s failed", action, code)
+        _save(info, load(info), action, error=f"unexpected error ({type(error).__name__}); "
+              "see the server log")
+
+
+def _act(info: IntegrationInfo, state: dict[str, Any], action: str) -> None:
     access, missing = access_for(info)
     if access is None:
         _save(info, state, action, error="the Business Central settings are incomplete: "
@@ -321,6 +328,11 @@ def renew_due() -> int:
         state["pending"] = {"action": "renew", "token": uuid.uuid4().hex, "since": _iso(now),
                             "by": "scheduler"}
         state_put(info, NS, KEY, state)
-        enqueue(JOBS["renew"], info.code, state["pending"]["token"])
+        try:
+            enqueue(JOBS["renew"], info.code, state["pending"]["token"])
+        except Exception:  # the queue is away: the next tick tries again
+            state["pending"] = None
+            state_put(info, NS, KEY, state)
+            raise
         queued += 1
     return queued

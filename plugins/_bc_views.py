@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, flash, jsonify, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user
 
 from wfapp.plugin_api import (
@@ -28,11 +28,11 @@ from wfapp.plugin_api import (
 
 from ._bc_client import access_for
 from ._bc_notify import CHANNEL, CLIENT_STATE_CHANNEL, MALFORMED_CHANNEL, SOURCE
+from ._bc_resource import parse_time, shown
 from ._bc_subscriptions import (
     SubscriptionError,
     load,
     notification_url,
-    parse_time,
     pending_live,
     request_action,
 )
@@ -137,18 +137,19 @@ def status(info: IntegrationInfo) -> dict[str, Any]:
 def render_panel(info: IntegrationInfo) -> str:
     """The card panel: subscription, health, buttons, dropped items and recent deliveries."""
     now = utcnow()
-    shown = status(info)
-    used = any(shown[name] for name in (
+    facts = status(info)
+    used = any(facts[name] for name in (
         "subscription", "pending", "last_error", "last_ok", "last_notification_at",
         "dropped_client_state", "dropped_unreadable")) or any(
         info.setting(name) for name in ("bc_tenant", "bc_company", "bc_resource", "bc_client_id"))
     return render_template(
-        "bc/panel.html", info=info, s=shown, used=used,
+        "bc/panel.html", info=info, s=facts, used=used,
         can_edit=current_user.is_authenticated and current_user.has_role(Role.AUTHOR.value),
-        expires_in=_until(shown["subscription"], now),
-        ago={name: _ago(shown[name], now) for name in
+        expires_in=_until(facts["subscription"], now),
+        ago={name: _ago(facts[name], now) for name in
              ("last_notification_at", "last_handshake_at")},
-        deliveries=recent_deliveries(info, CHANNEL, SOURCE, limit=20) if used else [])
+        deliveries=recent_deliveries(info, CHANNEL, SOURCE, limit=20) if used else [],
+        shown=shown)
 
 
 def _until(subscription: dict[str, Any] | None, now: datetime) -> str | None:
@@ -170,7 +171,7 @@ def card_action(code: str, action: str) -> Any:
     """Register, Renew now or Unregister from the card: queue it, then back to the card."""
     info = _integration(code)
     if info is None or action not in PHASES:
-        return json_error(404, "not_found", "no such integration or action")
+        abort(404, description="No such integration or subscription action.")
     try:
         request_action(info, action, actor_name())
     except SubscriptionError as error:

@@ -91,6 +91,9 @@ class StandIn:
     log: list[dict[str, Any]] = field(default_factory=list)
     handshakes: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    token_requests: int = 0
+    #: Tests set this to make `@odata.nextLink` point at another host (which wfapp must refuse).
+    next_link_base: str | None = None
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -247,6 +250,7 @@ class StandIn:
         return _error(405 if found else 404, "BadRequest", f"{request.method} {rest}")
 
     def _token(self, request: Request) -> Response:
+        self.token_requests += 1
         form = request.form
         if form.get("grant_type") != "client_credentials":
             return _json({"error": "unsupported_grant_type"}, 400)
@@ -376,8 +380,8 @@ class StandIn:
         if start + self.page_size < len(rows):
             args = {k: v for k, v in request.args.items() if k != "$skiptoken"}
             args["$skiptoken"] = str(start + self.page_size)
-            body["@odata.nextLink"] = f"{request.host_url.rstrip('/')}{request.path}?" + \
-                urlencode(args, quote_via=quote)
+            base = self.next_link_base or request.host_url.rstrip("/")
+            body["@odata.nextLink"] = f"{base}{request.path}?" + urlencode(args, quote_via=quote)
         return _json(body)
 
     # --- the control API, for a person running the stand-in by hand ---------------------------
