@@ -397,7 +397,7 @@ class StandIn:
                     "page_size": self.page_size}
 
     def _control(self, request: Request) -> Response:
-        body = request.get_json(silent=True) or {}
+        body = request.get_json(silent=True, force=True) or {}  # curl -d without Content-Type
         parts = request.path.strip("/").split("/")
         if request.method == "GET" and parts == ["_standin"]:
             return _json(self.describe())

@@ -388,3 +388,24 @@ def test_the_standin_refuses_what_bc_refuses(standin):
                                        .isoformat())
     assert requests.get(f"{subs}('s2')", headers=auth).status_code == 404  # expired
     assert requests.get(f"{standin.url}/_standin").json()["subscriptions"] == []
+
+
+def test_a_silent_bc_cannot_hang_a_job(app, standin):
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete, nothing is ever answered
+    try:
+        port = silent.getsockname()[1]
+        app.config["BC_HTTP_TIMEOUT"] = 1
+        setup_in_app(**{**standin.settings(), "bc_token_url": f"http://127.0.0.1:{port}/token"})
+        subscription(pending={"action": "renew", "since": utcnow().isoformat(), "token": "t"})
+        started = time.monotonic()
+        bc_modules()[2].renew_job("BC_SALES", "t")
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
+    state = state_get(find_integration("BC_SALES"), "bc", "subscription")
+    assert state["last_error"]["message"] == f"POST http://127.0.0.1:{port}/token timed out"
