@@ -96,6 +96,15 @@ def notification_url(info: IntegrationInfo) -> str:
     return external_url(f"/bc/{info.code}/notifications")
 
 
+def job_notification_url(info: IntegrationInfo, state: dict[str, Any]) -> str:
+    """The notification URL a job sends: the setting, else EXTERNAL_URL's, else the one stored
+    when Register was clicked (a job has no request to take the app's address from)."""
+    configured = info.setting("bc_notification_url")
+    if (isinstance(configured, str) and configured.strip()) or config("EXTERNAL_URL"):
+        return notification_url(info)
+    return state.get("notification_url") or notification_url(info)
+
+
 def _missing(errors: list[tuple[str, str]]) -> SubscriptionError:
     return SubscriptionError(422, "invalid", "the Business Central settings are incomplete: "
                              + ", ".join(name for name, _ in errors),
@@ -187,7 +196,7 @@ def _adopt(state: dict[str, Any], body: dict[str, Any], now: datetime) -> None:
 def _register(info: IntegrationInfo, state: dict[str, Any], access: BcAccess, action: str,
               note: str = "") -> None:
     """Create the subscription (or adopt and renew one BC already has for this URL)."""
-    url = state.get("notification_url") or notification_url(info)
+    url = job_notification_url(info, state)
     client_state = info.secret("bc_client_state")
     if not client_state:
         client_state = secrets.token_urlsafe(32)
@@ -215,8 +224,7 @@ def _register(info: IntegrationInfo, state: dict[str, Any], access: BcAccess, ac
 
 def _renew(info: IntegrationInfo, state: dict[str, Any], access: BcAccess) -> None:
     """PATCH with If-Match; a fresh etag once on 412; re-create when BC answers 404."""
-    url = notification_url(info) if info.setting("bc_notification_url") else \
-        state.get("notification_url") or notification_url(info)
+    url = job_notification_url(info, state)
     client_state = info.secret("bc_client_state") or ""
     old = state["id"]
     try:
