@@ -409,3 +409,36 @@ def test_a_silent_bc_cannot_hang_a_job(app, standin):
         silent.close()
     state = state_get(find_integration("BC_SALES"), "bc", "subscription")
     assert state["last_error"]["message"] == f"POST http://127.0.0.1:{port}/token timed out"
+
+
+def test_plugin_state_writes_race_safely(app):
+    """Many requests noting the same new key at once (a burst of notifications) all succeed."""
+    import threading
+
+    from wfapp.plugin_api import state_update
+
+    setup_in_app()
+    info = find_integration("BC_SALES")
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def note(n: int) -> None:
+        with app.app_context():
+            try:
+                start.wait()
+                for i in range(10):
+                    state_put(info, "bc", "race", {"writer": n, "i": i})
+            except BaseException as error:  # noqa: BLE001 — collected and asserted below
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=note, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert state_get(info, "bc", "race")["i"] == 9
+    assert state_update(info, "bc", "race", {"extra": 1}) == {**state_get(info, "bc", "race")}
+    assert state_get(info, "bc", "race")["extra"] == 1
