@@ -194,6 +194,7 @@ def test_registration_failures_are_shown_not_hidden(api, standin, live_server, t
     assert Api(live_server, {})("DELETE", API).status_code == 401
 
 
+@pytest.mark.browser
 def test_card_panel_register_and_unregister_in_a_browser(page, standin):
     setup_in_app(**standin.settings())
     login(page, "author")
