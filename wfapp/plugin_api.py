@@ -10,12 +10,13 @@ See docs/plugins.md for the guide.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
@@ -26,17 +27,17 @@ from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
-from .security import public, requires_role
+from .security import actor_name, public, requires_role
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
     "MISSING", "NewEvent", "Panel", "Role", "StorageUnavailable", "StoredEvents", "TriggerType",
-    "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url",
-    "find_integration", "finish_due", "glob_match", "hookimpl", "integrations", "json_error",
-    "parse_json", "public", "recent_deliveries", "record_delivery", "requires_role",
-    "resolve_path", "roles", "set_secret", "signing", "state_get", "state_items", "state_put",
-    "state_remove", "state_update", "store_events", "utcnow",
+    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
+    "external_url", "find_integration", "finish_due", "glob_match", "hookimpl", "integrations",
+    "job", "json_error", "parse_json", "public", "recent_deliveries", "record_delivery",
+    "requires_role", "resolve_path", "roles", "set_secret", "signing", "state_get", "state_items",
+    "state_put", "state_remove", "state_update", "store_events", "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -447,6 +448,26 @@ def enqueue(path: str, *args: Any) -> None:
     from .queue import get_queue
 
     get_queue().enqueue(path, *args)
+
+
+J = TypeVar("J", bound=Callable[..., Any])
+
+
+def job(function: J) -> J:
+    """Decorate a plugin's job function: its database session is released when it returns.
+
+    An RQ worker keeps one app context for its whole life, so without this a job's session (and
+    an open transaction, with its locks) would stay around until the next job.
+    """
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from .extensions import db
+
+        try:
+            return function(*args, **kwargs)
+        finally:
+            db.session.remove()
+    return wrapped  # type: ignore[return-value]
 
 
 def roles() -> Iterable[str]:

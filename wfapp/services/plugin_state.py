@@ -5,27 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import PluginState, utcnow
 
+TABLE = PluginState.__table__
+
 
 def get(integration_id: int, namespace: str, key: str) -> dict[str, Any] | None:
     """The stored value, or None."""
-    row = db.session.get(PluginState, (integration_id, namespace, key))
+    # populate_existing: `put` writes with a Core upsert, which the identity map does not see.
+    row = db.session.get(PluginState, (integration_id, namespace, key), populate_existing=True)
     return dict(row.value) if row is not None else None
 
 
 def put(integration_id: int, namespace: str, key: str, value: dict[str, Any],
         commit: bool = True) -> None:
     """Store (replace) a value."""
-    row = db.session.get(PluginState, (integration_id, namespace, key))
-    if row is None:
-        db.session.add(PluginState(integration_id=integration_id, namespace=namespace, key=key,
-                                   value=value, updated_at=utcnow()))
-    else:
-        row.value = value
-        row.updated_at = utcnow()
+    # An upsert, not get-then-add: two requests storing the same new key at once (a burst of
+    # notifications) must not fail on the primary key.
+    now = utcnow()
+    module = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = module.insert(TABLE).values(integration_id=integration_id, namespace=namespace,
+                                            key=key, value=value, updated_at=now)
+    db.session.execute(statement.on_conflict_do_update(
+        index_elements=["integration_id", "namespace", "key"],
+        set_={"value": statement.excluded.value, "updated_at": now}))
     if commit:
         db.session.commit()
 
