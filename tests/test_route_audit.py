@@ -43,9 +43,15 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.index": "viewer", "workflows.new": "author",
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
+    "admin.plugins": "admin", "api.openapi": PUBLIC,
+    # Plugins: inbound endpoints authenticate each request by signature or client state.
+    "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
+    "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",
+    "bc.card_status": "viewer", "bc_api.api_register": "author", "bc_api.api_renew": "author",
+    "bc_api.api_status": "viewer", "bc_api.api_unregister": "author",
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
-        "event_id": 1, "run_id": 1, "filename": "wfapp.css"}
+        "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register"}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

@@ -450,10 +450,10 @@ def enqueue(path: str, *args: Any) -> None:
     get_queue().enqueue(path, *args)
 
 
-J = TypeVar("J", bound=Callable[..., Any])
+_J = TypeVar("_J", bound=Callable[..., Any])
 
 
-def job(function: J) -> J:
+def job(function: _J) -> _J:
     """Decorate a plugin's job function: its database session is released when it returns.
 
     An RQ worker keeps one app context for its whole life, so without this a job's session (and
