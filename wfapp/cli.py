@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ def plugins_command() -> None:
 @click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
 @click.option("--schedules/--no-schedules", default=True, show_default=True,
               help="Take part in queueing the periodic jobs (sweep, polls).")
-def worker_command(burst: bool, schedules: bool) -> None:
+@click.option("--verbose", is_flag=True, help="Log every job RQ runs (the periodic sweep too).")
+def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
     """Run an RQ worker inside the app context, with the periodic sweep and schedules.
 
     The worker is RQ's SimpleWorker: jobs run in this process, which keeps the app context,
@@ -160,8 +162,29 @@ def worker_command(burst: bool, schedules: bool) -> None:
             finally:
                 db.session.remove()
 
-    worker = AppWorker([queue.queue], connection=queue.connection)
-    worker.work(burst=burst, logging_level="WARNING" if burst else "INFO")
+    # The worker's own connection: RQ sets its read timeout above its long BLPOP, which it can
+    # only do for a pool that has no connections yet (the app's client times out after 10 s and
+    # would log "Timeout reading from socket" on every idle BLPOP).
+    connection = queue.worker_connection()
+    worker = AppWorker([queue.queue_on(connection)], connection=connection)
+    if not burst:
+        click.echo(f"wfapp worker {worker.name} (pid {os.getpid()}) takes jobs from Redis at "
+                   f"{_redacted(queue.url)}; Ctrl+C or SIGTERM stops it after the current job.",
+                   err=True)
+    # Routine jobs (a sweep every few seconds) are not logged unless asked; failures always are.
+    worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password, for log lines."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def _start_scheduler(queue: Any, schedules: list[tuple[str, float, str]]) -> None:

@@ -63,9 +63,19 @@ class RedisQueue:
     @cached_property
     def queue(self) -> Any:
         """The RQ queue jobs go to."""
+        return self.queue_on(self.connection)
+
+    def queue_on(self, connection: Any) -> Any:
+        """The RQ queue on a given Redis connection."""
         from rq import Queue
 
-        return Queue(QUEUE_NAME, connection=self.connection)
+        return Queue(QUEUE_NAME, connection=connection)
+
+    def worker_connection(self) -> Any:
+        """A fresh client for an RQ worker, whose read timeout RQ sets itself."""
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=5)
 
     def check(self) -> str | None:
         """None when Redis answers; else one line saying what is wrong."""
