@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -21,8 +21,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
-from .extensions import db
+from .extensions import Base, db
+
+if TYPE_CHECKING:
+    Model = Base  # what db.Model is, spelled so that type checkers see it
+else:
+    Model = db.Model
 
 # BigInteger ids on PostgreSQL, but SQLite only auto-increments an INTEGER primary key.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -33,7 +39,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(db.TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware datetime stored as UTC; SQLite hands back naive values, made aware here."""
 
     impl = DateTime(timezone=True)
@@ -87,7 +93,7 @@ class RunStatus(str, Enum):
     FAILED = "failed"
 
 
-class User(db.Model):
+class User(Model):
     """A person or API client that logs in; `role` decides what it may do."""
 
     __tablename__ = "user"
@@ -129,7 +135,7 @@ class User(db.Model):
         return Role(self.role).rank >= Role(role).rank
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token for the JSON API; only its SHA-256 is stored."""
 
     __tablename__ = "api_token"
@@ -145,7 +151,7 @@ class ApiToken(db.Model):
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
-class Workflow(db.Model):
+class Workflow(Model):
     """A state machine definition: states and transitions, identified by `code`."""
 
     __tablename__ = "workflow"
@@ -174,7 +180,7 @@ class Workflow(db.Model):
         return next((t for t in self.transitions if t.code == code), None)
 
 
-class State(db.Model):
+class State(Model):
     """One state of a workflow."""
 
     __tablename__ = "state"
@@ -193,7 +199,7 @@ class State(db.Model):
     workflow: Mapped[Workflow] = relationship(back_populates="states")
 
 
-class Transition(db.Model):
+class Transition(Model):
     """One transition of a workflow, with its trigger configuration and conditions."""
 
     __tablename__ = "transition"
@@ -216,7 +222,7 @@ class Transition(db.Model):
     workflow: Mapped[Workflow] = relationship(back_populates="transitions")
 
 
-class Integration(db.Model):
+class Integration(Model):
     """A data flow (import/export/webhook source) whose records a workflow tracks."""
 
     __tablename__ = "integration"
@@ -237,7 +243,7 @@ class Integration(db.Model):
     workflow: Mapped[Workflow | None] = relationship()
 
 
-class Run(db.Model):
+class Run(Model):
     """One import or export run of an integration."""
 
     __tablename__ = "run"
@@ -259,7 +265,7 @@ class Run(db.Model):
     integration: Mapped[Integration] = relationship()
 
 
-class Instance(db.Model):
+class Instance(Model):
     """A workflow instance: where one record (or run) of an integration stands."""
 
     __tablename__ = "instance"
@@ -306,7 +312,7 @@ class Instance(db.Model):
     integration: Mapped[Integration] = relationship()
 
 
-class HistoryEntry(db.Model):
+class HistoryEntry(Model):
     """One append-only row of an instance's history."""
 
     __tablename__ = "history"
@@ -325,7 +331,7 @@ class HistoryEntry(db.Model):
     notes: Mapped[str] = mapped_column(Text, default="")
 
 
-class Event(db.Model):
+class Event(Model):
     """The inbox: everything that can move an instance is stored here first."""
 
     __tablename__ = "event"
@@ -361,7 +367,7 @@ class Event(db.Model):
     integration: Mapped[Integration] = relationship()
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """Who did what to which object, for actions that leave no other trace (deletions)."""
 
     __tablename__ = "audit_log"
@@ -375,7 +381,7 @@ class AuditEntry(db.Model):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class Lease(db.Model):
+class Lease(Model):
     """A time-limited claim on a named piece of work (an event partition) by one worker."""
 
     __tablename__ = "lease"
@@ -385,7 +391,7 @@ class Lease(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class IntegrationSecret(db.Model):
+class IntegrationSecret(Model):
     """A secret of an integration, encrypted at rest (wfapp.secretbox).
 
     `kind` is "setting" for a plugin's secret setting (webhook secret, BC client secret) or
@@ -414,7 +420,7 @@ class DeliveryOutcome(str, Enum):
     FAILED = "failed"
 
 
-class Delivery(db.Model):
+class Delivery(Model):
     """The delivery log: inbound requests that did not become (new) events, and poll failures.
 
     Accepted deliveries are the events themselves; this log keeps what the inbox does not
@@ -436,7 +442,7 @@ class Delivery(db.Model):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class DeliveryCounter(db.Model):
+class DeliveryCounter(Model):
     """How many deliveries of each outcome a channel of an integration has seen."""
 
     __tablename__ = "delivery_counter"
@@ -450,7 +456,7 @@ class DeliveryCounter(db.Model):
     last_reason: Mapped[str] = mapped_column(String(300), default="")
 
 
-class PluginState(db.Model):
+class PluginState(Model):
     """Small JSON values a plugin keeps per integration (a BC subscription, a poll's health)."""
 
     __tablename__ = "plugin_state"
@@ -463,7 +469,7 @@ class PluginState(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class InstanceTimer(db.Model):
+class InstanceTimer(Model):
     """When a scheduled trigger (a poll) is next due for one instance and transition.
 
     Like timeouts, these live in the database: a restart loses none, and claiming one moves
