@@ -1,0 +1,292 @@
+"""On Scheduled Poll: the executor that makes the HTTP requests off the job queue.
+
+One executor per app and process. The scheduled job only wakes it (so the job returns at once
+and an RQ worker goes on with event processing and the timeout sweep); the executor's *pump*
+thread claims due timers, hands them to at most `POLL_CONCURRENCY` request threads and stores
+what they got in batches. Bounded per integration too (its `poll_concurrency` setting), with
+the threads taking integrations round-robin, so a slow or dead endpoint holds at most its own
+integration's share of threads while the others go on.
+
+The pump claims only what the threads can start soon (two rounds per integration); it asks for
+more as the queue runs low, for as long as the last claim came back full, and otherwise waits
+for the next wake.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+
+from wfapp.plugin_api import (
+    DueInstance,
+    NewEvent,
+    claim_due,
+    config,
+    count_delivery,
+    finish_due_batch,
+    integrations,
+    store_events,
+)
+
+log = logging.getLogger(__name__)
+
+#: Results stored per `store_events` call (one transaction).
+STORE_BATCH = 500
+#: How long an idle pump (nothing queued, running or to store) lives before it exits.
+IDLE_SECONDS = 2.0
+#: Attempts to store a batch of results before they are dropped (the database is away).
+STORE_ATTEMPTS = 5
+
+Poll = Callable[[DueInstance, dict[str, str], urllib3.PoolManager, int],
+                tuple[NewEvent, str | None]]
+
+
+class PollExecutor:
+    """Request threads, their queues per integration, and the pump that claims and stores."""
+
+    def __init__(self, app: Any, trigger_type: str, poll: Poll, setting: str,
+                 needs_secrets: Callable[[DueInstance], bool]) -> None:
+        self.app = app
+        self.trigger_type = trigger_type
+        self.poll = poll
+        self.setting = setting
+        self.needs_secrets = needs_secrets
+        self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
+        self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
+        self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
+        self.cond = threading.Condition()
+        self.queues: dict[int, deque[DueInstance]] = {}
+        self.ring: list[int] = []
+        self.turn = 0
+        self.running: Counter[int] = Counter()
+        self.caps: dict[int, int] = {}
+        self.secrets: dict[int, dict[str, str]] = {}
+        self.more: set[int] = set()
+        self.results: list[tuple[DueInstance, NewEvent, str | None, int]] = []
+        self.workers = 0
+        self.pump: threading.Thread | None = None
+        self.woken = False
+        self.stopping = False
+        self.stats: Counter[str] = Counter()
+
+    # --- the scheduled job's side ---------------------------------------------------------------
+
+    def wake(self) -> dict[str, int]:
+        """Ask for a scheduling round (sync the timers, claim what is due); returns at once."""
+        with self.cond:
+            self.stopping = False
+            self.woken = True
+            if self.pump is None or not self.pump.is_alive():
+                self.pump = threading.Thread(target=self._pump, daemon=True,
+                                             name=f"wfapp-poll-pump-{id(self):x}")
+                self.pump.start()
+            self.cond.notify_all()
+            return {"queued": self._queued(), "running": sum(self.running.values()),
+                    "workers": self.workers}
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Claim nothing more, let running polls finish and store their results (≤ `timeout`)."""
+        with self.cond:
+            self.stopping = True
+            for queue in self.queues.values():
+                queue.clear()
+            self.cond.notify_all()
+            pump = self.pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout)
+
+    def idle(self) -> bool:
+        """True when nothing is queued, running or waiting to be stored."""
+        with self.cond:
+            return not (self._queued() or self.workers or self.results or self.woken or
+                        (self.pump is not None and self.pump.is_alive()))
+
+    # --- request threads ------------------------------------------------------------------------
+
+    def _queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def _take(self) -> DueInstance | None:
+        """The next item, integrations in turn, skipping those at their concurrency cap."""
+        count = len(self.ring)
+        for step in range(count):
+            integration_id = self.ring[(self.turn + step) % count]
+            queue = self.queues.get(integration_id)
+            if queue and self.running[integration_id] < self.caps.get(integration_id, 1):
+                self.turn = (self.turn + step + 1) % count
+                self.running[integration_id] += 1
+                return queue.popleft()
+        return None
+
+    def _submit(self, items: list[DueInstance]) -> None:
+        with self.cond:
+            for item in items:
+                integration_id = item.integration.id
+                if integration_id not in self.queues:
+                    self.queues[integration_id] = deque()
+                    self.ring.append(integration_id)
+                self.queues[integration_id].append(item)
+            wanted = min(self.max_workers, self._queued() + sum(self.running.values()))
+            for _ in range(max(0, wanted - self.workers)):
+                self.workers += 1
+                threading.Thread(target=self._work, daemon=True,
+                                 name="wfapp-poll-request").start()
+            self.cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                item = self._take()
+                while item is None:
+                    if self.stopping or not self._queued():
+                        self.workers -= 1
+                        self.cond.notify_all()
+                        return
+                    self.cond.wait(0.5)
+                    item = self._take()
+                secrets = self.secrets.get(item.integration.id, {})
+            try:
+                event, error = self.poll(item, secrets, self.pool, self.max_bytes)
+            except Exception as exc:  # a bug must cost one poll, never the thread
+                log.exception("poll of instance %s failed", item.instance_id)
+                error = f"internal error: {type(exc).__name__}"
+                event = NewEvent(self.trigger_type, "poll.failed", item.record_key,
+                                 item.run_id, {"error": error}, None, error)
+            with self.cond:
+                self.running[item.integration.id] -= 1
+                self.results.append((item, event, error, 0))
+                self.cond.notify_all()
+
+    # --- the pump -------------------------------------------------------------------------------
+
+    def _room(self, integration_id: int) -> int:
+        cap = self.caps.get(integration_id, 0)
+        queue = self.queues.get(integration_id)
+        return 2 * cap - (len(queue) if queue else 0) - self.running[integration_id]
+
+    def _wants_claim(self) -> bool:
+        """More is due for an integration whose queue can take another round, and there is room."""
+        if self.stopping or self._queued() >= self.max_workers:
+            return False
+        return any(len(self.queues.get(i) or ()) < self.caps.get(i, 0) for i in self.more)
+
+    def _pump(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self.cond:
+                if not (self.woken or self.results or self._wants_claim()):
+                    self.cond.wait(0.25)
+                woken, self.woken = self.woken, False
+                results, self.results = self.results, []
+                claim = not self.stopping and (woken or self._wants_claim())
+                busy = bool(results or claim or self._queued() or self.workers)
+                if busy:
+                    idle_since = time.monotonic()
+                elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
+                    self.pump = None
+                    return
+            if not (results or claim):
+                continue
+            try:
+                with self.app.app_context():
+                    if results:
+                        self._store(results)
+                    if claim:
+                        self._claim(sync=woken)
+            except Exception:  # the database is away: try again on the next round
+                log.exception("poll pump round failed")
+                time.sleep(1.0)
+
+    def _refresh_caps(self) -> None:
+        caps = {}
+        for info in integrations():
+            try:
+                cap = int(info.setting(self.setting, 8))
+            except (TypeError, ValueError):
+                cap = 8
+            caps[info.id] = max(1, min(cap, self.max_workers))
+        with self.cond:
+            self.caps = caps
+
+    def _claim(self, sync: bool) -> None:
+        if sync or not self.caps:
+            self._refresh_caps()
+            with self.cond:
+                self.more = set(self.caps)
+        with self.cond:
+            asked = {i: max(0, self._room(i)) for i in self.caps if i in self.more}
+            total = 2 * self.max_workers - self._queued() - sum(self.running.values())
+        if not sync and (total <= 0 or not any(asked.values())):
+            return  # no room now: keep `more` as it is, the next round asks again
+        # A scheduling round also brings the timers in step when there is no room to claim.
+        items = claim_due(self.trigger_type, max(0, total), per_integration=asked, sync=sync)
+        got = Counter(item.integration.id for item in items)
+        for integration_id in {item.integration.id for item in items}:
+            sample = next(i for i in items if i.integration.id == integration_id)
+            if any(self.needs_secrets(i) for i in items if i.integration.id == integration_id):
+                self.secrets[integration_id] = sample.integration.named_secrets()
+        with self.cond:
+            # An integration that got all it asked for probably has more due; when the overall
+            # limit cut the claim short, every integration asked for may have more.
+            cut_short = total > 0 and len(items) >= total
+            self.more = {i for i, n in asked.items() if n > 0 and (cut_short or got[i] >= n)}
+        self.stats["claimed"] += len(items)
+        if items:
+            self._submit(items)
+
+    def _store(self, results: list[tuple[DueInstance, NewEvent, str | None, int]]) -> None:
+        by_integration: dict[int, list[tuple[DueInstance, NewEvent, str | None, int]]] = {}
+        for result in results:
+            by_integration.setdefault(result[0].integration.id, []).append(result)
+        batches = [group[start:start + STORE_BATCH] for group in by_integration.values()
+                   for start in range(0, len(group), STORE_BATCH)]
+        for position, batch in enumerate(batches):
+            try:
+                self._store_batch(batch)
+            except LookupError:  # the integration was deleted meanwhile
+                continue
+            except Exception:
+                # Keep this batch (counting the attempt) and the ones not tried yet for later.
+                retry = [(d, e, err, n + 1) for d, e, err, n in batch if n + 1 < STORE_ATTEMPTS]
+                if len(retry) < len(batch):
+                    log.error("dropping %d poll results after %d failed attempts to store them",
+                              len(batch) - len(retry), STORE_ATTEMPTS)
+                with self.cond:
+                    self.results.extend(retry)
+                    for later in batches[position + 1:]:
+                        self.results.extend(later)
+                raise
+
+    def _store_batch(self, batch: list[tuple[DueInstance, NewEvent, str | None, int]]) -> None:
+        info = batch[0][0].integration
+        store_events(info, [event for _, event, _, _ in batch])
+        finish_due_batch([(item, error) for item, _, error, _ in batch])
+        failed = [error for _, _, error, _ in batch if error is not None]
+        if len(failed) < len(batch):
+            count_delivery(info, "poll", "accepted", by=len(batch) - len(failed))
+        if failed:
+            count_delivery(info, "poll", "failed", failed[-1], by=len(failed))
+        self.stats["stored"] += len(batch)
+        self.stats["failed"] += len(failed)
+
+
+_executors: weakref.WeakKeyDictionary[Any, PollExecutor] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def executor_for(app: Any, factory: Callable[[], PollExecutor]) -> PollExecutor:
+    """This process's executor for `app`, made on first use (and stopped gently at exit)."""
+    with _lock:
+        executor = _executors.get(app)
+        if executor is None:
+            executor = _executors[app] = factory()
+            atexit.register(executor.stop, 30.0)
+        return executor
