@@ -127,6 +127,9 @@ class PollServer(ThreadingHTTPServer):
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a poll that timed out, a killed worker) is no error here."""
+
     def __enter__(self) -> PollServer:
         self.thread.start()
         return self
