@@ -7,9 +7,9 @@ what they got in batches. Bounded per integration too (its `poll_concurrency` se
 the threads taking integrations round-robin, so a slow or dead endpoint holds at most its own
 integration's share of threads while the others go on.
 
-The pump claims only what the threads can start soon (two rounds per integration); it asks for
-more as the queue runs low, for as long as the last claim came back full, and otherwise waits
-for the next wake.
+The pump claims only what the threads can start soon (at most two rounds per integration
+waiting to start); it asks for about one more round when only one is left, for as long as the
+last claim came back full, and otherwise waits for the next wake.
 """
 
 from __future__ import annotations
@@ -40,11 +40,17 @@ log = logging.getLogger(__name__)
 
 #: Results stored per `store_events` call (one transaction).
 STORE_BATCH = 500
+#: Results wait until this many are in, or this long, before they are stored (fewer, bigger
+#: transactions); at once when nothing else is queued or running.
+STORE_MIN = 200
+STORE_DELAY = 0.5
 #: How long an idle pump (nothing queued, running or to store) lives before it exits.
 IDLE_SECONDS = 2.0
 #: Attempts to store a batch of results before they are dropped (the database is away).
 STORE_ATTEMPTS = 5
 
+#: (the claimed item, the event to store, its error or None, failed attempts to store it)
+Result = tuple[DueInstance, NewEvent, str | None, int]
 Poll = Callable[[DueInstance, dict[str, str], urllib3.PoolManager, int],
                 tuple[NewEvent, str | None]]
 
@@ -70,11 +76,13 @@ class PollExecutor:
         self.caps: dict[int, int] = {}
         self.secrets: dict[int, dict[str, str]] = {}
         self.more: set[int] = set()
-        self.results: list[tuple[DueInstance, NewEvent, str | None, int]] = []
+        self.results: list[Result] = []
+        self.results_since = 0.0
         self.workers = 0
         self.pump: threading.Thread | None = None
         self.woken = False
         self.stopping = False
+        #: Counts (claimed, stored, failed) and seconds the pump spent (claim_s, store_s).
         self.stats: Counter[str] = Counter()
 
     # --- the scheduled job's side ---------------------------------------------------------------
@@ -162,32 +170,59 @@ class PollExecutor:
                                  item.run_id, {"error": error}, None, error)
             with self.cond:
                 self.running[item.integration.id] -= 1
-                self.results.append((item, event, error, 0))
-                self.cond.notify_all()
+                self._add_results([(item, event, error, 0)])
 
     # --- the pump -------------------------------------------------------------------------------
 
+    def _add_results(self, results: list[Result]) -> None:
+        """Queue results for storing (the caller holds the lock)."""
+        if not self.results:
+            self.results_since = time.monotonic()
+        self.results.extend(results)
+        self.cond.notify_all()
+
     def _room(self, integration_id: int) -> int:
-        cap = self.caps.get(integration_id, 0)
+        """How many more an integration's queue takes: up to two rounds waiting to start."""
         queue = self.queues.get(integration_id)
-        return 2 * cap - (len(queue) if queue else 0) - self.running[integration_id]
+        return 2 * self.caps.get(integration_id, 0) - (len(queue) if queue else 0)
+
+    def _startable(self) -> int:
+        """Queued items that could start now: those of integrations under their cap.
+
+        A slow integration's queue waits for its own threads; it must not keep the others from
+        claiming (it is bounded by its own room).
+        """
+        return sum(min(len(q), max(0, self.caps.get(i, 1) - self.running[i]))
+                   for i, q in self.queues.items())
 
     def _wants_claim(self) -> bool:
-        """More is due for an integration whose queue can take another round, and there is room."""
-        if self.stopping or self._queued() >= self.max_workers:
+        """More is due for an integration with at most one round left to start, and there is
+        room overall (so a claim brings about a round: few, larger claims)."""
+        if self.stopping or self._startable() >= self.max_workers:
             return False
-        return any(len(self.queues.get(i) or ()) < self.caps.get(i, 0) for i in self.more)
+        return any(len(self.queues.get(i) or ()) <= self.caps.get(i, 0) for i in self.more)
+
+    def _store_now(self) -> bool:
+        """Whether to store the waiting results: a full batch, a while waited, or the end."""
+        if not self.results:
+            return False
+        if self.stopping or len(self.results) >= STORE_MIN or not (self._queued() or
+                                                                  self.workers):
+            return True
+        return time.monotonic() - self.results_since >= STORE_DELAY
 
     def _pump(self) -> None:
         idle_since = time.monotonic()
         while True:
             with self.cond:
-                if not (self.woken or self.results or self._wants_claim()):
-                    self.cond.wait(0.25)
+                if not (self.woken or self._store_now() or self._wants_claim()):
+                    self.cond.wait(STORE_DELAY / 2)
                 woken, self.woken = self.woken, False
-                results, self.results = self.results, []
+                results: list[Result] = []
+                if self._store_now():
+                    results, self.results = self.results, []
                 claim = not self.stopping and (woken or self._wants_claim())
-                busy = bool(results or claim or self._queued() or self.workers)
+                busy = bool(results or claim or self.results or self._queued() or self.workers)
                 if busy:
                     idle_since = time.monotonic()
                 elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
@@ -198,9 +233,13 @@ class PollExecutor:
             try:
                 with self.app.app_context():
                     if results:
+                        began = time.perf_counter()
                         self._store(results)
+                        self.stats["store_s"] += time.perf_counter() - began
                     if claim:
+                        began = time.perf_counter()
                         self._claim(sync=woken)
+                        self.stats["claim_s"] += time.perf_counter() - began
             except Exception:  # the database is away: try again on the next round
                 log.exception("poll pump round failed")
                 time.sleep(1.0)
@@ -223,7 +262,7 @@ class PollExecutor:
                 self.more = set(self.caps)
         with self.cond:
             asked = {i: max(0, self._room(i)) for i in self.caps if i in self.more}
-            total = 2 * self.max_workers - self._queued() - sum(self.running.values())
+            total = 2 * self.max_workers - self._startable()
         if not sync and (total <= 0 or not any(asked.values())):
             return  # no room now: keep `more` as it is, the next round asks again
         # A scheduling round also brings the timers in step when there is no room to claim.
@@ -242,8 +281,8 @@ class PollExecutor:
         if items:
             self._submit(items)
 
-    def _store(self, results: list[tuple[DueInstance, NewEvent, str | None, int]]) -> None:
-        by_integration: dict[int, list[tuple[DueInstance, NewEvent, str | None, int]]] = {}
+    def _store(self, results: list[Result]) -> None:
+        by_integration: dict[int, list[Result]] = {}
         for result in results:
             by_integration.setdefault(result[0].integration.id, []).append(result)
         batches = [group[start:start + STORE_BATCH] for group in by_integration.values()
@@ -260,12 +299,11 @@ class PollExecutor:
                     log.error("dropping %d poll results after %d failed attempts to store them",
                               len(batch) - len(retry), STORE_ATTEMPTS)
                 with self.cond:
-                    self.results.extend(retry)
-                    for later in batches[position + 1:]:
-                        self.results.extend(later)
+                    self._add_results(retry + [r for later in batches[position + 1:]
+                                               for r in later])
                 raise
 
-    def _store_batch(self, batch: list[tuple[DueInstance, NewEvent, str | None, int]]) -> None:
+    def _store_batch(self, batch: list[Result]) -> None:
         info = batch[0][0].integration
         store_events(info, [event for _, event, _, _ in batch])
         finish_due_batch([(item, error) for item, _, error, _ in batch])

@@ -122,13 +122,17 @@ def test_two_workers_never_poll_one_instance_twice_per_interval(rq_app, workers,
     integration()
     keys = [f"K{i:02d}" for i in range(60)]
     waiting("FEED", keys)
-    # 60 polls × 0.2 s over 4 threads take one worker 3 s, longer than the 2 s between wakes:
-    # the next wake goes to the other worker (Redis hands jobs to the longest-waiting one).
-    server.delay = 0.2
+    server.delay = 0.2  # 60 polls × 0.2 s over 4 threads: one worker needs 3 s for a round
     for _ in range(2):
         workers.start(WFAPP_POLL_CONCURRENCY="4")
+    # Besides the scheduler's wake every 2 s, wake the executors every 0.3 s: the wakes go to
+    # both workers in turn, so both claim (and race for) the same due timers all the time.
+    from wfapp.queue import get_queue
+
     started = time.monotonic()
-    time.sleep(12)
+    while time.monotonic() - started < 12:
+        get_queue().enqueue("wfapp.builtin_plugins.on_scheduled_poll.run_polls")
+        time.sleep(0.3)
     for proc in list(workers.procs):
         workers.stop(proc)
     elapsed = time.monotonic() - started

@@ -64,15 +64,15 @@ def test_sync_drops_timers_that_no_longer_apply(app):
     integration()
     waiting("FEED", ["LEAVE", "REENTER", "KEEP", "GONE"])
     schedules.sync(POLL)
-    first = {_instance_key(t): t.id for t in _timers()}
+    first = {_instance_key(t): (t.id, t.entered_at) for t in _timers()}
     send("FEED", ["LEAVE", "REENTER"], kind="back")  # WAIT -> NEW
     send("FEED", ["REENTER"], kind="start")  # NEW -> WAIT again: a new entered_state_at
     delete_instance(_instance("GONE").id, "tester")
     dropped, made = schedules.sync(POLL)
     now = {_instance_key(t): t for t in _timers()}
     assert set(now) == {"REENTER", "KEEP"} and made == 1
-    assert now["KEEP"].id == first["KEEP"]
-    assert now["REENTER"].id != first["REENTER"]
+    assert (now["KEEP"].id, now["KEEP"].entered_at) == first["KEEP"]
+    assert now["REENTER"].entered_at != first["REENTER"][1]  # a fresh timer (SQLite may reuse ids)
     assert _close(now["REENTER"].entered_at, _instance("REENTER").entered_state_at, 0.001)
     # The transition disabled: every timer goes; enabled again: they come back.
     db.session.execute(update(Transition).where(Transition.code == "CHECK").values(enabled=False))

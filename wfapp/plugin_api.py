@@ -331,6 +331,9 @@ def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, in
     `sync` first brings the timers in step with the instances (new instances get a timer,
     instances that moved on lose theirs) — do it once per scheduling round, not per refill.
     """
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
     from .extensions import db
     from .models import Integration
     from .services import schedules
@@ -338,11 +341,12 @@ def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, in
     claimed = schedules.claim_due(trigger_type, limit, per_integration=per_integration,
                                   sync_first=sync)
     infos: dict[int, IntegrationInfo] = {}
-    for integration_id in {c.integration_id for c in claimed}:
-        row = db.session.get(Integration, integration_id)
-        if row is not None:
-            infos[integration_id] = _info(row)
-    db.session.commit()
+    ids = {c.integration_id for c in claimed}
+    if ids:
+        rows = db.session.scalars(select(Integration).where(Integration.id.in_(ids))
+                                  .options(joinedload(Integration.workflow)))
+        infos = {row.id: _info(row) for row in rows}
+        db.session.commit()
     return [DueInstance(c.timer_id, c.instance_id, infos[c.integration_id], c.transition,
                         c.config, c.record_key, c.run_id, c.state, c.vars, c.data, c.failures,
                         c.due_at, c.interval)

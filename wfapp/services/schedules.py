@@ -191,41 +191,55 @@ def _take_write_lock() -> None:
     changes no row; a second scheduler waits here and then sees the first one's claims.
     """
     if db.session.get_bind().dialect.name == "sqlite":
+        db.session.commit()  # a fresh transaction, so the lock comes with the latest snapshot
         db.session.execute(text("UPDATE instance_timer SET failures = failures WHERE 0"))
 
 
 def _due_integrations(trigger_type: str, now: datetime) -> list[int]:
+    """Enabled integrations with due timers (a disabled one keeps its timers, unclaimed)."""
+    enabled = select(INTEGRATION.c.id).where(INTEGRATION.c.enabled.is_(True))
     return list(db.session.scalars(
         select(TIMER.c.integration_id).where(TIMER.c.trigger_type == trigger_type,
-                                             TIMER.c.due_at <= now).distinct()))
+                                             TIMER.c.due_at <= now,
+                                             TIMER.c.integration_id.in_(enabled)).distinct()))
 
 
-def _claim_rows(trigger_type: str, integration_id: int, limit: int, now: datetime
-                ) -> list[Any]:
-    """Lock up to `limit` due, still valid timers of one integration, oldest due first."""
+def _lock_due(trigger_type: str, integration_id: int, limit: int, now: datetime
+              ) -> list[Any]:
+    """Lock up to `limit` due timers of one integration, oldest due first, in one query.
+
+    The locking part reads one table through its (trigger_type, due_at) index only, so its cost
+    grows with `limit`, not with how many timers are due; timers of disabled workflows are
+    passed over (and kept). Each locked timer comes back with its instance when it still
+    applies (`current`), else stale: its instance moved on since the last sync.
+    """
+    paused = select(WORKFLOW.c.id).where(WORKFLOW.c.enabled.is_(False))
+    locked = (select(TIMER.c.id)
+              .where(TIMER.c.trigger_type == trigger_type, TIMER.c.due_at <= now,
+                     TIMER.c.integration_id == integration_id,
+                     TIMER.c.workflow_id.not_in(paused))
+              .order_by(TIMER.c.due_at, TIMER.c.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        locked = locked.with_for_update(skip_locked=True)
+    locked_cte = locked.cte("locked")
+    current = and_(INSTANCE.c.id.is_not(None), TRANSITION.c.id.is_not(None))
     query = (
         select(TIMER.c.id, TIMER.c.instance_id, TIMER.c.integration_id, TIMER.c.workflow_id,
                TIMER.c.transition, TIMER.c.due_at, TIMER.c.failures, INSTANCE.c.record_key,
-               INSTANCE.c.run_id, INSTANCE.c.state, INSTANCE.c.vars, INSTANCE.c.data)
-        .join(INSTANCE, and_(INSTANCE.c.id == TIMER.c.instance_id,
-                             INSTANCE.c.entered_state_at == TIMER.c.entered_at,
-                             INSTANCE.c.workflow_id == TIMER.c.workflow_id,
-                             INSTANCE.c.active.is_(True)))
-        .join(TRANSITION, and_(TRANSITION.c.workflow_id == TIMER.c.workflow_id,
-                               TRANSITION.c.code == TIMER.c.transition,
-                               TRANSITION.c.from_state == INSTANCE.c.state,
-                               TRANSITION.c.trigger_type == trigger_type,
-                               TRANSITION.c.enabled.is_(True)))
-        .join(WORKFLOW, and_(WORKFLOW.c.id == TIMER.c.workflow_id, WORKFLOW.c.enabled.is_(True)))
-        .join(INTEGRATION, and_(INTEGRATION.c.id == TIMER.c.integration_id,
-                                INTEGRATION.c.enabled.is_(True)))
-        .where(TIMER.c.trigger_type == trigger_type, TIMER.c.integration_id == integration_id,
-               TIMER.c.due_at <= now)
-        .order_by(TIMER.c.due_at, TIMER.c.id)
-        .limit(limit)
-    )
-    if db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=TIMER, skip_locked=True)
+               INSTANCE.c.run_id, INSTANCE.c.state, INSTANCE.c.vars, INSTANCE.c.data,
+               current.label("current"))
+        .select_from(locked_cte)
+        .join(TIMER, TIMER.c.id == locked_cte.c.id)
+        .outerjoin(INSTANCE, and_(INSTANCE.c.id == TIMER.c.instance_id,
+                                  INSTANCE.c.entered_state_at == TIMER.c.entered_at,
+                                  INSTANCE.c.workflow_id == TIMER.c.workflow_id,
+                                  INSTANCE.c.active.is_(True)))
+        .outerjoin(TRANSITION, and_(TRANSITION.c.workflow_id == TIMER.c.workflow_id,
+                                    TRANSITION.c.code == TIMER.c.transition,
+                                    TRANSITION.c.from_state == INSTANCE.c.state,
+                                    TRANSITION.c.trigger_type == trigger_type,
+                                    TRANSITION.c.enabled.is_(True)))
+        .order_by(TIMER.c.due_at, TIMER.c.id))
     return list(db.session.execute(query))
 
 
@@ -239,22 +253,33 @@ def next_due_after_claim(due_at: datetime, interval: float, now: datetime) -> da
 def _claim_batch(trigger_type: str, integration_id: int, limit: int, now: datetime,
                  transitions: Mapping[tuple[int, str], ScheduledTransition]
                  ) -> list[ClaimedTimer]:
-    """Claim due timers of one integration and move them one interval ahead (not committed)."""
-    claimed = []
-    for row in _claim_rows(trigger_type, integration_id, limit, now):
-        t = transitions.get((row.workflow_id, row.transition))
-        if t is None:
-            continue
-        claimed.append(ClaimedTimer(
-            row.id, row.instance_id, row.integration_id, row.workflow_id, row.transition,
-            t.config, t.interval, row.due_at, row.record_key, row.run_id, row.state,
-            dict(row.vars or {}), dict(row.data or {}), row.failures))
-    if claimed:
-        db.session.execute(
-            update(TIMER).where(TIMER.c.id == bindparam("tid"))
-            .values(due_at=bindparam("due"), last_run_at=now),
-            [{"tid": c.timer_id, "due": next_due_after_claim(c.due_at, c.interval, now)}
-             for c in claimed])
+    """Claim due timers of one integration and move them one interval ahead (not committed).
+
+    A locked timer that no longer applies (its instance moved on since the last sync) is
+    dropped here, as the next sync would, and its place is filled from the timers behind it.
+    """
+    claimed: list[ClaimedTimer] = []
+    for _ in range(5):
+        want = limit - len(claimed)
+        rows = _lock_due(trigger_type, integration_id, want, now)
+        batch = [ClaimedTimer(
+            r.id, r.instance_id, r.integration_id, r.workflow_id, r.transition,
+            transitions[(r.workflow_id, r.transition)].config,
+            transitions[(r.workflow_id, r.transition)].interval, r.due_at, r.record_key,
+            r.run_id, r.state, dict(r.vars or {}), dict(r.data or {}), r.failures)
+            for r in rows if r.current and (r.workflow_id, r.transition) in transitions]
+        if batch:
+            db.session.execute(
+                update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                .values(due_at=bindparam("due"), last_run_at=now),
+                [{"tid": c.timer_id, "due": next_due_after_claim(c.due_at, c.interval, now)}
+                 for c in batch])
+        claimed.extend(batch)
+        stale = {r.id for r in rows} - {c.timer_id for c in batch}
+        if stale:
+            db.session.execute(delete(TIMER).where(TIMER.c.id.in_(list(stale))))
+        if len(rows) < want or not stale:
+            break  # nothing more is due, or every locked timer was claimed
     return claimed
 
 
@@ -272,7 +297,6 @@ def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, in
     if limit <= 0:
         return []
     transitions = scheduled_transitions(trigger_type)
-    db.session.commit()
     _take_write_lock()
     now = now or utcnow()
     caps = dict(per_integration) if per_integration is not None else None
