@@ -10,9 +10,10 @@ integration's Poll Concurrency is set to the same number.
 
 - full poll cycle: from the moment the poll transition is enabled (every instance already due)
   until the last of the N answers is stored as an event; and until they are all evaluated;
-- event processing: E webhook events for other instances, from queued until applied;
 - timeout sweep: T instances whose timeout falls due at once, until all have moved;
-the last two measured first with no poll running, then again during the poll cycle.
+- event processing: E webhook events for other instances, from queued until applied;
+the last two measured first with no poll running, then again during the poll cycle (one after
+the other, each while the polls go on).
 """
 
 from __future__ import annotations
@@ -135,43 +136,34 @@ POLL_EVENTS = "SELECT count(*) FROM event WHERE source = 'on_scheduled_poll'"
 POLLS_DONE = POLL_EVENTS + " AND status <> 'pending'"
 
 
-class Probe:
-    """Event processing and the sweep, started together; `result()` waits for both."""
+def time_processing(args: Any, round_no: int) -> float:
+    """Seconds from queueing E webhook events for the RING instances until all are applied."""
+    from wfapp.queue import get_queue
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
 
-    def __init__(self, args: Any, round_no: int) -> None:
-        from sqlalchemy import text
+    before = count(RING_DONE)
+    batch = [NewEvent("on_webhook", "next", f"R{i % args.ring}", None, {},
+                      dedupe_key=f"r{round_no}-{i}") for i in range(args.events)]
+    start = time.perf_counter()
+    ingest(get_integration("RING"), batch, kick=False)
+    get_queue().kick()
+    wait_for(RING_DONE, before + args.events)
+    return time.perf_counter() - start
 
-        from wfapp.extensions import db
-        from wfapp.queue import get_queue
-        from wfapp.services.events import NewEvent, ingest
-        from wfapp.services.integrations import get_integration
 
-        self.events, self.timeouts = args.events, args.timeouts
-        self.ring_before = count(RING_DONE)
-        self.timed_before = count(TIMED_OUT)
-        ring = get_integration("RING")
-        batch = [NewEvent("on_webhook", "next", f"R{i % args.ring}", None, {},
-                          dedupe_key=f"r{round_no}-{i}") for i in range(args.events)]
-        self.start = time.perf_counter()
-        ingest(ring, batch, kick=False)
-        db.session.execute(text("UPDATE instance SET timeout_due_at = now() "
-                                "WHERE state = 'HOLD'"))
-        db.session.commit()
-        get_queue().kick()
+def time_sweep(args: Any) -> float:
+    """Seconds from T timeouts falling due (all at once) until every one has fired."""
+    from sqlalchemy import text
 
-    def result(self, timeout: float = 600) -> tuple[float, float]:
-        """(seconds until the events were applied, seconds until every timeout fired)."""
-        processing = sweep = None
-        while processing is None or sweep is None:
-            now = time.perf_counter() - self.start
-            if now > timeout:
-                raise RuntimeError("event processing or the sweep did not finish")
-            if processing is None and count(RING_DONE) >= self.ring_before + self.events:
-                processing = now
-            if sweep is None and count(TIMED_OUT) >= self.timed_before + self.timeouts:
-                sweep = now
-            time.sleep(0.05)
-        return processing, sweep
+    from wfapp.extensions import db
+
+    before = count(TIMED_OUT)
+    start = time.perf_counter()
+    db.session.execute(text("UPDATE instance SET timeout_due_at = now() WHERE state = 'HOLD'"))
+    db.session.commit()
+    wait_for(TIMED_OUT, before + args.timeouts)
+    return time.perf_counter() - start
 
 
 def reset_timed() -> None:
@@ -248,8 +240,9 @@ def main() -> None:
         seed(args, url)
         procs = start_workers(args.workers, env)
         try:
-            quiet = Probe(args, 1).result()
+            quiet_sweep = time_sweep(args)
             reset_timed()
+            quiet_processing = time_processing(args, 1)
             # The polls: enable the transition; every instance entered WAIT an hour ago, so the
             # next scheduling round (≤ 2 s) makes all N timers, all due at once.
             db.session.execute(text("UPDATE transition SET enabled = true "
@@ -258,8 +251,11 @@ def main() -> None:
                                     "WHERE code = 'POLLED'"))
             db.session.commit()
             start = time.perf_counter()
-            time.sleep(1.0)
-            busy = Probe(args, 2).result()
+            wait_for(POLL_EVENTS, 1)
+            busy_sweep = time_sweep(args)
+            sweep_polls = count(POLL_EVENTS)
+            busy_processing = time_processing(args, 2)
+            processing_polls = count(POLL_EVENTS)
             wait_for(POLL_EVENTS, args.instances)
             stored = time.perf_counter() - start
             wait_for(POLLS_DONE, args.instances)
@@ -273,12 +269,14 @@ def main() -> None:
     print(f"full poll cycle: {args.instances:,} polls stored in {stored:.1f} s "
           f"({args.instances / stored:,.0f}/s; goal ≤ 30 s), all evaluated after "
           f"{applied:.1f} s; {failed} failed")
-    print(f"event processing, {args.events:,} webhook events: {quiet[0]:.2f} s without polls "
-          f"({args.events / quiet[0]:,.0f}/s), {busy[0]:.2f} s during the poll cycle "
-          f"({args.events / busy[0]:,.0f}/s)")
-    print(f"timeout sweep, {args.timeouts:,} timeouts due at once: all fired after "
-          f"{quiet[1]:.2f} s without polls, {busy[1]:.2f} s during the poll cycle "
-          "(sweep every 1 s)")
+    print(f"timeout sweep, {args.timeouts:,} timeouts due at once, all fired after: "
+          f"{quiet_sweep:.2f} s without polls, {busy_sweep:.2f} s during the poll cycle "
+          f"(sweep every 1 s; {sweep_polls:,} polls stored by its end)")
+    print(f"event processing, {args.events:,} webhook events, all applied after: "
+          f"{quiet_processing:.2f} s without polls ({args.events / quiet_processing:,.0f}/s), "
+          f"{busy_processing:.2f} s during the poll cycle "
+          f"({args.events / busy_processing:,.0f}/s; {processing_polls:,} polls stored by its "
+          "end)")
     print(f"timers: sync with {timers:,} waiting {sync_ms:.1f} ms, claim with none due "
           f"{idle_ms:.1f} ms (median of 9)")
 

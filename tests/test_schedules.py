@@ -274,3 +274,69 @@ def test_a_transition_without_a_valid_interval_has_no_timers(app, minutes):
     db.session.commit()
     assert schedules.sync(POLL) == (1, 0)
     assert schedules.claim_due(POLL, 10, sync_first=True) == []
+
+
+@pytest.fixture
+def sweepy(app_config):
+    """An app that sweeps every second (processing jobs sweep between 1 s slices)."""
+    from tests.conftest import _app_on_clean_database
+
+    app_config.update({"SWEEP_INTERVAL": 1, "JOB_TIME_BUDGET": 60})
+    yield from _app_on_clean_database(app_config)
+
+
+def test_a_long_processing_job_fires_due_timeouts_between_slices(sweepy):
+    """A backlog (a poll cycle's answers) must not hold the sweep back for a job's budget."""
+    from wfapp.jobs import process_events
+    from wfapp.models import HistoryEntry, utcnow
+    from wfapp.services.definitions import FORMAT, import_document
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
+
+    poll_workflow()
+    integration()
+    waiting("FEED", [f"H{i}" for i in range(20)])
+    import_document({"format": FORMAT, "workflow": {
+        "code": "TIMED", "initial_state": "HOLD",
+        "states": [{"code": "HOLD", "is_initial": True, "timeout_hours": 1,
+                    "on_timeout_transition": "EXPIRE"}, {"code": "GONE", "is_final": True}],
+        "transitions": [{"code": "EXPIRE", "from_state": "HOLD", "to_state": "GONE",
+                         "trigger_type": "manual"}]}})
+    integration("TIMED", "TIMED")
+    ingest(get_integration("TIMED"), [NewEvent("on_webhook", "x", f"T{i}", None, {})
+                                      for i in range(20)], kick=False)
+    from wfapp.services.processing import process_pending
+
+    process_pending()
+    db.session.execute(update(Instance).where(Instance.state == "HOLD")
+                       .values(timeout_due_at=utcnow()))
+    db.session.commit()
+    # A steady stream for 2 s (another thread, like poll answers arriving), faster than one job
+    # applies it: the job keeps finding pending events, so it runs past several 1 s slices.
+    import threading
+    import time
+
+    def stream() -> None:
+        with sweepy.app_context():
+            feed = get_integration("FEED")
+            for n in range(40):
+                ingest(feed, [NewEvent("on_webhook", "back" if n % 2 == 0 else "start",
+                                       f"H{i % 20}", None, {}) for i in range(200)],
+                       kick=False)
+                time.sleep(0.05)
+            db.session.remove()
+
+    feeder = threading.Thread(target=stream)
+    ingest(get_integration("FEED"), [NewEvent("on_webhook", "back", "H0", None, {})],
+           kick=False)
+    started = utcnow()
+    feeder.start()
+    process_events()
+    finished = utcnow()
+    feeder.join()
+    db.session.rollback()
+    fired = db.session.scalars(select(HistoryEntry.at).where(
+        HistoryEntry.trigger_type == "timeout")).all()
+    assert (finished - started).total_seconds() > 2
+    assert len(fired) == 20
+    assert max(fired) < finished - timedelta(seconds=0.2), "fired during the job, not after"
