@@ -195,6 +195,19 @@ def measure_claims(args: Any) -> tuple[float, float, float]:
     return sync, idle, timers
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -251,6 +264,8 @@ def main() -> None:
                                     "WHERE code = 'POLLED'"))
             db.session.commit()
             start = time.perf_counter()
+            pids = [p.pid for p in procs]
+            cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
             wait_for(POLL_EVENTS, 1)
             busy_sweep = time_sweep(args)
             sweep_polls = count(POLL_EVENTS)
@@ -260,6 +275,8 @@ def main() -> None:
             stored = time.perf_counter() - start
             wait_for(POLLS_DONE, args.instances)
             applied = time.perf_counter() - start
+            cpu_workers = cpu_seconds(pids) - cpu_before[0]
+            cpu_endpoint = cpu_seconds([endpoint.pid]) - cpu_before[1]
             failed = count("SELECT count(*) FROM event WHERE source = 'on_scheduled_poll' "
                            "AND status = 'failed'")
             sync_ms, idle_ms, timers = measure_claims(args)
@@ -277,6 +294,9 @@ def main() -> None:
           f"{busy_processing:.2f} s during the poll cycle "
           f"({args.events / busy_processing:,.0f}/s; {processing_polls:,} polls stored by its "
           "end)")
+    print(f"CPU during the cycle (with the probes above): workers {cpu_workers:.1f} s, the "
+          f"endpoint {cpu_endpoint:.1f} s, of {applied * (os.cpu_count() or 1):.0f} core-s "
+          "(the rest: PostgreSQL, Redis, this script, and whatever else runs here)")
     print(f"timers: sync with {timers:,} waiting {sync_ms:.1f} ms, claim with none due "
           f"{idle_ms:.1f} ms (median of 9)")
 
