@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from tests.polls import integration, make_due, poll_workflow, send, waiting
 from wfapp.extensions import db
 from wfapp.models import Instance, InstanceTimer, Transition, Workflow, utcnow
-from wfapp.services import schedules
+from wfapp.services import schedule_summary, schedules
 from wfapp.services.instances import delete_instance
 
 POLL = "on_scheduled_poll"
@@ -249,7 +249,7 @@ def test_summary_per_transition(app):
     claimed = schedules.claim_due(POLL, 2)
     schedules.finish_many([schedules.Finished(c.timer_id, c.interval, 0, "connection refused")
                            for c in claimed])
-    (row,) = schedules.summary(feed.id, POLL)
+    (row,) = schedule_summary.summary(feed.id, POLL)
     assert (row.workflow, row.transition, row.from_state, row.enabled) == (
         "SHIP", "CHECK", "WAIT", True)
     assert (row.interval_seconds, row.waiting, row.failing, row.max_failures) == (300, 3, 2, 1)
@@ -257,7 +257,7 @@ def test_summary_per_transition(app):
     assert row.next_due is not None and row.next_due <= utcnow()  # C is still due
     from wfapp.services.integrations import get_integration
 
-    (idle,) = schedules.summary(get_integration("IDLE").id, POLL)
+    (idle,) = schedule_summary.summary(get_integration("IDLE").id, POLL)
     assert (idle.waiting, idle.failing, idle.next_due, idle.last_error) == (0, 0, None, "")
 
 

@@ -23,7 +23,7 @@ from .inputs import InputError, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import public, requires_role
-from .services.schedules import ScheduleSummary
+from .services.schedule_summary import ScheduleSummary
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
@@ -374,9 +374,9 @@ def finish_due_batch(results: Sequence[tuple[DueInstance, str | None]]) -> None:
 def schedule_summary(integration: IntegrationInfo, trigger_type: str) -> list[ScheduleSummary]:
     """Per scheduled transition of the integration: instances waiting, next due, failing timers
     and the latest error (for a card panel)."""
-    from .services import schedules
+    from .services import schedule_summary
 
-    return schedules.summary(integration.id, trigger_type)
+    return schedule_summary.summary(integration.id, trigger_type)
 
 
 # --- the web side -------------------------------------------------------------------------------
