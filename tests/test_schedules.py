@@ -311,32 +311,60 @@ def test_a_long_processing_job_fires_due_timeouts_between_slices(sweepy):
     db.session.execute(update(Instance).where(Instance.state == "HOLD")
                        .values(timeout_due_at=utcnow()))
     db.session.commit()
-    # A steady stream for 2 s (another thread, like poll answers arriving), faster than one job
+    # A steady stream for 3 s (another thread, like poll answers arriving), faster than one job
     # applies it: the job keeps finding pending events, so it runs past several 1 s slices.
     import threading
     import time
 
+    flowing = threading.Event()
+
     def stream() -> None:
         with sweepy.app_context():
             feed = get_integration("FEED")
-            for n in range(40):
+            for n in range(60):
                 ingest(feed, [NewEvent("on_webhook", "back" if n % 2 == 0 else "start",
                                        f"H{i % 20}", None, {}) for i in range(200)],
                        kick=False)
+                flowing.set()
                 time.sleep(0.05)
             db.session.remove()
 
+    # A backlog first, then the stream on top of it.
+    ingest(get_integration("FEED"), [NewEvent("on_webhook", "back" if n % 2 == 0 else "start",
+                                              f"H{i}", None, {})
+                                     for n in range(150) for i in range(20)], kick=False)
     feeder = threading.Thread(target=stream)
-    ingest(get_integration("FEED"), [NewEvent("on_webhook", "back", "H0", None, {})],
-           kick=False)
-    started = utcnow()
     feeder.start()
+    assert flowing.wait(30)
+    started = utcnow()
     process_events()
     finished = utcnow()
     feeder.join()
     db.session.rollback()
     fired = db.session.scalars(select(HistoryEntry.at).where(
         HistoryEntry.trigger_type == "timeout")).all()
-    assert (finished - started).total_seconds() > 2
+    assert (finished - started).total_seconds() > 1.2  # past at least one 1 s slice
     assert len(fired) == 20
     assert max(fired) < finished - timedelta(seconds=0.2), "fired during the job, not after"
+
+
+def test_a_processing_job_hands_over_when_other_workers_hold_the_work(sweepy):
+    """The slices must not turn into a busy loop while another worker holds the partitions."""
+    import time
+
+    from wfapp.jobs import process_events
+    from wfapp.models import Event
+    from wfapp.services.events import NewEvent, ingest, partition_of
+    from wfapp.services.integrations import get_integration
+    from wfapp.services.processing import acquire_lease
+
+    poll_workflow()
+    feed = integration()
+    ingest(get_integration("FEED"), [NewEvent("on_webhook", "start", "H1", None, {})],
+           kick=False)
+    assert acquire_lease(f"partition:{partition_of(feed.id, 'H1', None)}", "other:1", 60)
+    started = time.monotonic()
+    process_events()
+    assert time.monotonic() - started < 1.0  # not the job's 60 s budget
+    db.session.rollback()
+    assert db.session.scalar(select(Event.status)) == "pending"  # left to its lease holder

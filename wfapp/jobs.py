@@ -33,9 +33,12 @@ def process_events() -> int:
         step = max(1.0, float(current_app.config.get("SWEEP_INTERVAL", 10)))
         done = 0
         while True:
-            left = deadline - time.monotonic()
-            done += process_pending(time_budget=max(0.0, min(step, left)))
-            if time.monotonic() >= deadline or not has_pending():
+            slice_end = min(time.monotonic() + step, deadline)
+            done += process_pending(time_budget=max(0.0, slice_end - time.monotonic()))
+            # Back before the slice ended: nothing left that this worker may take (other
+            # workers hold the partitions with work), so hand over as before.
+            if time.monotonic() < slice_end or time.monotonic() >= deadline or \
+                    not has_pending():
                 break
             fire_due_timeouts(time_budget=min(step, max(0.0, deadline - time.monotonic())))
         if has_pending():
