@@ -82,6 +82,7 @@ class PollExecutor:
         self.pump: threading.Thread | None = None
         self.woken = False
         self.stopping = False
+        self.storing = False
         #: Counts (claimed, stored, failed) and seconds the pump spent (claim_s, store_s).
         self.stats: Counter[str] = Counter()
 
@@ -111,11 +112,11 @@ class PollExecutor:
         if pump is not None and pump is not threading.current_thread():
             pump.join(timeout)
 
-    def idle(self) -> bool:
-        """True when nothing is queued, running or waiting to be stored."""
+    def settled(self) -> bool:
+        """True when nothing is queued, running, waiting to be stored or being stored."""
         with self.cond:
             return not (self._queued() or self.workers or self.results or self.woken or
-                        (self.pump is not None and self.pump.is_alive()))
+                        self.storing)
 
     # --- request threads ------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class PollExecutor:
                 results: list[Result] = []
                 if self._store_now():
                     results, self.results = self.results, []
+                self.storing = bool(results)
                 claim = not self.stopping and (woken or self._wants_claim())
                 busy = bool(results or claim or self.results or self._queued() or self.workers)
                 if busy:
@@ -243,6 +245,9 @@ class PollExecutor:
             except Exception:  # the database is away: try again on the next round
                 log.exception("poll pump round failed")
                 time.sleep(1.0)
+            finally:
+                with self.cond:
+                    self.storing = False
 
     def _refresh_caps(self) -> None:
         caps = {}

@@ -34,7 +34,6 @@ from wfapp.plugin_api import (
 from ._poll_executor import PollExecutor, executor_for
 from ._poll_request import (
     FAILED_TYPE,
-    PLACEHOLDER,
     TemplateError,
     check_headers,
     check_url,
@@ -278,5 +277,5 @@ def register_integration_panels() -> list[Panel]:
     return [Panel("polls", "Scheduled Polls", render_panel, order=60)]
 
 
-__all__ = ["NAME", "ON_SCHEDULED_POLL", "PLACEHOLDER", "dedupe_key", "poll", "run_polls",
+__all__ = ["NAME", "ON_SCHEDULED_POLL", "dedupe_key", "poll", "run_polls",
            "stop_polls"]
