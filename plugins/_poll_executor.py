@@ -33,6 +33,7 @@ from wfapp.plugin_api import (
     count_delivery,
     finish_due_batch,
     integrations,
+    release_due,
     store_events,
 )
 
@@ -102,13 +103,21 @@ class PollExecutor:
                     "workers": self.workers}
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Claim nothing more, let running polls finish and store their results (≤ `timeout`)."""
+        """Claim nothing more, give back the claims not started, let running polls finish and
+        store their results (≤ `timeout`)."""
         with self.cond:
             self.stopping = True
+            waiting = [item for queue in self.queues.values() for item in queue]
             for queue in self.queues.values():
                 queue.clear()
             self.cond.notify_all()
             pump = self.pump
+        if waiting:
+            try:
+                with self.app.app_context():
+                    release_due(waiting)
+            except Exception:  # the database is away: they are polled one interval later
+                log.exception("could not give back %d claimed polls", len(waiting))
         if pump is not None and pump is not threading.current_thread():
             pump.join(timeout)
 
@@ -136,6 +145,11 @@ class PollExecutor:
         return None
 
     def _submit(self, items: list[DueInstance]) -> None:
+        with self.cond:
+            stopping = self.stopping
+        if stopping:  # stopped while this claim was on its way: give it back
+            release_due(items)
+            return
         with self.cond:
             for item in items:
                 integration_id = item.integration.id

@@ -405,3 +405,26 @@ def test_a_slow_integration_does_not_starve_the_others(small_pool, server):
     assert server.max_by_tag["slow"] <= 2
     with small_pool.app_context():
         stop_polls(30)
+
+
+def test_stopping_gives_back_the_claims_not_started(small_pool, server):
+    """A warm shutdown stores what was asked and makes what was not due again: none is lost."""
+    from wfapp.models import utcnow
+
+    poll_workflow(url=server.url + "/slow/{record_key}?s=1.5")
+    integration()
+    keys = [f"K{i}" for i in range(10)]
+    waiting("FEED", keys)
+    make_due()
+    run_polls()
+    wait_until(lambda: len(server.requests()) == 4)  # 4 threads busy, 4 more claimed, 2 due
+    stop_polls(30)
+    stored = poll_events()
+    assert len(stored) == 4 and len(server.requests()) == 4
+    asked = {e.record_key for e in stored}
+    db.session.rollback()
+    timers = {t.instance_id: t.due_at for t in db.session.scalars(select(InstanceTimer))}
+    keyed = dict(db.session.execute(select(Instance.record_key, Instance.id)).all())
+    now = utcnow()
+    assert all(timers[keyed[k]] > now for k in asked)  # polled: next due one interval on
+    assert all(timers[keyed[k]] <= now for k in set(keys) - asked)  # given back or never claimed

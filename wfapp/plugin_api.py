@@ -30,7 +30,7 @@ __all__ = [
     "MISSING", "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo",
     "NewEvent", "Panel", "Role", "ScheduleSummary", "StoredEvents", "TriggerType", "claim_due",
     "config", "counters", "enqueue", "external_url", "finish_due", "finish_due_batch",
-    "find_integration", "glob_match", "schedule_summary",
+    "find_integration", "glob_match", "release_due", "schedule_summary",
     "hookimpl", "integrations", "json_error", "parse_json", "public", "recent_deliveries",
     "record_delivery", "count_delivery", "requires_role", "resolve_path", "set_secret",
     "state_get", "state_items", "state_put", "state_remove", "state_update", "store_events",
@@ -369,6 +369,17 @@ def finish_due_batch(results: Sequence[tuple[DueInstance, str | None]]) -> None:
     schedules.finish_many([
         schedules.Finished(item.timer_id, item.interval_seconds or 60.0, item.failures, error)
         for item, error in results])
+
+
+def release_due(items: Sequence[DueInstance]) -> None:
+    """Give back claimed runs that were never started: they are due again at once (commits).
+
+    Call it when stopping with claims still waiting, so a restart loses none of them.
+    """
+    from .services import schedules
+
+    schedules.release([(item.timer_id, item.due_at) for item in items
+                       if item.due_at is not None])
 
 
 def schedule_summary(integration: IntegrationInfo, trigger_type: str) -> list[ScheduleSummary]:

@@ -326,6 +326,19 @@ def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, in
     return claimed
 
 
+def release(claims: Sequence[tuple[int, datetime]]) -> None:
+    """Give claimed runs that never started back: each timer is due again at its claimed time.
+
+    For a scheduler that stops with claims it has not started (a worker's warm shutdown), so
+    a restart loses none of them. Commits.
+    """
+    if claims:
+        db.session.execute(update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                           .values(due_at=bindparam("due")),
+                           [{"tid": timer_id, "due": due} for timer_id, due in claims])
+    db.session.commit()
+
+
 def backoff_seconds(interval: float, failures: int) -> float:
     """How long a timer waits after its `failures`-th failure in a row.
 
