@@ -75,37 +75,43 @@ class _Handler(BaseHTTPRequestHandler):
             srv.max_active = max(srv.max_active, srv.active)
             srv.max_by_tag[tag] = max(srv.max_by_tag[tag], srv.active_by_tag[tag])
         try:
-            self._answer(path, parse_qs(parts.query))
+            answer = self._answer(path, parse_qs(parts.query))
         finally:
+            # Counted as active while it is being worked on, not while the answer goes out: a
+            # client that reads the answer and at once asks again on another connection must
+            # not look like one request too many.
             with srv.lock:
                 srv.active -= 1
                 srv.active_by_tag[tag] -= 1
+        self._send(*answer)
 
-    def _answer(self, path: str, query: dict[str, list[str]]) -> None:
+    def _answer(self, path: str, query: dict[str, list[str]]
+                ) -> tuple[int, bytes, str, dict[str, str] | None]:
         srv = self.server
         if srv.delay:
             time.sleep(srv.delay)
+        json_type = "application/json"
         if path.startswith("/orders/") or path.startswith("/slow/"):
             if path.startswith("/slow/"):
                 time.sleep(float(query.get("s", ["1"])[0]))
             key = unquote(path.split("/", 2)[2])
-            self._send(200, json.dumps(srv.answers.get(key, {"status": "waiting"})).encode())
-        elif path.startswith("/status/"):
-            self._send(int(path.split("/")[2]), b"upstream is unhappy", "text/plain")
-        elif path == "/text":
-            self._send(200, b"<html><body>maintenance</body></html>", "text/html")
-        elif path == "/huge":
-            self._send(200, b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
-        elif path == "/empty":
-            self._send(204, b"")
-        elif path == "/list":
-            self._send(200, b"[1, 2, 3]")
-        elif path == "/nan":
-            self._send(200, b'{"value": NaN}')
-        elif path == "/redirect":
-            self._send(302, b"", extra={"Location": "/orders/x"})
-        else:
-            self._send(404, b"no such scenario", "text/plain")
+            body = json.dumps(srv.answers.get(key, {"status": "waiting"})).encode()
+            return 200, body, json_type, None
+        if path.startswith("/status/"):
+            return int(path.split("/")[2]), b"upstream is unhappy", "text/plain", None
+        if path == "/text":
+            return 200, b"<html><body>maintenance</body></html>", "text/html", None
+        if path == "/huge":
+            return 200, b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}', json_type, None
+        if path == "/empty":
+            return 204, b"", json_type, None
+        if path == "/list":
+            return 200, b"[1, 2, 3]", json_type, None
+        if path == "/nan":
+            return 200, b'{"value": NaN}', json_type, None
+        if path == "/redirect":
+            return 302, b"", json_type, {"Location": "/orders/x"}
+        return 404, b"no such scenario", "text/plain", None
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
