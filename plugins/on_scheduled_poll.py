@@ -1,75 +1,281 @@
-"""On Scheduled Poll: a scheduled HTTP request per active instance decides the transition."""
+"""On Scheduled Poll: every N minutes, an HTTP request per waiting instance decides the transition.
+
+The timers (one per active instance in the From State and transition) live in the database
+(`wfapp.plugin_api.claim_due`); a job every 2 s wakes this process's executor
+(`_poll_executor.py`), which claims what is due, makes the requests in threads and stores each
+answer as an event — the JSON response is the payload — or, when the request failed (timeout,
+connection error, non-2xx, not JSON, too large), a *failed* event with the reason. The engine
+then decides, like for any event. See docs/polls.md.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from wfapp.hookspecs import hookimpl
-from wfapp.paths import MISSING, resolve_path
-from wfapp.triggers import Field, TriggerType
+import urllib3
+from flask import current_app, render_template_string, url_for
 
+from wfapp.plugin_api import (
+    MISSING,
+    DueInstance,
+    Field,
+    IntegrationInfo,
+    NewEvent,
+    Panel,
+    TriggerType,
+    config,
+    counters,
+    hookimpl,
+    resolve_path,
+    schedule_summary,
+)
+
+from ._poll_executor import PollExecutor, executor_for
+from ._poll_request import (
+    FAILED_TYPE,
+    TemplateError,
+    check_headers,
+    check_url,
+    fill_headers,
+    fill_url,
+    perform,
+    signature,
+)
+
+NAME = "on_scheduled_poll"
 METHODS = tuple((m, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"))
-PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-ALLOWED_PLACEHOLDER = re.compile(r"record_key|run_id|vars\.[A-Za-z_][A-Za-z0-9_]*")
+DEFAULT_TIMEOUT = 10.0
+SCHEDULE_SECONDS = 2.0
+
+
+def _text(value: Any) -> str:
+    """A JSON value as an author types it in Expected Value (true, null, 3 for 3.0)."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 class PollTrigger(TriggerType):
-    """Validates the URL template and headers; matches on the response value."""
+    """Checks the request templates; matches an answer to this transition's request."""
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        errors: list[tuple[str, str]] = []
-        url = config["url"]
-        parts = urlsplit(PLACEHOLDER.sub("x", url))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            errors.append(("url", "must be an http:// or https:// URL"))
-        for name in PLACEHOLDER.findall(url):
-            if not ALLOWED_PLACEHOLDER.fullmatch(name):
-                errors.append(("url", f"unknown placeholder {{{name}}}; use {{record_key}}, "
-                               "{run_id} or {vars.<name>}"))
-        for key, value in (config.get("headers") or {}).items():
-            if not isinstance(value, str):
-                errors.append(("headers", f"header {key!r} must have a string value"))
+        errors = check_url(config["url"])
+        errors += check_headers(config.get("headers") or {})
         if config.get("expected_value") not in (None, "") and not config.get("response_path"):
             errors.append(("response_path", "is required when Expected Value is set"))
         return errors
 
-    def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-        """Match a 2xx response whose value at `response_path` equals `expected_value`."""
+    def schedule_seconds(self, config: Mapping[str, Any]) -> float | None:
+        """Interval (Minutes) in seconds: one timer per waiting instance."""
+        minutes = config.get("interval_minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
+            return None
+        return float(minutes) * 60.0
+
+    def _verdict(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+        """"" when the event matches, else why not."""
         payload = event.get("payload") or {}
-        if payload.get("error"):
-            return False
+        kind = str(event.get("type") or "")
+        if kind == FAILED_TYPE:
+            return f"the poll failed: {payload.get('error') or 'no reason given'}"
+        wanted = signature(config)
+        if kind and kind != wanted:
+            return f"this answer is to another request ({kind}); this transition polls {wanted}"
         path = config.get("response_path")
         if not path:
-            return True
-        value = resolve_path(payload.get("response"), path)
-        if value is MISSING:
-            return False
+            return ""
+        value = resolve_path(payload, path)
         expected = config.get("expected_value")
-        return expected in (None, "") or str(value) == str(expected)
+        if value is MISSING:
+            return f"the response has no {path}" + (
+                f"; this transition waits for {expected!r}" if expected not in (None, "") else "")
+        if expected not in (None, "") and _text(value) != str(expected):
+            return f"response {path} is {_text(value)!r}; this transition waits for {expected!r}"
+        return ""
+
+    def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+        """An answer to this request (not a failure) whose `response_path` value fits."""
+        return not self._verdict(config, event)
+
+    def explain_mismatch(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+        """Why the poll's answer does not fire this transition."""
+        return self._verdict(config, event)
 
 
 ON_SCHEDULED_POLL = PollTrigger(
-    name="on_scheduled_poll",
+    name=NAME,
     label="On Scheduled Poll",
     description="Every N minutes, an HTTP request for each active instance in the From State.",
     fields=(
         Field("url", "URL", required=True, help="Template: {record_key}, {run_id}, "
-              "{vars.<name>} are filled in per instance."),
+              "{vars.<name>}, {data.<field>} are filled in per instance, URL-encoded."),
         Field("method", "Method", type="choice", choices=METHODS, default="GET"),
-        Field("headers", "Headers", type="json", help="JSON object of header names to values."),
+        Field("headers", "Headers", type="json", help="JSON object of header names to values; "
+              "values may use the URL's placeholders and {secret.<name>} (the integration's "
+              "named secrets)."),
         Field("interval_minutes", "Interval (Minutes)", type="number", required=True, min=0.01,
-              default=5),
+              max=43200, default=5),
+        Field("timeout_seconds", "Timeout (Seconds)", type="number", min=1, max=60,
+              default=DEFAULT_TIMEOUT, help="How long one request may take (at most 60)."),
         Field("response_path", "Response Path", help="Dotted path into the JSON response."),
         Field("expected_value", "Expected Value", help="Fire only when the value at Response "
               "Path equals this."),
     ),
 )
 
+SETTINGS = [
+    Field("poll_concurrency", "Poll Concurrency", type="int", default=8, min=1, max=256,
+          help="Polls of this integration at once, per worker process (default 8)."),
+]
+
+
+# --- one poll -----------------------------------------------------------------------------------
+
+
+def dedupe_key(item: DueInstance) -> str:
+    """One key per instance, transition and claimed due time: a retried run stores nothing."""
+    due = item.due_at.isoformat() if item.due_at is not None else str(item.timer_id)
+    return f"poll:{item.instance_id}:{item.transition}:{due}"
+
+
+def needs_secrets(item: DueInstance) -> bool:
+    """Whether this transition's headers name a secret."""
+    return any("{secret." in str(v) for v in (item.config.get("headers") or {}).values())
+
+
+def poll(item: DueInstance, secrets: dict[str, str], pool: urllib3.PoolManager,
+         max_bytes: int) -> tuple[NewEvent, str | None]:
+    """Make one instance's request: (the event to store, the error or None). Never raises."""
+    cfg = item.config
+    method = str(cfg.get("method") or "GET")
+    url = None
+    try:
+        url = fill_url(str(cfg.get("url") or ""), item)
+        headers = fill_headers(cfg.get("headers") or {}, item, secrets)
+    except TemplateError as exc:
+        outcome_error, status, elapsed = f"cannot build the request: {exc}", None, 0.0
+        payload = None
+    else:
+        timeout = float(cfg.get("timeout_seconds") or DEFAULT_TIMEOUT)
+        outcome = perform(pool, method, url, headers, min(timeout, 60.0), max_bytes)
+        payload, outcome_error = outcome.payload, outcome.error
+        status, elapsed = outcome.status_code, outcome.elapsed
+    if outcome_error is None and payload is not None:
+        return NewEvent(NAME, signature(cfg), item.record_key, item.run_id, payload,
+                        dedupe_key(item)), None
+    error = outcome_error or "no answer"
+    # The URL is shown (it holds no secret: those may stand in headers only).
+    details = {"error": error, "transition": item.transition, "request": signature(cfg),
+               "url": url, "status_code": status, "elapsed_ms": round(elapsed * 1000)}
+    return NewEvent(NAME, FAILED_TYPE, item.record_key, item.run_id, details, dedupe_key(item),
+                    failure=f"poll failed: {error}"), error
+
+
+def _executor() -> PollExecutor:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return executor_for(app, lambda: PollExecutor(app, NAME, poll, "poll_concurrency",
+                                                  needs_secrets))
+
+
+def run_polls() -> dict[str, int]:
+    """The scheduled job: wake this process's poll executor and return at once."""
+    return _executor().wake()
+
+
+def stop_polls(timeout: float = 30.0) -> None:
+    """Stop this process's poll executor gently: running polls finish and are stored."""
+    _executor().stop(timeout)
+
+
+# --- the card panel -----------------------------------------------------------------------------
+
+PANEL = """
+<p class="small text-body-secondary">Each active instance in a poll transition's From State is
+polled every interval, at most {{ cap }} at once per worker process (Poll Concurrency). A failing
+poll is stored as a failed event and backs off: interval × 2<sup>n</sup>, at most 10 intervals
+and 1 hour.</p>
+{% if rows %}
+<table class="table table-sm" id="poll-schedules">
+  <thead><tr><th>Workflow</th><th>Transition</th><th>From State</th><th>Every</th>
+    <th>Instances Waiting</th><th>Next Due (UTC)</th><th>Failing</th><th>Last Error</th>
+  </tr></thead>
+  <tbody>
+  {% for r in rows %}
+    <tr class="{{ 'table-warning' if r.failing else '' }}">
+      <td>{{ r.workflow }}</td><td>{{ r.transition }}{% if not r.enabled %}
+        <span class="badge text-bg-secondary">disabled</span>{% endif %}</td>
+      <td>{{ r.from_state }}</td><td>{{ every(r.interval_seconds) }}</td>
+      <td class="poll-waiting">{{ r.waiting }}</td>
+      <td>{{ r.next_due|timestamp if r.next_due else '' }}</td>
+      <td class="poll-failing">{{ r.failing }}{% if r.failing %}
+        <span class="small text-body-secondary">(up to {{ r.max_failures }} in a row)</span>
+        {%- endif %}</td>
+      <td class="small text-break poll-last-error">{% if r.last_error %}{{ r.last_error }}
+        {%- if r.last_error_at %} <span class="text-body-secondary">at
+        {{ r.last_error_at|timestamp }}</span>{% endif %}{% endif %}</td>
+    </tr>
+  {% endfor %}
+  </tbody>
+</table>
+{% else %}
+<p class="small" id="poll-none">This integration's workflow has no On Scheduled Poll transition.</p>
+{% endif %}
+<p class="small" id="poll-counts">Polls stored: {{ ok.count if ok else 0 }} answered,
+  {{ bad.count if bad else 0 }} failed{% if bad and bad.last_reason %}
+  (latest: {{ bad.last_reason }}){% endif %}.
+  <a href="{{ failed_url }}">Failed polls on the Events page</a></p>
+"""
+
+
+def every(seconds: float) -> str:
+    """An interval as people read it: 30 s, 5 min, 1.5 h."""
+    if not seconds:
+        return ""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def render_panel(integration: IntegrationInfo) -> str:
+    """Per poll transition: instances waiting, next due, failing timers, last error."""
+    rows = schedule_summary(integration, NAME)
+    counts = counters(integration, "poll")
+    cap = min(int(integration.setting("poll_concurrency", 8)), int(config("POLL_CONCURRENCY", 32)))
+    return render_template_string(
+        PANEL, rows=rows, cap=cap, every=every, ok=counts.get("accepted"), bad=counts.get("failed"),
+        failed_url=url_for("events.index", integration=integration.code, source=NAME,
+                           status="failed"))
+
 
 @hookimpl
 def register_trigger_types() -> list[TriggerType]:
     """The On Scheduled Poll trigger type."""
     return [ON_SCHEDULED_POLL]
+
+
+@hookimpl
+def register_integration_settings() -> list[Field]:
+    """Poll Concurrency: how many polls of one integration run at once per worker process."""
+    return SETTINGS
+
+
+@hookimpl
+def register_schedules() -> list[tuple[str, float, str]]:
+    """Every 2 s: wake the poll executor (it claims what is due and polls in its own threads)."""
+    return [("polls", SCHEDULE_SECONDS, "wfapp.builtin_plugins.on_scheduled_poll.run_polls")]
+
+
+@hookimpl
+def register_integration_panels() -> list[Panel]:
+    """Scheduled Polls: waiting instances, next due, failures per poll transition."""
+    return [Panel("polls", "Scheduled Polls", render_panel, order=60)]
+
+
+__all__ = ["NAME", "ON_SCHEDULED_POLL", "dedupe_key", "poll", "run_polls",
+           "stop_polls"]

@@ -221,9 +221,10 @@ def test_builtin_matching():
     assert bc.matches({"resource": "salesOrders", "change_types": ["deleted"]}, event)
     assert not bc.matches({"resource": "salesOrders", "change_types": ["created"]}, event)
     poll = triggers["on_scheduled_poll"]
+    # The JSON response is the payload; a failed poll's event never matches.
     assert poll.matches({"response_path": "status", "expected_value": "shipped"},
-                        {"payload": {"response": {"status": "shipped"}}})
-    assert not poll.matches({}, {"payload": {"error": "timeout"}})
+                        {"payload": {"status": "shipped"}})
+    assert not poll.matches({}, {"type": "poll.failed", "payload": {"error": "timeout"}})
 
 
 def test_a_setting_may_not_shadow_an_integration_field():

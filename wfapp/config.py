@@ -45,6 +45,10 @@ JOB_TIMEOUT = 120
 MAX_EVENT_ATTEMPTS = 3
 # The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
 DEMO_FEED_INTERVAL = 0
+# Scheduled polls: request threads per worker process (each integration is also held to its
+# own Poll Concurrency setting), and the largest response body a poll accepts.
+POLL_CONCURRENCY = 32
+POLL_MAX_RESPONSE_BYTES = 1024 * 1024
 
 # --- sessions and log-in -------------------------------------------------------------------------
 # A session ends after this many minutes without a request (the user logs in again).

@@ -28,16 +28,18 @@ from .inputs import InputError, check_value, parse_json
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import actor_name, public, requires_role
+from .services.schedule_summary import ScheduleSummary
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
-    "MISSING", "NewEvent", "Panel", "Role", "StorageUnavailable", "StoredEvents", "TriggerType",
-    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
-    "external_url", "find_integration", "finish_due", "glob_match", "hookimpl", "integrations",
-    "job", "json_error", "parse_json", "public", "recent_deliveries", "record_delivery",
-    "requires_role", "resolve_path", "roles", "set_secret", "signing", "state_get", "state_items",
-    "state_put", "state_remove", "state_update", "store_events", "utcnow",
+    "MISSING", "NewEvent", "Panel", "Role", "ScheduleSummary", "StorageUnavailable",
+    "StoredEvents", "TriggerType", "actor_name", "claim_due", "config", "count_delivery",
+    "counters", "csrf_exempt", "enqueue", "external_url", "find_integration", "finish_due",
+    "finish_due_batch", "glob_match", "hookimpl", "integrations", "job", "json_error",
+    "parse_json", "public", "recent_deliveries", "record_delivery", "release_due", "requires_role",
+    "resolve_path", "roles", "schedule_summary", "set_secret", "signing", "state_get",
+    "state_items", "state_put", "state_remove", "state_update", "store_events", "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -78,6 +80,12 @@ class NewEvent:
     `record_key` (Per Record) or `run_id` (Per Run) says which instance it is for; `payload` is
     what conditions see as `event.*`; a second event with the same `dedupe_key` for the same
     integration is acknowledged and ignored (a random key is used when it is None).
+
+    `failure`, when set, says the trigger could not get what it wanted (a poll that timed out,
+    answered 500 or not JSON): the event is stored with status `failed` and this reason as its
+    result, shown on its instance's page and the Events page, and not evaluated. It can be
+    replayed like any failed event; the engine then evaluates it, and the trigger type's
+    `matches` should say no to it (On Scheduled Poll does).
     """
 
     source: str
@@ -86,6 +94,7 @@ class NewEvent:
     run_id: int | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     dedupe_key: str | None = None
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,8 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
         _check_event(index, event)
     with _writing():
         ids, duplicates = store(info.id, [
-            CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key)
+            CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key,
+                      e.failure)
             for e in events])
     return StoredEvents(ids, duplicates)
 
@@ -374,7 +384,12 @@ def state_items(namespace: str, integration: IntegrationInfo | None = None
 
 @dataclass(frozen=True)
 class DueInstance:
-    """One instance whose scheduled trigger is due: what a poll needs to build its request."""
+    """One instance whose scheduled trigger is due: what a poll needs to build its request.
+
+    `due_at` is the due time that was claimed (with `timer_id`, a stable dedupe key for the
+    run); `interval_seconds` the transition's interval; `failures` the failed runs in a row
+    before this one.
+    """
 
     timer_id: int
     instance_id: int
@@ -387,26 +402,78 @@ class DueInstance:
     vars: Mapping[str, Any]
     data: Mapping[str, Any]
     failures: int
+    due_at: datetime | None = None
+    interval_seconds: float = 0.0
 
 
-def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, int] | None = None
-              ) -> list[DueInstance]:
+def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, int] | None = None,
+              sync: bool = False) -> list[DueInstance]:
     """Claim up to `limit` due timers of a scheduled trigger type; commits.
 
     Claiming moves each timer's due time one interval ahead in the same transaction, so two
-    schedulers never claim one instance twice per interval. `per_integration` caps how many
-    are claimed per integration id this time.
+    schedulers never claim one instance twice per interval. `per_integration`, when given, caps
+    how many are claimed per integration id this time (integrations it does not name are not
+    claimed).
+    `sync` first brings the timers in step with the instances (new instances get a timer,
+    instances that moved on lose theirs) — do it once per scheduling round, not per refill.
     """
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    from .extensions import db
+    from .models import Integration
     from .services import schedules
 
-    return schedules.claim_due(trigger_type, limit, per_integration=per_integration)
+    claimed = schedules.claim_due(trigger_type, limit, per_integration=per_integration,
+                                  sync_first=sync)
+    infos: dict[int, IntegrationInfo] = {}
+    ids = {c.integration_id for c in claimed}
+    if ids:
+        rows = db.session.scalars(select(Integration).where(Integration.id.in_(ids))
+                                  .options(joinedload(Integration.workflow)))
+        infos = {row.id: _info(row) for row in rows}
+        db.session.commit()
+    return [DueInstance(c.timer_id, c.instance_id, infos[c.integration_id], c.transition,
+                        c.config, c.record_key, c.run_id, c.state, c.vars, c.data, c.failures,
+                        c.due_at, c.interval)
+            for c in claimed if c.integration_id in infos]
 
 
 def finish_due(item: DueInstance, error: str | None = None) -> None:
     """Report how a claimed run went: None resets the failure count, an error backs off."""
+    finish_due_batch([(item, error)])
+
+
+def finish_due_batch(results: Sequence[tuple[DueInstance, str | None]]) -> None:
+    """Report many claimed runs in one transaction (see `finish_due`).
+
+    A failing timer backs off: interval × 2^failures, at most 10 intervals and at most 1 hour
+    (never less than its interval).
+    """
     from .services import schedules
 
-    schedules.finish(item.timer_id, error)
+    schedules.finish_many([
+        schedules.Finished(item.timer_id, item.interval_seconds or 60.0, item.failures, error)
+        for item, error in results])
+
+
+def release_due(items: Sequence[DueInstance]) -> None:
+    """Give back claimed runs that were never started: they are due again at once (commits).
+
+    Call it when stopping with claims still waiting, so a restart loses none of them.
+    """
+    from .services import schedules
+
+    schedules.release([(item.timer_id, item.due_at) for item in items
+                       if item.due_at is not None])
+
+
+def schedule_summary(integration: IntegrationInfo, trigger_type: str) -> list[ScheduleSummary]:
+    """Per scheduled transition of the integration: instances waiting, next due, failing timers
+    and the latest error (for a card panel)."""
+    from .services import schedule_summary
+
+    return schedule_summary.summary(integration.id, trigger_type)
 
 
 # --- the web side -------------------------------------------------------------------------------

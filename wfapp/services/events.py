@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..engine import RuleError
 from ..extensions import db
-from ..models import Event, EventStatus, Integration, utcnow
+from ..models import Event, EventStatus, Instance, Integration, utcnow
 from ..queue import get_queue
 from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
@@ -41,6 +41,9 @@ class NewEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None
     dedupe_key: str | None = None
+    #: Set when the trigger could not produce the event it wanted (a poll that timed out): the
+    #: event is stored as `failed` with this reason as its result and is not evaluated.
+    failure: str | None = None
 
 
 @dataclass
@@ -105,11 +108,24 @@ def dedupe_key(value: str | None) -> str:
         value.encode()).hexdigest()
 
 
+def _link_failed_to_instances(ids: list[int]) -> None:
+    """A failed event is never processed; link it to its instance so the instance page shows it."""
+    instance = Instance.__table__
+    found = (select(instance.c.id)
+             .where(instance.c.integration_id == EVENT.c.integration_id,
+                    or_(instance.c.record_key == EVENT.c.record_key,
+                        instance.c.run_id == EVENT.c.run_id))
+             .limit(1).scalar_subquery())
+    db.session.execute(update(EVENT).where(EVENT.c.id.in_(ids)).values(instance_id=found))
+
+
 def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
           ) -> tuple[list[int], int]:
     """Store events in one transaction, then queue their processing: (new ids, duplicates).
 
-    Raises ValueError for a record key longer than 200 characters (callers check first).
+    An event with a `failure` is stored as failed, with the reason as its result, linked to its
+    instance when there is one, and not queued. Raises ValueError for a record key longer than
+    200 characters (callers check first).
     """
     for e in events:
         if e.record_key is not None and len(e.record_key) > MAX_KEY:
@@ -120,17 +136,33 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
         "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
         "record": e.record, "dedupe_key": dedupe_key(e.dedupe_key),
         "partition": partition_of(integration_id, e.record_key, e.run_id), "received_at": now,
-        "status": EventStatus.PENDING.value, "result": "", "attempts": 0,
+        "status": EventStatus.PENDING.value if e.failure is None else EventStatus.FAILED.value,
+        "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
     } for e in events]
     try:
         ids = _insert_ignoring_duplicates(rows) if rows else []
+        failed = [i for i, status in _statuses(ids, rows)
+                  if status == EventStatus.FAILED.value]
+        if failed:
+            _link_failed_to_instances(failed)
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
-    if ids and kick:
+    if kick and len(failed) < len(ids):
         _kick_after_commit()
     return ids, len(rows) - len(ids)
+
+
+def _statuses(ids: list[int], rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(id, status) of the rows that were new; duplicates were skipped, so match by dedupe key."""
+    if not any(r["status"] != EventStatus.PENDING.value for r in rows):
+        return [(i, EventStatus.PENDING.value) for i in ids]
+    if len(ids) == len(rows):
+        return [(i, r["status"]) for i, r in zip(ids, rows, strict=True)]
+    found = db.session.execute(select(EVENT.c.id, EVENT.c.status)
+                               .where(EVENT.c.id.in_(ids))).all()
+    return [(row.id, row.status) for row in found]
 
 
 def ingest(integration: Integration, events: Sequence[NewEvent], kick: bool = True

@@ -1,0 +1,305 @@
+"""On Scheduled Poll benchmark on PostgreSQL + Redis; prints its figures side by side.
+
+    python bench/polls.py [--instances 10000] [--latency 0.05] [--workers 2]
+                          [--poll-concurrency 64] [--events 5000] [--timeouts 2000]
+
+N instances wait in a state left by a poll transition; a local endpoint (its own process, a
+threaded HTTP server) answers each poll after `--latency` seconds. K `flask --app wfapp worker`
+processes (with the scheduler) run the polls, each with POLL_CONCURRENCY request threads; the
+integration's Poll Concurrency is set to the same number.
+
+- full poll cycle: from the moment the poll transition is enabled (every instance already due)
+  until the last of the N answers is stored as an event; and until they are all evaluated;
+- timeout sweep: T instances whose timeout falls due at once, until all have moved;
+- event processing: E webhook events for other instances, from queued until applied;
+the last two measured first with no poll running, then again during the poll cycle (one after
+the other, each while the polls go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.engine import make_app, reset_database, start_workers, stop_workers  # noqa: E402
+
+FORMAT = "wfapp.workflow/v1"
+
+
+def serve(port_queue: Any, latency: float) -> None:
+    """The endpoint: every /orders/<key> answers {"status": "waiting"} after `latency` s."""
+    from tests.poll_server import PollServer
+
+    with PollServer() as server:
+        server.delay = latency
+        port_queue.put(server.url)
+        while True:
+            time.sleep(3600)
+
+
+def workflows(url: str) -> list[dict[str, Any]]:
+    """POLLED: WAIT --CHECK (poll)--> DONE; RING: A <-> B by webhooks; TIMED: HOLD times out."""
+    polled = {"code": "POLLED", "initial_state": "WAIT", "states": [
+        {"code": "WAIT", "is_initial": True}, {"code": "DONE", "is_final": True}],
+        "transitions": [{"code": "CHECK", "from_state": "WAIT", "to_state": "DONE",
+                         "trigger_type": "on_scheduled_poll", "enabled": False,
+                         "trigger_config": {"url": url + "/orders/{record_key}",
+                                            "interval_minutes": 60, "response_path": "status",
+                                            "expected_value": "shipped"}}]}
+    ring = {"code": "RING", "initial_state": "A", "states": [
+        {"code": "A", "is_initial": True}, {"code": "B"}],
+        "transitions": [
+            {"code": "AB", "from_state": "A", "to_state": "B", "trigger_type": "on_webhook",
+             "trigger_config": {"event_filter": "next"}},
+            {"code": "BA", "from_state": "B", "to_state": "A", "trigger_type": "on_webhook",
+             "trigger_config": {"event_filter": "next"}}]}
+    timed = {"code": "TIMED", "initial_state": "HOLD", "states": [
+        {"code": "HOLD", "is_initial": True, "timeout_hours": 1,
+         "on_timeout_transition": "EXPIRE"}, {"code": "GONE"}],
+        "transitions": [
+            {"code": "EXPIRE", "from_state": "HOLD", "to_state": "GONE", "trigger_type": "manual"},
+            {"code": "AGAIN", "from_state": "GONE", "to_state": "HOLD", "trigger_type": "manual"}]}
+    return [{"format": FORMAT, "workflow": w} for w in (polled, ring, timed)]
+
+
+def seed(args: Any, url: str) -> None:
+    """The workflows, integrations and instances (COPY; the polled ones entered an hour ago)."""
+    import psycopg
+
+    from wfapp.extensions import db
+    from wfapp.models import utcnow
+    from wfapp.services.definitions import import_document
+    from wfapp.services.integrations import create_integration
+
+    for document in workflows(url):
+        import_document(document)
+    create_integration({"code": "POLLED", "workflow_code": "POLLED",
+                        "poll_concurrency": args.poll_concurrency})
+    create_integration({"code": "RING", "workflow_code": "RING"})
+    create_integration({"code": "TIMED", "workflow_code": "TIMED"})
+    db.session.remove()
+    dsn = args.database.replace("postgresql+psycopg://", "postgresql://")
+    now = utcnow()
+    with psycopg.connect(dsn) as conn:
+        ids = dict(conn.execute("SELECT code, id FROM workflow").fetchall())
+        integrations = dict(conn.execute("SELECT code, id FROM integration").fetchall())
+        columns = ("workflow_id, integration_id, record_key, state, active, entered_state_at, "
+                   "timeout_due_at, data, vars, version, created_at")
+        with conn.cursor().copy(f"COPY instance ({columns}) FROM STDIN") as copy:
+            entered = now - timedelta(hours=1)
+            for i in range(args.instances):
+                copy.write_row((ids["POLLED"], integrations["POLLED"], f"P{i}", "WAIT", True,
+                                entered, None, "{}", "{}", 1, entered))
+            for i in range(args.ring):
+                copy.write_row((ids["RING"], integrations["RING"], f"R{i}", "A", True,
+                                now, None, "{}", "{}", 1, now))
+            for i in range(args.timeouts):
+                copy.write_row((ids["TIMED"], integrations["TIMED"], f"T{i}", "HOLD", True,
+                                now, now + timedelta(hours=1), "{}", "{}", 1, now))
+        conn.execute("ANALYZE")
+
+
+def count(sql: str) -> int:
+    """One number from the database."""
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    db.session.rollback()
+    return int(db.session.execute(text(sql)).scalar() or 0)
+
+
+def wait_for(sql: str, target: int, timeout: float = 600) -> float:
+    """Seconds until `sql` counts at least `target`."""
+    start = time.perf_counter()
+    while count(sql) < target:
+        if time.perf_counter() - start > timeout:
+            raise RuntimeError(f"timed out: {sql}")
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+RING_DONE = ("SELECT count(*) FROM event e JOIN integration i ON i.id = e.integration_id "
+             "WHERE i.code = 'RING' AND e.status <> 'pending'")
+TIMED_OUT = "SELECT count(*) FROM instance WHERE state = 'GONE'"
+POLL_EVENTS = "SELECT count(*) FROM event WHERE source = 'on_scheduled_poll'"
+POLLS_DONE = POLL_EVENTS + " AND status <> 'pending'"
+
+
+def time_processing(args: Any, round_no: int) -> float:
+    """Seconds from queueing E webhook events for the RING instances until all are applied."""
+    from wfapp.queue import get_queue
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
+
+    before = count(RING_DONE)
+    batch = [NewEvent("on_webhook", "next", f"R{i % args.ring}", None, {},
+                      dedupe_key=f"r{round_no}-{i}") for i in range(args.events)]
+    start = time.perf_counter()
+    ingest(get_integration("RING"), batch, kick=False)
+    get_queue().kick()
+    wait_for(RING_DONE, before + args.events)
+    return time.perf_counter() - start
+
+
+def time_sweep(args: Any) -> float:
+    """Seconds from T timeouts falling due (all at once) until every one has fired."""
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    before = count(TIMED_OUT)
+    start = time.perf_counter()
+    db.session.execute(text("UPDATE instance SET timeout_due_at = now() WHERE state = 'HOLD'"))
+    db.session.commit()
+    wait_for(TIMED_OUT, before + args.timeouts)
+    return time.perf_counter() - start
+
+
+def reset_timed() -> None:
+    """Put the timed instances back in HOLD (not due) for the next round."""
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    db.session.execute(text("UPDATE instance SET state = 'HOLD', active = true, "
+                            "timeout_due_at = now() + interval '1 hour' WHERE state = 'GONE'"))
+    db.session.commit()
+
+
+def measure_claims(args: Any) -> tuple[float, float, float]:
+    """Median ms of a sync and of a claim with nothing due, with N timers waiting."""
+    from wfapp.services import schedules
+
+    def median(fn: Any) -> float:
+        samples = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1000)
+        return sorted(samples)[4]
+
+    sync = median(lambda: schedules.sync("on_scheduled_poll"))
+    idle = median(lambda: schedules.claim_due("on_scheduled_poll", 128))
+    timers = count("SELECT count(*) FROM instance_timer")
+    return sync, idle, timers
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default=os.environ.get(
+        "WFAPP_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/wfapp_bench"))
+    parser.add_argument("--redis", default=os.environ.get("WFAPP_BENCH_REDIS_URL",
+                                                          "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--poll-concurrency", type=int, default=64)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--ring", type=int, default=1000)
+    parser.add_argument("--timeouts", type=int, default=2000)
+    args = parser.parse_args()
+
+    name = args.database.rsplit("/", 1)[1]
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name],
+                   stderr=subprocess.DEVNULL, check=False)
+    ports: Any = multiprocessing.Queue()
+    endpoint = multiprocessing.Process(target=serve, args=(ports, args.latency), daemon=True)
+    endpoint.start()
+    url = ports.get(timeout=30)
+    app = make_app(args.database, args.redis)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFAPP_")}
+    env.update({"WFAPP_SECRET_KEY": "bench", "WFAPP_SQLALCHEMY_DATABASE_URI": args.database,
+                "WFAPP_REDIS_URL": args.redis, "PYTHONPATH": str(ROOT),
+                "WFAPP_POLL_CONCURRENCY": str(args.poll_concurrency),
+                "WFAPP_SWEEP_INTERVAL": "1"})
+    print(f"wfapp poll benchmark — {os.cpu_count()} cores, {args.instances:,} waiting instances, "
+          f"endpoint latency {args.latency * 1000:.0f} ms, K={args.workers} workers × "
+          f"{args.poll_concurrency} poll threads (Poll Concurrency {args.poll_concurrency}, one "
+          "integration)")
+    with app.app_context():
+        from sqlalchemy import text
+
+        from wfapp.extensions import db
+        from wfapp.queue import get_queue
+
+        reset_database(app)
+        get_queue().connection.flushdb()
+        seed(args, url)
+        procs = start_workers(args.workers, env)
+        try:
+            quiet_sweep = time_sweep(args)
+            reset_timed()
+            quiet_processing = time_processing(args, 1)
+            # The polls: enable the transition; every instance entered WAIT an hour ago, so the
+            # next scheduling round (≤ 2 s) makes all N timers, all due at once.
+            db.session.execute(text("UPDATE transition SET enabled = true "
+                                    "WHERE code = 'CHECK'"))
+            db.session.execute(text("UPDATE workflow SET updated_at = now() "
+                                    "WHERE code = 'POLLED'"))
+            db.session.commit()
+            start = time.perf_counter()
+            pids = [p.pid for p in procs]
+            cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
+            wait_for(POLL_EVENTS, 1)
+            busy_sweep = time_sweep(args)
+            sweep_polls = count(POLL_EVENTS)
+            busy_processing = time_processing(args, 2)
+            processing_polls = count(POLL_EVENTS)
+            wait_for(POLL_EVENTS, args.instances)
+            stored = time.perf_counter() - start
+            wait_for(POLLS_DONE, args.instances)
+            applied = time.perf_counter() - start
+            cpu_workers = cpu_seconds(pids) - cpu_before[0]
+            cpu_endpoint = cpu_seconds([endpoint.pid]) - cpu_before[1]
+            failed = count("SELECT count(*) FROM event WHERE source = 'on_scheduled_poll' "
+                           "AND status = 'failed'")
+            sync_ms, idle_ms, timers = measure_claims(args)
+        finally:
+            stop_workers(procs)
+            endpoint.kill()
+    print(f"full poll cycle: {args.instances:,} polls stored in {stored:.1f} s "
+          f"({args.instances / stored:,.0f}/s; goal ≤ 30 s), all evaluated after "
+          f"{applied:.1f} s; {failed} failed")
+    print(f"timeout sweep, {args.timeouts:,} timeouts due at once, all fired after: "
+          f"{quiet_sweep:.2f} s without polls, {busy_sweep:.2f} s during the poll cycle "
+          f"(sweep every 1 s; {sweep_polls:,} polls stored by its end)")
+    print(f"event processing, {args.events:,} webhook events, all applied after: "
+          f"{quiet_processing:.2f} s without polls ({args.events / quiet_processing:,.0f}/s), "
+          f"{busy_processing:.2f} s during the poll cycle "
+          f"({args.events / busy_processing:,.0f}/s; {processing_polls:,} polls stored by its "
+          "end)")
+    print(f"CPU during the cycle (with the probes above): workers {cpu_workers:.1f} s, the "
+          f"endpoint {cpu_endpoint:.1f} s, of {applied * (os.cpu_count() or 1):.0f} core-s "
+          "(the rest: PostgreSQL, Redis, this script, and whatever else runs here)")
+    print(f"timers: sync with {timers:,} waiting {sync_ms:.1f} ms, claim with none due "
+          f"{idle_ms:.1f} ms (median of 9)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""On Scheduled Poll: the executor that makes the HTTP requests off the job queue.
+
+One executor per app and process. The scheduled job only wakes it (so the job returns at once
+and an RQ worker goes on with event processing and the timeout sweep); the executor's *pump*
+thread claims due timers, hands them to at most `POLL_CONCURRENCY` request threads and stores
+what they got in batches. Bounded per integration too (its `poll_concurrency` setting), with
+the threads taking integrations round-robin, so a slow or dead endpoint holds at most its own
+integration's share of threads while the others go on.
+
+The pump claims only what the threads can start soon (at most two rounds per integration
+waiting to start); it asks for about one more round when only one is left, for as long as the
+last claim came back full, and otherwise waits for the next wake.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+
+from wfapp.plugin_api import (
+    DueInstance,
+    NewEvent,
+    claim_due,
+    config,
+    count_delivery,
+    finish_due_batch,
+    integrations,
+    release_due,
+    store_events,
+)
+
+log = logging.getLogger(__name__)
+
+#: Results stored per `store_events` call (one transaction).
+STORE_BATCH = 500
+#: Results wait until this many are in, or this long, before they are stored (fewer, bigger
+#: transactions); at once when nothing else is queued or running.
+STORE_MIN = 200
+STORE_DELAY = 0.5
+#: How long an idle pump (nothing queued, running or to store) lives before it exits.
+IDLE_SECONDS = 2.0
+#: Attempts to store a batch of results before they are dropped (the database is away).
+STORE_ATTEMPTS = 5
+
+#: (the claimed item, the event to store, its error or None, failed attempts to store it)
+Result = tuple[DueInstance, NewEvent, str | None, int]
+Poll = Callable[[DueInstance, dict[str, str], urllib3.PoolManager, int],
+                tuple[NewEvent, str | None]]
+
+
+class PollExecutor:
+    """Request threads, their queues per integration, and the pump that claims and stores."""
+
+    def __init__(self, app: Any, trigger_type: str, poll: Poll, setting: str,
+                 needs_secrets: Callable[[DueInstance], bool]) -> None:
+        self.app = app
+        self.trigger_type = trigger_type
+        self.poll = poll
+        self.setting = setting
+        self.needs_secrets = needs_secrets
+        self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
+        self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
+        self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
+        self.cond = threading.Condition()
+        self.queues: dict[int, deque[DueInstance]] = {}
+        self.ring: list[int] = []
+        self.turn = 0
+        self.running: Counter[int] = Counter()
+        self.caps: dict[int, int] = {}
+        self.secrets: dict[int, dict[str, str]] = {}
+        self.more: set[int] = set()
+        self.results: list[Result] = []
+        self.results_since = 0.0
+        self.workers = 0
+        self.pump: threading.Thread | None = None
+        self.woken = False
+        self.stopping = False
+        self.storing = False
+        #: Counts (claimed, stored, failed) and seconds the pump spent (claim_s, store_s).
+        self.stats: Counter[str] = Counter()
+
+    # --- the scheduled job's side ---------------------------------------------------------------
+
+    def wake(self) -> dict[str, int]:
+        """Ask for a scheduling round (sync the timers, claim what is due); returns at once."""
+        with self.cond:
+            self.stopping = False
+            self.woken = True
+            if self.pump is None or not self.pump.is_alive():
+                self.pump = threading.Thread(target=self._pump, daemon=True,
+                                             name=f"wfapp-poll-pump-{id(self):x}")
+                self.pump.start()
+            self.cond.notify_all()
+            return {"queued": self._queued(), "running": sum(self.running.values()),
+                    "workers": self.workers}
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Claim nothing more, give back the claims not started, let running polls finish and
+        store their results (≤ `timeout`)."""
+        with self.cond:
+            self.stopping = True
+            waiting = [item for queue in self.queues.values() for item in queue]
+            for queue in self.queues.values():
+                queue.clear()
+            self.cond.notify_all()
+            pump = self.pump
+        if waiting:
+            try:
+                with self.app.app_context():
+                    release_due(waiting)
+            except Exception:  # the database is away: they are polled one interval later
+                log.exception("could not give back %d claimed polls", len(waiting))
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout)
+
+    def settled(self) -> bool:
+        """True when nothing is queued, running, waiting to be stored or being stored."""
+        with self.cond:
+            return not (self._queued() or self.workers or self.results or self.woken or
+                        self.storing)
+
+    # --- request threads ------------------------------------------------------------------------
+
+    def _queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def _take(self) -> DueInstance | None:
+        """The next item, integrations in turn, skipping those at their concurrency cap."""
+        count = len(self.ring)
+        for step in range(count):
+            integration_id = self.ring[(self.turn + step) % count]
+            queue = self.queues.get(integration_id)
+            if queue and self.running[integration_id] < self.caps.get(integration_id, 1):
+                self.turn = (self.turn + step + 1) % count
+                self.running[integration_id] += 1
+                return queue.popleft()
+        return None
+
+    def _submit(self, items: list[DueInstance]) -> None:
+        with self.cond:
+            stopping = self.stopping
+        if stopping:  # stopped while this claim was on its way: give it back
+            release_due(items)
+            return
+        with self.cond:
+            for item in items:
+                integration_id = item.integration.id
+                if integration_id not in self.queues:
+                    self.queues[integration_id] = deque()
+                    self.ring.append(integration_id)
+                self.queues[integration_id].append(item)
+            wanted = min(self.max_workers, self._queued() + sum(self.running.values()))
+            for _ in range(max(0, wanted - self.workers)):
+                self.workers += 1
+                threading.Thread(target=self._work, daemon=True,
+                                 name="wfapp-poll-request").start()
+            self.cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                item = self._take()
+                while item is None:
+                    if self.stopping or not self._queued():
+                        self.workers -= 1
+                        self.cond.notify_all()
+                        return
+                    self.cond.wait(0.5)
+                    item = self._take()
+                secrets = self.secrets.get(item.integration.id, {})
+            try:
+                event, error = self.poll(item, secrets, self.pool, self.max_bytes)
+            except Exception as exc:  # a bug must cost one poll, never the thread
+                log.exception("poll of instance %s failed", item.instance_id)
+                error = f"internal error: {type(exc).__name__}"
+                event = NewEvent(self.trigger_type, "poll.failed", item.record_key,
+                                 item.run_id, {"error": error}, None, error)
+            with self.cond:
+                self.running[item.integration.id] -= 1
+                self._add_results([(item, event, error, 0)])
+
+    # --- the pump -------------------------------------------------------------------------------
+
+    def _add_results(self, results: list[Result]) -> None:
+        """Queue results for storing (the caller holds the lock)."""
+        if not self.results:
+            self.results_since = time.monotonic()
+        self.results.extend(results)
+        self.cond.notify_all()
+
+    def _room(self, integration_id: int) -> int:
+        """How many more an integration's queue takes: up to two rounds waiting to start."""
+        queue = self.queues.get(integration_id)
+        return 2 * self.caps.get(integration_id, 0) - (len(queue) if queue else 0)
+
+    def _startable(self) -> int:
+        """Queued items that could start now: those of integrations under their cap.
+
+        A slow integration's queue waits for its own threads; it must not keep the others from
+        claiming (it is bounded by its own room).
+        """
+        return sum(min(len(q), max(0, self.caps.get(i, 1) - self.running[i]))
+                   for i, q in self.queues.items())
+
+    def _wants_claim(self) -> bool:
+        """More is due for an integration with at most one round left to start, and there is
+        room overall (so a claim brings about a round: few, larger claims)."""
+        if self.stopping or self._startable() >= self.max_workers:
+            return False
+        return any(len(self.queues.get(i) or ()) <= self.caps.get(i, 0) for i in self.more)
+
+    def _store_now(self) -> bool:
+        """Whether to store the waiting results: a full batch, a while waited, or the end."""
+        if not self.results:
+            return False
+        if self.stopping or len(self.results) >= STORE_MIN or not (self._queued() or
+                                                                  self.workers):
+            return True
+        return time.monotonic() - self.results_since >= STORE_DELAY
+
+    def _pump(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self.cond:
+                if not (self.woken or self._store_now() or self._wants_claim()):
+                    self.cond.wait(STORE_DELAY / 2)
+                woken, self.woken = self.woken, False
+                results: list[Result] = []
+                if self._store_now():
+                    results, self.results = self.results, []
+                self.storing = bool(results)
+                claim = not self.stopping and (woken or self._wants_claim())
+                busy = bool(results or claim or self.results or self._queued() or self.workers)
+                if busy:
+                    idle_since = time.monotonic()
+                elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
+                    self.pump = None
+                    return
+            if not (results or claim):
+                continue
+            try:
+                with self.app.app_context():
+                    if results:
+                        began = time.perf_counter()
+                        self._store(results)
+                        self.stats["store_s"] += time.perf_counter() - began
+                    if claim:
+                        began = time.perf_counter()
+                        self._claim(sync=woken)
+                        self.stats["claim_s"] += time.perf_counter() - began
+            except Exception:  # the database is away: try again on the next round
+                log.exception("poll pump round failed")
+                time.sleep(1.0)
+            finally:
+                with self.cond:
+                    self.storing = False
+
+    def _refresh_caps(self) -> None:
+        caps = {}
+        for info in integrations():
+            try:
+                cap = int(info.setting(self.setting, 8))
+            except (TypeError, ValueError):
+                cap = 8
+            caps[info.id] = max(1, min(cap, self.max_workers))
+        with self.cond:
+            self.caps = caps
+
+    def _claim(self, sync: bool) -> None:
+        if sync or not self.caps:
+            self._refresh_caps()
+            with self.cond:
+                self.more = set(self.caps)
+        with self.cond:
+            asked = {i: max(0, self._room(i)) for i in self.caps if i in self.more}
+            total = 2 * self.max_workers - self._startable()
+        if not sync and (total <= 0 or not any(asked.values())):
+            return  # no room now: keep `more` as it is, the next round asks again
+        # A scheduling round also brings the timers in step when there is no room to claim.
+        items = claim_due(self.trigger_type, max(0, total), per_integration=asked, sync=sync)
+        got = Counter(item.integration.id for item in items)
+        for integration_id in {item.integration.id for item in items}:
+            sample = next(i for i in items if i.integration.id == integration_id)
+            if any(self.needs_secrets(i) for i in items if i.integration.id == integration_id):
+                self.secrets[integration_id] = sample.integration.named_secrets()
+        with self.cond:
+            # An integration that got all it asked for probably has more due; when the overall
+            # limit cut the claim short, every integration asked for may have more.
+            cut_short = total > 0 and len(items) >= total
+            self.more = {i for i, n in asked.items() if n > 0 and (cut_short or got[i] >= n)}
+        self.stats["claimed"] += len(items)
+        if items:
+            self._submit(items)
+
+    def _store(self, results: list[Result]) -> None:
+        by_integration: dict[int, list[Result]] = {}
+        for result in results:
+            by_integration.setdefault(result[0].integration.id, []).append(result)
+        batches = [group[start:start + STORE_BATCH] for group in by_integration.values()
+                   for start in range(0, len(group), STORE_BATCH)]
+        for position, batch in enumerate(batches):
+            try:
+                self._store_batch(batch)
+            except LookupError:  # the integration was deleted meanwhile
+                continue
+            except Exception:
+                # Keep this batch (counting the attempt) and the ones not tried yet for later.
+                retry = [(d, e, err, n + 1) for d, e, err, n in batch if n + 1 < STORE_ATTEMPTS]
+                if len(retry) < len(batch):
+                    log.error("dropping %d poll results after %d failed attempts to store them",
+                              len(batch) - len(retry), STORE_ATTEMPTS)
+                with self.cond:
+                    self._add_results(retry + [r for later in batches[position + 1:]
+                                               for r in later])
+                raise
+
+    def _store_batch(self, batch: list[Result]) -> None:
+        info = batch[0][0].integration
+        store_events(info, [event for _, event, _, _ in batch])
+        finish_due_batch([(item, error) for item, _, error, _ in batch])
+        failed = [error for _, _, error, _ in batch if error is not None]
+        if len(failed) < len(batch):
+            count_delivery(info, "poll", "accepted", by=len(batch) - len(failed))
+        if failed:
+            count_delivery(info, "poll", "failed", failed[-1], by=len(failed))
+        self.stats["stored"] += len(batch)
+        self.stats["failed"] += len(failed)
+
+
+_executors: weakref.WeakKeyDictionary[Any, PollExecutor] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def executor_for(app: Any, factory: Callable[[], PollExecutor]) -> PollExecutor:
+    """This process's executor for `app`, made on first use (and stopped gently at exit)."""
+    with _lock:
+        executor = _executors.get(app)
+        if executor is None:
+            executor = _executors[app] = factory()
+            atexit.register(executor.stop, 30.0)
+        return executor

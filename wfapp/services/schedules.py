@@ -1,0 +1,393 @@
+"""Scheduled triggers (polls): one timer per waiting instance and scheduled transition.
+
+A trigger type whose `schedule_seconds(config)` returns a number is *scheduled*: for every active
+instance in a transition's From State (transition enabled) there is one `instance_timer` row
+that says when that instance is next due for that transition. Like the timeout sweep, the
+timers live in the database, so a restart loses none.
+
+- `sync()` keeps the timers in step with the instances, set-based: it drops timers whose
+  instance left the state, re-entered it (`entered_at` differs from the instance's
+  `entered_state_at`) or ended, or whose transition is gone, disabled or of another trigger type
+  now; and it creates the missing ones (first due = entered_state_at + interval).
+- `claim_due()` selects due timers (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes its
+  single write lock first), moves each one's `due_at` one interval ahead and commits, all in one
+  transaction: two schedulers never claim one instance twice per interval. A timer that fell
+  behind (the workers were down) is due once, then one interval after the claim — a restart
+  never fires a burst of catch-up polls. A disabled workflow or integration keeps its timers
+  but none is claimed; they are due at once when it is enabled again.
+- `finish_many()` records how claimed runs went: success resets the failure count; a failure
+  backs off (see `backoff_seconds`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import count
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    Interval,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..extensions import db
+from ..models import Instance, InstanceTimer, Integration, Transition, Workflow, utcnow
+from .registry import get_registry
+
+TIMER = InstanceTimer.__table__
+INSTANCE = Instance.__table__
+TRANSITION = Transition.__table__
+WORKFLOW = Workflow.__table__
+INTEGRATION = Integration.__table__
+
+#: A failing timer waits at most this long (or its own interval, when that is longer).
+MAX_BACKOFF_SECONDS = 3600.0
+#: ... and at most this many intervals.
+MAX_BACKOFF_INTERVALS = 10
+ERROR_LIMIT = 1000
+
+# Which integration a claim starts with, so that under a small limit no integration is always
+# served last (round-robin across claims in this process).
+_rotation = count()
+
+
+@dataclass(frozen=True)
+class ScheduledTransition:
+    """A transition of a scheduled trigger type, with its interval."""
+
+    workflow_id: int
+    code: str
+    from_state: str
+    enabled: bool
+    config: Mapping[str, Any]
+    interval: float
+
+
+@dataclass(frozen=True)
+class ClaimedTimer:
+    """One claimed timer with what its run needs (the instance as it was at the claim)."""
+
+    timer_id: int
+    instance_id: int
+    integration_id: int
+    workflow_id: int
+    transition: str
+    config: Mapping[str, Any]
+    interval: float
+    due_at: datetime
+    record_key: str | None
+    run_id: int | None
+    state: str
+    vars: Mapping[str, Any]
+    data: Mapping[str, Any]
+    failures: int
+
+
+def scheduled_transitions(trigger_type: str, workflow_ids: Iterable[int] | None = None
+                          ) -> dict[tuple[int, str], ScheduledTransition]:
+    """Transitions of `trigger_type` that their plugin gives an interval, by (workflow, code)."""
+    trigger = get_registry().trigger_types.get(trigger_type)
+    if trigger is None:
+        return {}
+    query = select(TRANSITION.c.workflow_id, TRANSITION.c.code, TRANSITION.c.from_state,
+                   TRANSITION.c.enabled, TRANSITION.c.trigger_config).where(
+        TRANSITION.c.trigger_type == trigger_type)
+    if workflow_ids is not None:
+        query = query.where(TRANSITION.c.workflow_id.in_(list(workflow_ids)))
+    out = {}
+    for row in db.session.execute(query):
+        config = dict(row.trigger_config or {})
+        try:
+            seconds = trigger.schedule_seconds(config)
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is None or not seconds > 0:
+            continue
+        out[(row.workflow_id, row.code)] = ScheduledTransition(
+            row.workflow_id, row.code, row.from_state, bool(row.enabled), config, float(seconds))
+    return out
+
+
+def _plus_seconds(column: Any, seconds: float) -> Any:
+    """SQL for `column + seconds` on this database (the timers are set-based SQL)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column + func.make_interval(0, 0, 0, 0, 0, 0, cast(literal(seconds), Float),
+                                           type_=Interval)
+    # SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' text; strftime gives milliseconds.
+    return func.strftime("%Y-%m-%d %H:%M:%f", column, f"{seconds:+.3f} seconds").op("||")("000")
+
+
+def _insert_ignoring_conflicts(columns: list[str], query: Any) -> Any:
+    dialect = db.session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(TIMER).from_select(columns, query).on_conflict_do_nothing(
+        index_elements=["instance_id", "transition"])
+
+
+def sync(trigger_type: str) -> tuple[int, int]:
+    """Drop stale timers and create missing ones, set-based; commits. Returns (dropped, made)."""
+    transitions = scheduled_transitions(trigger_type)
+    # Stale: no such instance state any more, re-entered, ended, moved to another workflow, or
+    # the transition is gone, disabled, or no longer of this (scheduled) trigger type.
+    valid_pairs = [(w, c) for (w, c), t in transitions.items() if t.enabled]
+    current = exists().where(
+        INSTANCE.c.id == TIMER.c.instance_id, INSTANCE.c.active.is_(True),
+        INSTANCE.c.entered_state_at == TIMER.c.entered_at,
+        INSTANCE.c.workflow_id == TIMER.c.workflow_id,
+        TRANSITION.c.workflow_id == TIMER.c.workflow_id, TRANSITION.c.code == TIMER.c.transition,
+        TRANSITION.c.enabled.is_(True), TRANSITION.c.trigger_type == trigger_type,
+        TRANSITION.c.from_state == INSTANCE.c.state)
+    if valid_pairs:
+        # A transition whose interval became invalid is not in `transitions`: drop its timers.
+        known = or_(*[and_(TIMER.c.workflow_id == w, TIMER.c.transition == c)
+                      for w, c in valid_pairs])
+        stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type,
+                                    or_(not_(current), not_(known)))
+    else:
+        stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type)
+    dropped = db.session.execute(stale).rowcount or 0
+    made = 0
+    columns = ["instance_id", "workflow_id", "integration_id", "transition", "trigger_type",
+               "entered_at", "due_at", "failures", "last_error"]
+    for (workflow_id, code), t in transitions.items():
+        if not t.enabled:
+            continue
+        missing = select(
+            INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.integration_id,
+            literal(code), literal(trigger_type), INSTANCE.c.entered_state_at,
+            _plus_seconds(INSTANCE.c.entered_state_at, t.interval), literal(0), literal(""),
+        ).where(
+            INSTANCE.c.workflow_id == workflow_id, INSTANCE.c.active.is_(True),
+            INSTANCE.c.state == t.from_state,
+            not_(exists().where(TIMER.c.instance_id == INSTANCE.c.id,
+                                TIMER.c.transition == code)))
+        made += len(db.session.execute(
+            _insert_ignoring_conflicts(columns, missing).returning(TIMER.c.id)).all())
+    db.session.commit()
+    return dropped, made
+
+
+def _take_write_lock() -> None:
+    """On SQLite, start the transaction with the database's write lock (no SKIP LOCKED there).
+
+    Any UPDATE takes SQLite's single write lock for the rest of the transaction, even one that
+    changes no row; a second scheduler waits here and then sees the first one's claims.
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.commit()  # a fresh transaction, so the lock comes with the latest snapshot
+        db.session.execute(text("UPDATE instance_timer SET failures = failures WHERE 0"))
+
+
+def _due_integrations(trigger_type: str, now: datetime) -> list[int]:
+    """Enabled integrations with due timers (a disabled one keeps its timers, unclaimed)."""
+    enabled = select(INTEGRATION.c.id).where(INTEGRATION.c.enabled.is_(True))
+    return list(db.session.scalars(
+        select(TIMER.c.integration_id).where(TIMER.c.trigger_type == trigger_type,
+                                             TIMER.c.due_at <= now,
+                                             TIMER.c.integration_id.in_(enabled)).distinct()))
+
+
+def _lock_due(trigger_type: str, integration_id: int, limit: int, now: datetime
+              ) -> list[Any]:
+    """Lock up to `limit` due timers of one integration, oldest due first, in one query.
+
+    The locking part reads one table through its (trigger_type, due_at) index only, so its cost
+    grows with `limit`, not with how many timers are due; timers of disabled workflows are
+    passed over (and kept). Each locked timer comes back with its instance when it still
+    applies (`current`), else stale: its instance moved on since the last sync.
+    """
+    paused = select(WORKFLOW.c.id).where(WORKFLOW.c.enabled.is_(False))
+    locked = (select(TIMER.c.id)
+              .where(TIMER.c.trigger_type == trigger_type, TIMER.c.due_at <= now,
+                     TIMER.c.integration_id == integration_id,
+                     TIMER.c.workflow_id.not_in(paused))
+              .order_by(TIMER.c.due_at, TIMER.c.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        locked = locked.with_for_update(skip_locked=True)
+    locked_cte = locked.cte("locked")
+    current = and_(INSTANCE.c.id.is_not(None), TRANSITION.c.id.is_not(None))
+    query = (
+        select(TIMER.c.id, TIMER.c.instance_id, TIMER.c.integration_id, TIMER.c.workflow_id,
+               TIMER.c.transition, TIMER.c.due_at, TIMER.c.failures, INSTANCE.c.record_key,
+               INSTANCE.c.run_id, INSTANCE.c.state, INSTANCE.c.vars, INSTANCE.c.data,
+               current.label("current"))
+        .select_from(locked_cte)
+        .join(TIMER, TIMER.c.id == locked_cte.c.id)
+        .outerjoin(INSTANCE, and_(INSTANCE.c.id == TIMER.c.instance_id,
+                                  INSTANCE.c.entered_state_at == TIMER.c.entered_at,
+                                  INSTANCE.c.workflow_id == TIMER.c.workflow_id,
+                                  INSTANCE.c.active.is_(True)))
+        .outerjoin(TRANSITION, and_(TRANSITION.c.workflow_id == TIMER.c.workflow_id,
+                                    TRANSITION.c.code == TIMER.c.transition,
+                                    TRANSITION.c.from_state == INSTANCE.c.state,
+                                    TRANSITION.c.trigger_type == trigger_type,
+                                    TRANSITION.c.enabled.is_(True)))
+        .order_by(TIMER.c.due_at, TIMER.c.id))
+    return list(db.session.execute(query))
+
+
+def next_due_after_claim(due_at: datetime, interval: float, now: datetime) -> datetime:
+    """One interval after the claimed due time; one interval from now when it fell behind."""
+    step = timedelta(seconds=interval)
+    following = due_at + step
+    return following if following > now else now + step
+
+
+def _claim_batch(trigger_type: str, integration_id: int, limit: int, now: datetime,
+                 transitions: Mapping[tuple[int, str], ScheduledTransition]
+                 ) -> list[ClaimedTimer]:
+    """Claim due timers of one integration and move them one interval ahead (not committed).
+
+    A locked timer that no longer applies (its instance moved on since the last sync) is
+    dropped here, as the next sync would, and its place is filled from the timers behind it.
+    """
+    claimed: list[ClaimedTimer] = []
+    for _ in range(5):
+        want = limit - len(claimed)
+        rows = _lock_due(trigger_type, integration_id, want, now)
+        batch = [ClaimedTimer(
+            r.id, r.instance_id, r.integration_id, r.workflow_id, r.transition,
+            transitions[(r.workflow_id, r.transition)].config,
+            transitions[(r.workflow_id, r.transition)].interval, r.due_at, r.record_key,
+            r.run_id, r.state, dict(r.vars or {}), dict(r.data or {}), r.failures)
+            for r in rows if r.current and (r.workflow_id, r.transition) in transitions]
+        if batch:
+            db.session.execute(
+                update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                .values(due_at=bindparam("due"), last_run_at=now),
+                [{"tid": c.timer_id, "due": next_due_after_claim(c.due_at, c.interval, now)}
+                 for c in batch])
+        claimed.extend(batch)
+        stale = {r.id for r in rows} - {c.timer_id for c in batch}
+        if stale:
+            db.session.execute(delete(TIMER).where(TIMER.c.id.in_(list(stale))))
+        if len(rows) < want or not stale:
+            break  # nothing more is due, or every locked timer was claimed
+    return claimed
+
+
+def claim_due(trigger_type: str, limit: int, *, per_integration: Mapping[int, int] | None = None,
+              sync_first: bool = False, now: datetime | None = None) -> list[ClaimedTimer]:
+    """Claim up to `limit` due timers and move them one interval ahead; commits.
+
+    `per_integration`, when given, caps the claim per integration id; integrations it does not
+    name (or names with 0) are not claimed this time. The limit is shared out across the
+    integrations with due work, starting with a different one each call. `sync_first` runs
+    `sync()` before claiming.
+    """
+    if sync_first:
+        sync(trigger_type)
+    if limit <= 0:
+        return []
+    transitions = scheduled_transitions(trigger_type)
+    _take_write_lock()
+    now = now or utcnow()
+    caps = dict(per_integration) if per_integration is not None else None
+    integrations = [i for i in _due_integrations(trigger_type, now)
+                    if caps is None or caps.get(i, 0) > 0]
+    if integrations:
+        start = next(_rotation) % len(integrations)
+        integrations = integrations[start:] + integrations[:start]
+    claimed: list[ClaimedTimer] = []
+    left = {i: (caps[i] if caps is not None else limit) for i in integrations}
+    # Share the limit out; what an integration with fewer due timers leaves goes round again to
+    # those that filled their share.
+    while integrations and len(claimed) < limit:
+        again = []
+        for position, integration_id in enumerate(integrations):
+            remaining = limit - len(claimed)
+            if remaining <= 0:
+                break
+            share = min(math.ceil(remaining / (len(integrations) - position)),
+                        left[integration_id])
+            batch = _claim_batch(trigger_type, integration_id, share, now, transitions)
+            claimed.extend(batch)
+            left[integration_id] -= len(batch)
+            if len(batch) == share and left[integration_id] > 0:
+                again.append(integration_id)
+        integrations = again
+    db.session.commit()
+    return claimed
+
+
+def release(claims: Sequence[tuple[int, datetime]]) -> None:
+    """Give claimed runs that never started back: each timer is due again at its claimed time.
+
+    For a scheduler that stops with claims it has not started (a worker's warm shutdown), so
+    a restart loses none of them. Commits.
+    """
+    if claims:
+        db.session.execute(update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                           .values(due_at=bindparam("due")),
+                           [{"tid": timer_id, "due": due} for timer_id, due in claims])
+    db.session.commit()
+
+
+def backoff_seconds(interval: float, failures: int) -> float:
+    """How long a timer waits after its `failures`-th failure in a row.
+
+    interval × 2^failures, capped at 10 intervals and at 1 hour — but never less than one
+    interval (a timer whose interval is over an hour keeps its interval).
+    """
+    cap = max(interval, min(MAX_BACKOFF_INTERVALS * interval, MAX_BACKOFF_SECONDS))
+    return min(cap, interval * 2.0 ** min(failures, 32))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How one claimed run went: `error` None for success."""
+
+    timer_id: int
+    interval: float
+    failures: int  # the failure count at the claim
+    error: str | None = None
+
+
+def finish_many(results: Sequence[Finished], now: datetime | None = None) -> None:
+    """Record runs: reset the failure count of successes, back off failures; commits.
+
+    A timer that was dropped meanwhile (its instance moved on) is simply not there any more.
+    """
+    now = now or utcnow()
+    recovered = [{"tid": r.timer_id} for r in results if r.error is None and r.failures]
+    failed = [{"tid": r.timer_id, "n": r.failures + 1, "error": r.error[:ERROR_LIMIT],
+               "due": now + timedelta(seconds=backoff_seconds(r.interval, r.failures + 1))}
+              for r in results if r.error is not None]
+    if recovered:
+        db.session.execute(update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                           .values(failures=0, last_error=""), recovered)
+    if failed:
+        db.session.execute(update(TIMER).where(TIMER.c.id == bindparam("tid"))
+                           .values(failures=bindparam("n"), last_error=bindparam("error"),
+                                   due_at=bindparam("due"), last_run_at=now), failed)
+    db.session.commit()
+
+
+def finish(timer_id: int, error: str | None = None) -> None:
+    """Record one run (see `finish_many`); the interval and failure count are read here."""
+    row = db.session.execute(select(TIMER.c.workflow_id, TIMER.c.transition,
+                                    TIMER.c.trigger_type, TIMER.c.failures)
+                             .where(TIMER.c.id == timer_id)).first()
+    if row is None:
+        db.session.commit()
+        return
+    t = scheduled_transitions(row.trigger_type, [row.workflow_id]).get(
+        (row.workflow_id, row.transition))
+    interval = t.interval if t is not None else 60.0
+    finish_many([Finished(timer_id, interval, row.failures, error)])
