@@ -76,3 +76,48 @@ def test_nul_in_a_path_is_404_on_every_page(client, auth, demo):
                  "/workflows/ORD%00/delete", "/instances/?workflow=ORD%00"]:
         answer = client.get(path)
         assert answer.status_code in (404, 400), (path, answer.status_code)
+
+
+@pytest.mark.postgres
+def test_webhook_fast_path_survives_a_database_restart(app_config: dict[str, Any]):
+    """The inbox writer's own connection: 503 while the database is away, then 202 again."""
+    from tests.webhooks import make_integration, standard
+
+    url = urlsplit(os.environ["WFAPP_TEST_DATABASE_URL"])
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    through = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}")
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": urlunsplit(through),
+                      "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {
+                          "connect_timeout": 2}}})
+    try:
+        with app.app_context():
+            secret = make_integration()
+        client = app.test_client()
+
+        def deliver(n: int) -> int:
+            body, headers = standard(secret, {"type": "x", "id": f"R{n}"})
+            return client.post("/hooks/HOOKS", data=body, headers=headers).status_code
+
+        assert deliver(1) == 202
+        proxy.stop()
+        assert deliver(2) == 503
+        proxy.start()
+        assert deliver(3) == 202
+    finally:
+        proxy.stop()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_config_changes_reach_the_webhook_at_once_in_this_process(app, client):
+    """The endpoint's cached snapshot is dropped by every change made through the services."""
+    from tests.webhooks import make_integration, standard
+    from wfapp.services.integrations import update_integration
+
+    secret = make_integration()
+    body, headers = standard(secret, {"type": "x", "id": "R1"})
+    assert client.post("/hooks/HOOKS", data=body, headers=headers).status_code == 202
+    update_integration("HOOKS", {"webhook_enabled": False})
+    body, headers = standard(secret, {"type": "x", "id": "R2"})
+    assert client.post("/hooks/HOOKS", data=body, headers=headers).status_code == 403

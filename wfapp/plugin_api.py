@@ -39,7 +39,8 @@ __all__ = [
     "finish_due_batch", "glob_match", "hookimpl", "integrations", "job", "json_error",
     "parse_json", "public", "recent_deliveries", "record_delivery", "release_due", "requires_role",
     "resolve_path", "roles", "schedule_summary", "set_secret", "signing", "state_get",
-    "state_items", "state_put", "state_remove", "state_update", "store_events", "utcnow",
+    "state_items", "state_put", "state_remove", "state_update", "store_event_now", "store_events",
+    "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -182,6 +183,8 @@ class IntegrationInfo:
     workflow_code: str | None
     instance_mode: str
     settings: Mapping[str, Any]
+    # Secrets read through this snapshot, kept with it (a cached snapshot reads them once).
+    _secrets: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A plugin setting's value (its declared default when unset)."""
@@ -199,8 +202,10 @@ class IntegrationInfo:
         """(value, the value it replaced, when it was replaced) of a secret setting."""
         from .services import secrets
 
-        with _writing():
-            found = secrets.read(self.id, secrets.SETTING, name)
+        if name not in self._secrets:
+            with _writing():
+                self._secrets[name] = secrets.read(self.id, secrets.SETTING, name)
+        found = self._secrets[name]
         if found is None:
             return None, None, None
         return found.value, found.previous, found.rotated_at
@@ -227,16 +232,47 @@ def _info(integration: Any, workflow_code: Any = MISSING) -> IntegrationInfo:
         instance_mode=integration.instance_mode, settings=settings)
 
 
-def find_integration(code: str) -> IntegrationInfo | None:
+def find_integration(code: str, max_age: float = 0.0) -> IntegrationInfo | None:
     """The integration with this code (any case), or None; StorageUnavailable if the database
-    fails. One query: endpoints call it on every request."""
+    fails. One query; with `max_age` > 0 a snapshot up to that many seconds old (with the
+    secrets it read) may be returned instead — for endpoints called on every request. A change
+    made in this process is seen at once; one made in another process within `max_age`."""
+    from .services import config_cache
     from .services.integrations import find_integration_row
 
     if not isinstance(code, str) or len(code) > 100:
         return None
-    with _writing():
-        row = find_integration_row(code)
-    return None if row is None else _info(row, row.workflow_code)
+
+    def load() -> IntegrationInfo | None:
+        with _writing():
+            row = find_integration_row(code)
+        return None if row is None else _info(row, row.workflow_code)
+
+    return config_cache.get(("integration", code.strip().upper()), max_age, load)
+
+
+def store_event_now(integration: IntegrationInfo, event: NewEvent) -> StoredEvents:
+    """Store one event in its own transaction, at once, whatever else this request did.
+
+    The hot path for inbound endpoints (one event per request): on PostgreSQL a single
+    round trip on a connection kept for it. Checks the event like `store_events`; raises
+    StorageUnavailable when the database fails (nothing stored). `duplicates` is 1 for a
+    repeated dedupe key.
+    """
+    from .services.events import NewEvent as CoreEvent
+    from .services.inbox_writer import WriteFailed, store_one
+
+    _check_event(0, event)
+    if event.failure is not None:
+        return store_events(integration, [event])
+    try:
+        with _writing():  # SQLite takes the regular path, whose errors arrive as SQLAlchemy's
+            new_id = store_one(integration.id, CoreEvent(
+                event.source, event.type, event.record_key, event.run_id, event.payload, None,
+                event.dedupe_key))
+    except WriteFailed as error:
+        raise StorageUnavailable(str(error)) from error
+    return StoredEvents([new_id], 0) if new_id is not None else StoredEvents([], 1)
 
 
 def _require_integration(code: str) -> IntegrationInfo:

@@ -97,6 +97,15 @@ def _kick_after_commit() -> None:
                     "pick them up", type(exc).__name__, exc)
 
 
+def kick_soon() -> None:
+    """Like `_kick_after_commit`, from the process's kicker thread (no wait for Redis)."""
+    try:
+        get_queue().kick_soon()
+    except Exception as exc:  # noqa: BLE001 — a queue outage must not fail a committed ingest
+        log.warning("events stored, but the queue is unreachable (%s: %s)", type(exc).__name__,
+                    exc)
+
+
 MAX_KEY = 200
 
 

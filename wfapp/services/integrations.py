@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
 from ..models import Instance, InstanceMode, Integration, Workflow
-from . import audit, secrets
+from . import audit, config_cache, secrets
 from .errors import NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -201,6 +201,7 @@ def _plugin_setting_errors(fields: dict[str, Any], stored: dict[str, Any]) -> li
 
 
 def _apply(integration: Integration, fields: dict[str, Any], workflow: Workflow | None) -> None:
+    config_cache.invalidate()
     for key in ("description", "instance_mode", "enabled", "record_url_template"):
         if key in fields:
             setattr(integration, key, fields[key])

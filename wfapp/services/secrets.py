@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, delete, select
 from ..extensions import db
 from ..models import IntegrationSecret, utcnow
 from ..secretbox import SecretBox
+from . import config_cache
 
 SETTING = "setting"
 NAMED = "named"
@@ -31,6 +32,7 @@ def secretbox() -> SecretBox:
 
 def put(integration_id: int, kind: str, name: str, value: str) -> None:
     """Store (or replace) a secret in the current transaction; the old value becomes `previous`."""
+    config_cache.invalidate()
     box = secretbox()
     row = db.session.get(IntegrationSecret, (integration_id, kind, name))
     now = utcnow()
@@ -48,6 +50,7 @@ def put(integration_id: int, kind: str, name: str, value: str) -> None:
 
 def remove(integration_id: int, kind: str, names: list[str]) -> None:
     """Delete secrets in the current transaction."""
+    config_cache.invalidate()
     if names:
         db.session.execute(delete(IntegrationSecret).where(
             IntegrationSecret.integration_id == integration_id, IntegrationSecret.kind == kind,
