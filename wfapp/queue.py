@@ -127,6 +127,11 @@ class RedisQueue:
 
     _kicker: _Kicker | None = None
 
+    def once(self, name: str, seconds: float) -> bool:
+        """True for exactly one caller per `seconds` across every process and host."""
+        return bool(self.connection.set(f"wfapp:once:{name}", "1", nx=True,
+                                        px=max(1, int(seconds * 1000))))
+
 
 _KICKER_LOCK = threading.Lock()
 COALESCE_SECONDS = 0.02
@@ -159,11 +164,6 @@ class _Kicker:
                     log.warning("events stored, but the queue is unreachable (%s: %s); the "
                                 "sweep will pick them up", type(exc).__name__, exc)
                 time.sleep(0.5)
-
-    def once(self, name: str, seconds: float) -> bool:
-        """True for exactly one caller per `seconds` across every process and host."""
-        return bool(self.connection.set(f"wfapp:once:{name}", "1", nx=True,
-                                        px=max(1, int(seconds * 1000))))
 
 
 class EmbeddedQueue:
