@@ -22,6 +22,7 @@ from wfapp.plugin_api import (
     json_error,
     recent_deliveries,
     requires_role,
+    span,
     state_get,
     utcnow,
 )
@@ -44,19 +45,6 @@ csrf_exempt(api_bp)  # bearer-token requests; no cookie session reaches /api/ pa
 PHASES = {"register": "registering", "renew": "renewing", "unregister": "unregistering"}
 QUEUED = {"register": "Registration", "renew": "Renewal", "unregister": "Unregistering"}
 WARN_BEFORE_SECONDS = 24 * 3600
-
-
-def span(seconds: float) -> str:
-    """'2 d 3 h', '4 h 10 min', '5 min', '12 s' — a length of time as people read it."""
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes else f"{secs} s"
 
 
 def _ago(value: Any, now: datetime) -> str | None:

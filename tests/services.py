@@ -197,3 +197,45 @@ def start_server(config: dict[str, Any], log: Path, **extra: str
     proc.kill()
     proc.wait(timeout=10)
     raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def start_gunicorn(config: dict[str, Any], log: Path, workers: int = 2
+                   ) -> tuple[str, subprocess.Popen[bytes]]:
+    """`gunicorn -w N wsgi:app` on a free port with the test's database and Redis.
+
+    Returns the base URL once it answers, and the process (the caller stops it); raises
+    RuntimeError with the server's log when it does not start.
+    """
+    import urllib.request
+
+    port = _free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-w", str(workers), "-b",
+             f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
+            cwd=str(ROOT), env=worker_env(config), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        if proc.poll() is not None:
+            break
+        try:
+            urllib.request.urlopen(f"{url}/auth/login", timeout=1)
+            return url, proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"gunicorn did not start: {log.read_text()}")
+
+
+def stop(*procs: subprocess.Popen[Any]) -> None:
+    """SIGTERM the processes, then SIGKILL what has not exited after 15 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

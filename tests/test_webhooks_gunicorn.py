@@ -4,10 +4,6 @@ there (WFAPP_TEST_DATABASE_URL), on the session's SQLite file otherwise."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +12,7 @@ import pytest
 import requests
 
 from tests.e2e.test_webhooks_live import wait_for_state
-from tests.services import ROOT, _free_port, start_worker, worker_env
+from tests.services import start_gunicorn, start_worker, stop
 from tests.webhooks import GITHUB, SHOPIFY, github, make_integration, shopify, standard
 
 pytestmark = pytest.mark.redis
@@ -25,26 +21,9 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def gunicorn(rq_app: Any, app_config: dict[str, Any], tmp_path: Path) -> Iterator[str]:
     """`gunicorn -w 2 wsgi:app` on a free port, on the test database and Redis."""
-    port = _free_port()
-    binary = str(Path(sys.executable).parent / "gunicorn")
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen([binary, "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"],
-                            cwd=str(ROOT), env=worker_env(app_config), stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"{url}/auth/login", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
+    url, proc = start_gunicorn(app_config, tmp_path / "gunicorn.log")
     yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    stop(proc)
 
 
 def test_gunicorn_and_a_worker_process_move_instances_in_three_styles(gunicorn, app_config):

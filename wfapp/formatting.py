@@ -13,11 +13,9 @@ from .models import utcnow
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
-def duration(since: datetime | None, now: datetime | None = None) -> str:
-    """'3 d 4 h', '2 h 12 min', '45 s' — how long ago `since` was."""
-    if since is None:
-        return ""
-    seconds = max(0, int(((now or utcnow()) - since).total_seconds()))
+def span(seconds: float) -> str:
+    """'3 d 4 h', '2 h 12 min', '5 min', '45 s' — a length of time as people read it."""
+    seconds = max(0, int(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -28,6 +26,13 @@ def duration(since: datetime | None, now: datetime | None = None) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{secs} s"
+
+
+def duration(since: datetime | None, now: datetime | None = None) -> str:
+    """'3 d 4 h', '2 h 12 min', '45 s' — how long ago `since` was."""
+    if since is None:
+        return ""
+    return span(((now or utcnow()) - since).total_seconds())
 
 
 def timestamp(value: datetime | None) -> str:

@@ -22,6 +22,7 @@ from flask import current_app, has_request_context, jsonify, request
 from werkzeug.wrappers import Response
 
 from . import signing
+from .formatting import span
 from .hookspecs import hookimpl
 from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
@@ -38,7 +39,7 @@ __all__ = [
     "counters", "csrf_exempt", "enqueue", "external_url", "find_integration", "finish_due",
     "finish_due_batch", "glob_match", "hookimpl", "integrations", "job", "json_error",
     "parse_json", "public", "recent_deliveries", "record_delivery", "release_due", "requires_role",
-    "resolve_path", "roles", "schedule_summary", "set_secret", "signing", "state_get",
+    "resolve_path", "roles", "schedule_summary", "set_secret", "signing", "span", "state_get",
     "state_items", "state_put", "state_remove", "state_update", "store_event_now", "store_events",
     "utcnow",
 ]

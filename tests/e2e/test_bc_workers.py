@@ -4,10 +4,6 @@ stand-in, over real HTTP. (On PostgreSQL in the PostgreSQL run of the suite.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +15,7 @@ from tests.bc_helpers import setup_in_app, wait_for
 from tests.bc_standin import StandIn, now
 from tests.conftest import PASSWORD
 from tests.e2e.test_bc import API, Api
-from tests.services import ROOT, _free_port, start_worker, worker_env
+from tests.services import start_gunicorn, start_worker, stop
 
 pytestmark = pytest.mark.redis
 
@@ -42,33 +38,12 @@ def served(rq_app: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     create_user("author", PASSWORD, "author")
     headers = {"Authorization": f"Bearer {create_token('author')}"}
     config = dict(rq_app.config)
-    port = _free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    web = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
-         "--timeout", "60", "wsgi:app"],
-        cwd=str(ROOT), env=worker_env(config), stdout=log, stderr=subprocess.STDOUT)
+    url, web = start_gunicorn(config, tmp_path / "gunicorn.log")
     worker = start_worker(config, burst=False)
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{url}/auth/login", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
         yield url, headers
     finally:
-        for proc in (web, worker):
-            proc.terminate()
-        for proc in (web, worker):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        stop(web, worker)
 
 
 def test_subscription_and_notifications_through_gunicorn_and_a_worker(served, standin):
