@@ -170,15 +170,6 @@ def test_redis_flushed_with_events_pending(rq_app):
     _assert_exactly_once(wf, 200)
 
 
-def _working() -> bool:
-    """True once a worker holds a partition lease, i.e. it is inside a batch."""
-    from wfapp.models import Lease
-
-    db.session.rollback()
-    return db.session.scalar(select(func.count()).select_from(Lease)
-                             .where(Lease.owner != "", Lease.expires_at.is_not(None))) > 0
-
-
 def test_worker_killed_mid_batch(rq_app):
     wf = _setup()
     stream = _events(300, 20, seed=3)
@@ -187,10 +178,11 @@ def test_worker_killed_mid_batch(rq_app):
 
     get_queue().kick()
     worker = start_worker(rq_app.config, burst=True)
+    # Kill as soon as the first batch has committed: on a slow machine the worker may hold its
+    # lease for a while before anything is applied, so a fixed sleep can land too early.
     deadline = time.monotonic() + 60
-    while not _working() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.15)  # well inside the work: 6,000 events take seconds
+    while _pending() == 6000 and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     left = _pending()
