@@ -112,8 +112,9 @@ def test_disabled_workflow_skips_events_and_keeps_timers(app, demo):
 def test_disabled_timeout_transition_leaves_instance(app, demo):
     from wfapp.services.workflows import save_transition
 
-    _import([{"key": "F1", "data": {"total": 0}}])
+    # Disabled before the instance starts: it follows the version with EXPIRE disabled.
     save_transition("ORDER_SYNC", "EXPIRE", {"enabled": False})
+    _import([{"key": "F1", "data": {"total": 0}}])
     assert fire_due_timeouts(now=utcnow() + timedelta(hours=25)) == 0
     f1 = _instance("F1")
     assert f1.state == "NEW" and f1.timeout_due_at is None

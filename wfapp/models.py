@@ -163,6 +163,10 @@ class Workflow(Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The newest version's number (0 until the first save records version 1).
+    latest_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "Pin new instances to version N": a roll-back without migrating; None = the latest.
+    pinned_version: Mapped[int | None] = mapped_column(Integer)
 
     states: Mapped[list[State]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", order_by="State.position"
@@ -289,6 +293,8 @@ class Instance(Model):
         Index("ix_instance_integration_entered", "integration_id", "entered_state_at", "id"),
         Index("ix_instance_integration_state", "integration_id", "state", "entered_state_at",
               "id"),
+        # Migrations and the versions list count instances per (workflow, version, state).
+        Index("ix_instance_workflow_version", "workflow_id", "workflow_version", "state"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -305,11 +311,59 @@ class Instance(Model):
     last_trigger: Mapped[str | None] = mapped_column(String(40))
     last_transition: Mapped[str | None] = mapped_column(String(20))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The workflow version whose definition this instance follows (its number, not a row id).
+    workflow_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     workflow: Mapped[Workflow] = relationship()
     integration: Mapped[Integration] = relationship()
+
+
+class WorkflowVersion(Model):
+    """One immutable version of a workflow's definition: the export document as saved."""
+
+    __tablename__ = "workflow_version"
+    __table_args__ = (UniqueConstraint("workflow_id", "number", name="uq_workflow_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[str] = mapped_column(String(300), default="")
+
+
+class MigrationStatus(str, Enum):
+    """Lifecycle of a migration of instances between workflow versions."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class WorkflowMigration(Model):
+    """A requested move of instances from one workflow version to another, with its progress."""
+
+    __tablename__ = "workflow_migration"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"),
+                                             index=True)
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    state_map: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=MigrationStatus.QUEUED.value)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class HistoryEntry(Model):

@@ -111,6 +111,8 @@ class CompiledWorkflow:
     candidates: Mapping[tuple[str, str], tuple[CompiledTransition, ...]]
     # from_state -> every transition leaving it, by priority then code (for explanations)
     outgoing: Mapping[str, tuple[CompiledTransition, ...]]
+    # The workflow version this definition is (0 when compiled from a document outside one).
+    version: int = 0
 
 
 def compile_workflow(wf: Mapping[str, Any]) -> CompiledWorkflow:

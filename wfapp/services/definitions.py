@@ -17,7 +17,7 @@ from ..engine import DEFAULT_LIMITS, Limits, RuleError, normalize_code, validate
 from ..extensions import db
 from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
-from . import audit
+from . import audit, versions
 from .errors import Conflict, NotFound, ValidationFailed
 from .registry import get_registry
 
@@ -89,6 +89,16 @@ def to_document(workflow: Workflow) -> dict[str, Any]:
 def export_document(code: str) -> dict[str, Any]:
     """Export the workflow called `code`; NotFound when there is none."""
     return to_document(get_workflow(code))
+
+
+def export_version(code: str, number: int | None = None) -> dict[str, Any]:
+    """Export a version of the workflow (default: the latest), carrying its number."""
+    workflow = get_workflow(code)
+    if number is None or number == workflow.latest_version:
+        document = to_document(workflow)
+        document["version"] = workflow.latest_version
+        return document
+    return versions.version_document(workflow, number)
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -222,19 +232,15 @@ def parse_file(content: bytes | str) -> Any:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _in_use_errors(workflow: Workflow, wf: dict[str, Any]) -> list[RuleError]:
-    """States that instances are in must survive a replacement."""
+def removed_state_counts(workflow: Workflow, wf: dict[str, Any]) -> dict[str, int]:
+    """Active instances per state that `wf` no longer has (they stay on their version)."""
     kept = {s["code"] for s in wf["states"]}
     rows = db.session.execute(
         select(Instance.state, func.count())
-        .where(Instance.workflow_id == workflow.id)
+        .where(Instance.workflow_id == workflow.id, Instance.active.is_(True))
         .group_by(Instance.state)
     ).all()
-    return [
-        RuleError("workflow.states", f"state {state!r} has {count} instance(s) and cannot be "
-                  "removed; move or delete them first")
-        for state, count in rows if state not in kept
-    ]
+    return {state: count for state, count in rows if state not in kept}
 
 
 def write_definition(workflow: Workflow, wf: dict[str, Any]) -> None:
@@ -272,10 +278,12 @@ def _sync(workflow: Workflow, rows: list[Any], wanted: list[dict[str, Any]], mod
 
 
 def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
-    """Validate a definition (rules and instances in use) and write it in one transaction."""
+    """Validate a definition and write it, with a new version when it changed, in one transaction.
+
+    Instances keep following the version they run on, so a definition that drops a state some
+    of them are in is accepted: they stay where they are until migrated.
+    """
     errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
-    if workflow is not None and workflow.id is not None:
-        errors += _in_use_errors(workflow, wf)
     if errors:
         db.session.rollback()
         raise ValidationFailed(errors)
@@ -286,14 +294,20 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
         db.session.add(workflow)
     try:
         write_definition(workflow, wf)
+        db.session.flush()
         if before is None:
-            audit.record("create", "workflow", wf["code"],
-                         {"changes": [f"created with {len(wf['states'])} states and "
-                                      f"{len(wf['transitions'])} transitions"]})
+            changes = [f"created with {len(wf['states'])} states and "
+                       f"{len(wf['transitions'])} transitions"]
         else:
             changes = definition_changes(before, wf)
-            if changes:
-                audit.record("update", "workflow", wf["code"], {"changes": changes})
+        number = versions.record_version(workflow, to_document(workflow), changes,
+                                         audit.actor())
+        if changes:
+            details: dict[str, Any] = {"changes": changes}
+            if number is not None:
+                details["version"] = number
+            audit.record("create" if before is None else "update", "workflow", wf["code"],
+                         details)
         db.session.commit()
     except IntegrityError:
         # Another request created this code (or rows of it) between our check and our write.
@@ -343,6 +357,9 @@ class ImportPreview:
     exists: bool
     changes: list[str] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)
+    # Active instances per state the document removes (or renames): they stay on `version`.
+    stranded: dict[str, int] = field(default_factory=dict)
+    version: int = 0
 
 
 def _rows_diff(kind: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
@@ -368,7 +385,8 @@ def preview_import(document: Any) -> ImportPreview:
     if existing is None:
         return ImportPreview(wf["code"], False, [], normalized)
     changes = definition_changes(workflow_to_dict(existing), wf)
-    return ImportPreview(wf["code"], True, changes, normalized)
+    return ImportPreview(wf["code"], True, changes, normalized,
+                         removed_state_counts(existing, wf), existing.latest_version)
 
 
 def definition_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

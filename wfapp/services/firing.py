@@ -2,13 +2,13 @@
 
 Event processing, timeouts, manual fires and resets all change an instance through `move()`:
 an UPDATE guarded by the instance's version (so two workers can never both move it) plus an
-append-only history row. Compiled workflow definitions are cached by their last change.
+append-only history row. Compiled definitions come from `versions.compiled_workflow`, by the
+workflow version an instance follows.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,49 +16,15 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from ..engine import CompiledWorkflow, compile_workflow, timeout_due
-from ..extensions import db
-from ..models import HistoryEntry, Instance, State, Transition, Workflow
+from ..engine import CompiledWorkflow, timeout_due
+from ..models import HistoryEntry, Instance
+
+# Re-exported: the callers that move instances take their definitions from here.
+from .versions import compiled_workflow  # noqa: F401
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__
 NOTES_LIMIT = 500
-
-_cache: dict[int, tuple[datetime, CompiledWorkflow]] = {}
-_cache_lock = threading.Lock()
-
-
-def compiled_workflow(workflow_id: int) -> CompiledWorkflow | None:
-    """The compiled definition of a workflow, recompiled only when it has changed."""
-    stamp = db.session.scalar(select(Workflow.updated_at).where(Workflow.id == workflow_id))
-    if stamp is None:
-        return None
-    cached = _cache.get(workflow_id)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    workflow = db.session.get(Workflow, workflow_id, populate_existing=True)
-    states = db.session.scalars(select(State).where(State.workflow_id == workflow_id)
-                                .order_by(State.position)).all()
-    transitions = db.session.scalars(select(Transition).where(
-        Transition.workflow_id == workflow_id).order_by(Transition.position)).all()
-    wf = {
-        "code": workflow.code, "enabled": workflow.enabled,
-        "initial_state": workflow.initial_state,
-        "states": [{"code": s.code, "description": s.description, "is_final": s.is_final,
-                    "timeout_hours": s.timeout_hours,
-                    "on_timeout_transition": s.on_timeout_transition} for s in states],
-        "transitions": [{"code": t.code, "description": t.description,
-                         "from_state": t.from_state, "to_state": t.to_state,
-                         "trigger_type": t.trigger_type, "enabled": t.enabled,
-                         "priority": t.priority, "trigger_config": t.trigger_config,
-                         "conditions": t.conditions, "capture": t.capture}
-                        for t in transitions],
-    }
-    result = compile_workflow(wf)
-    with _cache_lock:
-        _cache[workflow_id] = (stamp, result)
-    return result
-
 
 @dataclass
 class InstanceRow:
@@ -73,6 +39,7 @@ class InstanceRow:
     version: int
     data: dict[str, Any] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
+    workflow_version: int = 1
 
     def context(self) -> dict[str, Any]:
         """The `instance` part of a condition context."""
@@ -82,13 +49,15 @@ class InstanceRow:
 
 INSTANCE_COLUMNS = (INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.integration_id,
                     INSTANCE.c.record_key, INSTANCE.c.run_id, INSTANCE.c.state,
-                    INSTANCE.c.version, INSTANCE.c.data, INSTANCE.c.vars)
+                    INSTANCE.c.version, INSTANCE.c.data, INSTANCE.c.vars,
+                    INSTANCE.c.workflow_version)
 
 
 def row_to_instance(row: Any) -> InstanceRow:
     """Build an InstanceRow from a row selected with INSTANCE_COLUMNS."""
     return InstanceRow(row.id, row.workflow_id, row.integration_id, row.record_key, row.run_id,
-                       row.state, row.version, dict(row.data or {}), dict(row.vars or {}))
+                       row.state, row.version, dict(row.data or {}), dict(row.vars or {}),
+                       row.workflow_version)
 
 
 def load_instance(conn: Connection, instance_id: int, lock: bool = False) -> InstanceRow | None:
@@ -171,7 +140,7 @@ def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkfl
                     integration_id: int, record_key: str | None, run_id: int | None,
                     data: dict[str, Any], actor: str, trigger_type: str, now: datetime,
                     event_id: int | None = None) -> InstanceRow:
-    """Insert a new instance in the workflow's initial state, with its first history row."""
+    """Insert a new instance in the initial state of `workflow` (a version), with its history."""
     initial = workflow.states[workflow.initial_state]
     instance_id = conn.execute(
         insert(INSTANCE).values(
@@ -179,10 +148,10 @@ def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkfl
             run_id=run_id, state=initial.code, active=not initial.is_final,
             entered_state_at=now, timeout_due_at=timeout_due(now, initial), data=data or {},
             vars={}, last_trigger=trigger_type, last_transition=None, version=1,
-            created_at=now, completed_at=None)
+            workflow_version=workflow.version or 1, created_at=now, completed_at=None)
         .returning(INSTANCE.c.id)).scalar_one()
     instance = InstanceRow(instance_id, workflow_id, integration_id, record_key, run_id,
-                           initial.code, 1, dict(data or {}), {})
+                           initial.code, 1, dict(data or {}), {}, workflow.version or 1)
     conn.execute(insert(HISTORY), [history_row(
         instance, None, Move(initial.code, None, trigger_type, actor, event_id,
                              "instance created"), now)])

@@ -175,17 +175,19 @@ def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAc
 
 def manual_actions(instance: Instance) -> list[ManualAction]:
     """The enabled Manual transitions leaving the instance's state (none in a final state)."""
-    return _manual(compiled_workflow(instance.workflow_id), instance.state)
+    return _manual(compiled_workflow(instance.workflow_id, instance.workflow_version),
+                   instance.state)
 
 
 def manual_actions_by_instance(instances: Sequence[Instance]) -> dict[int, list[ManualAction]]:
     """The Manual transitions each instance can fire now, one workflow lookup per workflow."""
-    workflows: dict[int, CompiledWorkflow | None] = {}
+    workflows: dict[tuple[int, int], CompiledWorkflow | None] = {}
     out = {}
     for instance in instances:
-        if instance.workflow_id not in workflows:
-            workflows[instance.workflow_id] = compiled_workflow(instance.workflow_id)
-        out[instance.id] = _manual(workflows[instance.workflow_id], instance.state)
+        key = (instance.workflow_id, instance.workflow_version)
+        if key not in workflows:
+            workflows[key] = compiled_workflow(*key)
+        out[instance.id] = _manual(workflows[key], instance.state)
     return out
 
 
@@ -201,7 +203,7 @@ def common_manual_actions(instances: Sequence[Instance]) -> list[ManualAction]:
 
 def current_state(instance: Instance) -> StateInfo | None:
     """The compiled definition of the instance's state (None when the state was removed)."""
-    workflow = compiled_workflow(instance.workflow_id)
+    workflow = compiled_workflow(instance.workflow_id, instance.workflow_version)
     return workflow.states.get(instance.state) if workflow is not None else None
 
 
@@ -217,7 +219,7 @@ def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkf
     row = load_instance(conn, instance_id, lock=True)
     if row is None:
         raise NotFound(f"instance {instance_id} does not exist")
-    return conn, row, compiled_workflow(row.workflow_id)
+    return conn, row, compiled_workflow(row.workflow_id, row.workflow_version)
 
 
 def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
@@ -305,7 +307,7 @@ def _label(trigger_type: str | None) -> str:
 def why_not(instance: Instance, payload: dict[str, Any] | None = None,
             source: str | None = None, event_type: str = "") -> tuple[str, list[Verdict]]:
     """Explain each outgoing transition for the latest event, or for a pasted payload."""
-    workflow = compiled_workflow(instance.workflow_id)
+    workflow = compiled_workflow(instance.workflow_id, instance.workflow_version)
     if workflow is None:
         return "the workflow no longer exists", []
     record = instance.data

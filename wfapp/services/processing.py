@@ -236,9 +236,12 @@ def _process_one(conn: Connection, event: Any, integration: Any,
     record_status = (event.payload or {}).get("status") if record is not None else None
     instance = instances.get(key)
     created = False
-    if instance is not None and instance.workflow_id != integration.workflow_id:
-        # The integration now uses another workflow; the old instance keeps its own.
-        workflow = compiled_workflow(instance.workflow_id) or workflow
+    if instance is not None and (instance.workflow_id != integration.workflow_id
+                                 or instance.workflow_version != workflow.version):
+        # An instance follows the workflow and version it started on (until migrated), even
+        # when the integration now uses another workflow or new instances start on another.
+        workflow = compiled_workflow(instance.workflow_id, instance.workflow_version) \
+            or workflow
     if instance is None:
         if integration.instance_mode == InstanceMode.PER_RUN.value:
             # The run started while the workflow was disabled (or before it was attached): its

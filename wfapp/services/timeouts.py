@@ -2,9 +2,9 @@
 
 Timers are the `timeout_due_at` column (indexed only where set). A batch of due instances is
 locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so sweeps on many hosts share the work, and
-moved with one set-based UPDATE per (workflow, state) whose guard — still in that state and still
-due — is the compare-and-set: an instance that someone else moved (or whose timer restarted) is
-left alone, so running the sweep twice at once fires nothing twice.
+moved with one set-based UPDATE per (workflow, version, state) whose guard — still in that
+state and version and still due — is the compare-and-set: an instance that someone else moved
+(or whose timer restarted) is left alone, so running the sweep twice at once fires nothing twice.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ WORKFLOW = Workflow.__table__
 
 def _due(now: datetime, limit: int) -> list[Any]:
     query = (
-        select(INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.state, INSTANCE.c.version)
+        select(INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.workflow_version,
+               INSTANCE.c.state, INSTANCE.c.version)
         .join(WORKFLOW, WORKFLOW.c.id == INSTANCE.c.workflow_id)
         .where(INSTANCE.c.timeout_due_at <= now, WORKFLOW.c.enabled.is_(True))
         .order_by(INSTANCE.c.timeout_due_at)
@@ -40,13 +41,14 @@ def _due(now: datetime, limit: int) -> list[Any]:
 
 def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: datetime,
                 history: list[dict[str, Any]]) -> int:
-    """Move every due instance of one (workflow, state) in one guarded UPDATE."""
+    """Move every due instance of one (workflow, version, state) in one guarded UPDATE."""
     info = workflow.states.get(state)
     code = info.on_timeout_transition if info else None
     transition = workflow.transitions.get(code) if code else None
     versions = {row.id: row.version for row in rows}
+    # Still on this version too: a migration that moved it meanwhile decides by another.
     guard = [INSTANCE.c.id.in_(list(versions)), INSTANCE.c.state == state,
-             INSTANCE.c.timeout_due_at <= now]
+             INSTANCE.c.workflow_version == workflow.version, INSTANCE.c.timeout_due_at <= now]
     conn = db.session.connection()
     if transition is None or not transition.enabled:
         # Leave the instances where they are, say why once, and stop their timers.
@@ -87,13 +89,14 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
         if not rows:
             db.session.commit()
             break
-        groups: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        # Each instance times out by the definition of the version it follows.
+        groups: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
         for row in rows:
-            groups[(row.workflow_id, row.state)].append(row)
+            groups[(row.workflow_id, row.workflow_version, row.state)].append(row)
         history: list[dict[str, Any]] = []
-        workflows = {wid: compiled_workflow(wid) for wid in {w for w, _ in groups}}
-        for (workflow_id, state), members in groups.items():
-            workflow = workflows[workflow_id]
+        workflows = {key: compiled_workflow(*key) for key in {(w, v) for w, v, _ in groups}}
+        for (workflow_id, version, state), members in groups.items():
+            workflow = workflows[(workflow_id, version)]
             if workflow is not None:
                 fired += _fire_group(workflow, state, members, moment, history)
         if history:
