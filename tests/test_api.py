@@ -78,7 +78,7 @@ def test_workflow_keyset_pages(client, tokens, app):
 
 def test_export(client, tokens, demo):
     exported = client.get(f"{API}/workflows/order_sync/export", headers=tokens["viewer"])
-    assert exported.status_code == 200 and exported.get_json() == ORDER_SYNC
+    assert exported.status_code == 200 and exported.get_json() == {**ORDER_SYNC, "version": 1}
     missing = client.get(f"{API}/workflows/NOPE/export", headers=tokens["viewer"])
     assert missing.status_code == 404
     assert missing.get_json()["error"]["code"] == "not_found"
@@ -100,7 +100,8 @@ def test_import_create_conflict_replace(client, tokens, demo):
     changed["workflow"]["description"] = "Changed"
     replaced = client.post(f"{API}/workflows/import?replace=true", headers=h, json=changed)
     assert replaced.status_code == 200 and replaced.get_json() == changed
-    assert client.get(f"{API}/workflows/NEW_FLOW/export", headers=h).get_json() == changed
+    assert client.get(f"{API}/workflows/NEW_FLOW/export", headers=h).get_json() == \
+        {**changed, "version": 2}
     # replace=true on a code that does not exist yet creates it.
     fresh = client.post(f"{API}/workflows/import?replace=true", headers=h, json=_doc("FRESH"))
     assert fresh.status_code == 201
@@ -108,7 +109,7 @@ def test_import_create_conflict_replace(client, tokens, demo):
     assert not_replacing.status_code == 409
 
 
-def test_import_replace_keeps_states_with_instances(client, tokens, demo):
+def test_import_replace_leaves_instances_on_their_version(client, tokens, demo):
     _instance("ORDER_SYNC", "A", state="PENDING")
     doc = copy.deepcopy(ORDER_SYNC)
     doc["workflow"]["states"] = [s for s in doc["workflow"]["states"] if s["code"] != "PENDING"]
@@ -116,10 +117,14 @@ def test_import_replace_keeps_states_with_instances(client, tokens, demo):
                                       if "PENDING" not in (t["from_state"], t["to_state"])]
     response = client.post(f"{API}/workflows/import?replace=true", headers=tokens["author"],
                            json=doc)
-    assert response.status_code == 422
-    assert "PENDING" in response.get_json()["error"]["message"]
-    assert client.get(f"{API}/workflows/ORDER_SYNC/export",
-                      headers=tokens["viewer"]).get_json() == ORDER_SYNC
+    assert response.status_code == 200
+    h = tokens["viewer"]
+    assert client.get(f"{API}/workflows/ORDER_SYNC/export", headers=h).get_json() == \
+        {**doc, "version": 2}
+    assert client.get(f"{API}/workflows/ORDER_SYNC/versions/1", headers=h).get_json() == \
+        {**ORDER_SYNC, "version": 1}
+    instance = client.get(f"{API}/instances?workflow=ORDER_SYNC", headers=h).get_json()
+    assert [(i["state"], i["workflow_version"]) for i in instance["items"]] == [("PENDING", 1)]
 
 
 def test_import_collects_every_error_and_writes_nothing(client, tokens, demo):
@@ -147,7 +152,8 @@ def test_copy(client, tokens, demo):
     expected = copy.deepcopy(ORDER_SYNC)
     expected["workflow"]["code"] = "ORDER_COPY"
     assert copied.get_json() == expected
-    assert client.get(f"{API}/workflows/ORDER_COPY/export", headers=h).get_json() == expected
+    assert client.get(f"{API}/workflows/ORDER_COPY/export", headers=h).get_json() == \
+        {**expected, "version": 1}
     taken = client.post(f"{API}/workflows/ORDER_SYNC/copy", headers=h,
                         json={"new_code": "ORDER_COPY"})
     assert taken.status_code == 409 and "choose another code" in taken.get_json()["error"][

@@ -59,10 +59,11 @@ def test_token_create(runner, app, users):
 
 def test_wf_export_to_stdout_and_file(runner, app, demo, tmp_path):
     printed = runner.invoke(args=["wf", "export", "order_sync"])  # any case
-    assert printed.exit_code == 0 and json.loads(printed.stdout) == ORDER_SYNC
+    assert printed.exit_code == 0 and json.loads(printed.stdout) == {**ORDER_SYNC, "version": 1}
     out = tmp_path / "o.json"
     written = runner.invoke(args=["wf", "export", "ORDER_SYNC", "-o", str(out)])
-    assert written.exit_code == 0 and json.loads(out.read_text()) == ORDER_SYNC
+    assert written.exit_code == 0 and json.loads(out.read_text()) == {**ORDER_SYNC, "version": 1}
+    assert runner.invoke(args=["wf", "export", "ORDER_SYNC", "--version", "2"]).exit_code == 1
     missing = runner.invoke(args=["wf", "export", "NOPE"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
     into_a_dir = runner.invoke(args=["wf", "export", "ORDER_SYNC", "-o", str(tmp_path)])

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from wfapp.demo import ORDER_SYNC
 from wfapp.extensions import db
 from wfapp.models import Instance, Workflow
-from wfapp.services.definitions import dumps, export_document
+from wfapp.services.definitions import dumps, export_document, export_version
 from wfapp.services.integrations import get_integration
 
 
@@ -286,7 +286,8 @@ def test_export_content_is_the_export_document(client, auth, demo):
     assert response.mimetype == "application/json"
     assert response.headers["Content-Disposition"] == \
         'attachment; filename="ORDER_SYNC.workflow.json"'
-    assert response.get_data(as_text=True) == dumps(export_document("ORDER_SYNC"))
+    assert response.get_data(as_text=True) == dumps(export_version("ORDER_SYNC"))
+    assert json.loads(response.get_data(as_text=True))["version"] == 1
 
 
 def _upload(client, content: bytes, name: str = "wf.workflow.json"):

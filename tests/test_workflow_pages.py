@@ -141,7 +141,7 @@ def test_copy_export_import(client, auth, demo):
     download = client.get("/workflows/ORDER_SYNC/export")
     assert download.headers["Content-Disposition"] == \
         'attachment; filename="ORDER_SYNC.workflow.json"'
-    assert json.loads(download.data) == ORDER_SYNC
+    assert json.loads(download.data) == {**ORDER_SYNC, "version": 1}
     changed = json.loads(download.data)
     changed["workflow"]["description"] = "From file"
     upload = client.post("/workflows/import", data={

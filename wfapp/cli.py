@@ -84,10 +84,12 @@ def wf_import(file: click.File, replace: bool) -> None:
 @click.argument("code")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="File to write; standard output when omitted.")
-def wf_export(code: str, output: str | None) -> None:
-    """Export workflow CODE as JSON."""
+@click.option("--version", "number", type=click.IntRange(min=1),
+              help="The version to export; the latest when omitted.")
+def wf_export(code: str, output: str | None, number: int | None) -> None:
+    """Export workflow CODE (a version of it) as JSON carrying its version number."""
     try:
-        text = definitions.dumps(definitions.export_document(code))
+        text = definitions.dumps(definitions.export_version(code, number))
     except ServiceError as error:
         _fail(error)
     if output:

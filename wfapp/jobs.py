@@ -74,3 +74,23 @@ def prune_deliveries() -> int:
         return prune()
     finally:
         db.session.remove()
+
+
+def run_migration(migration_id: int) -> bool:
+    """Move a migration's instances for one time budget; queue itself again until done."""
+    from .services.migrations import run_migration as run
+
+    try:
+        finished = run(migration_id)
+        if not finished:
+            get_queue().enqueue("wfapp.jobs.run_migration", migration_id)
+        return finished
+    except Exception:
+        db.session.rollback()
+        log.exception("migration %s failed", migration_id)
+        from .services.migrations import fail
+
+        fail(migration_id)
+        raise
+    finally:
+        db.session.remove()

@@ -52,7 +52,47 @@ SCHEMAS: dict[str, Any] = {
                                                    "enabled", "active_instances"],
                     "properties": {"code": STRING, "description": STRING,
                                    "initial_state": STRING, "enabled": {"type": "boolean"},
-                                   "active_instances": {"type": "integer"}}},
+                                   "active_instances": {"type": "integer"},
+                                   "latest_version": {"type": "integer"},
+                                   "pinned_version": _nullable("integer")}},
+    "WorkflowVersion": {"type": "object", "required": ["version", "created_at", "created_by",
+                                                       "summary"],
+                        "properties": {"version": {"type": "integer"}, "created_at": TIME,
+                                       "created_by": STRING, "summary": STRING,
+                                       "instances": {"type": "integer"},
+                                       "active_instances": {"type": "integer"},
+                                       "labels": {"type": "array", "items": STRING}}},
+    "MigrationRequest": {
+        "type": "object", "required": ["from_version", "to_version"],
+        "additionalProperties": False,
+        "properties": {"from_version": {"type": "integer", "minimum": 1},
+                       "to_version": {"type": "integer", "minimum": 1},
+                       "state_map": {"type": "object", "additionalProperties": STRING,
+                                     "description": "source state → target state; "
+                                                    "unmapped states keep their code"},
+                       "dry_run": {"type": "boolean"},
+                       "state": {"type": "string", "description": "only this source state"},
+                       "integration": {"type": "string",
+                                       "description": "only this integration's instances"}}},
+    "MigrationPlan": {
+        "type": "object", "required": ["from_version", "to_version", "movable", "blocked",
+                                       "moves"],
+        "properties": {"workflow": STRING, "from_version": {"type": "integer"},
+                       "to_version": {"type": "integer"}, "state_map": ANY_OBJECT,
+                       "filters": ANY_OBJECT, "movable": {"type": "integer"},
+                       "blocked": {"type": "integer"},
+                       "moves": {"type": "array", "items": {"type": "object", "properties": {
+                           "from_state": STRING, "to_state": _nullable("string"),
+                           "count": {"type": "integer"}, "reason": _nullable("string")}}}}},
+    "Migration": {
+        "type": "object", "required": ["id", "status", "total", "done"],
+        "properties": {"id": {"type": "integer"}, "from_version": {"type": "integer"},
+                       "to_version": {"type": "integer"}, "state_map": ANY_OBJECT,
+                       "filters": ANY_OBJECT,
+                       "status": {"enum": ["queued", "running", "completed", "failed"]},
+                       "total": {"type": "integer"}, "done": {"type": "integer"},
+                       "skipped": {"type": "integer"}, "error": _nullable("string"),
+                       "created_by": STRING, "created_at": TIME, "finished_at": TIME}},
     "DeletedWorkflow": {"type": "object", "required": ["deleted", "detached_integrations"],
                         "properties": {"deleted": STRING, "detached_integrations": {
                             "type": "array", "items": STRING}}},
@@ -90,6 +130,7 @@ SCHEMAS: dict[str, Any] = {
                      "entered_state_at": TIME, "timeout_due_at": TIME, "data": ANY_OBJECT,
                      "vars": ANY_OBJECT, "last_trigger": _nullable("string"),
                      "last_transition": _nullable("string"), "version": {"type": "integer"},
+                     "workflow_version": {"type": "integer"},
                      "created_at": TIME, "completed_at": TIME,
                      "history": {"type": "array", "items": _ref("HistoryRow")}}},
     "Event": {"type": "object", "required": ["id", "integration", "source", "status"],
@@ -185,20 +226,43 @@ def _core_paths() -> dict[str, Any]:
             parameters=[_query("replace", "replace an existing workflow",
                                {"enum": ["true", "false"]})],
             body=_body(wf), role="author")},
-        "/workflows/{code}/export": {"get": _op("The workflow's export document", _ok(wf),
-                                                parameters=[_path("code")])},
+        "/workflows/{code}/export": {"get": _op(
+            "The export document of the latest version (or ?version=N), with its number",
+            _ok(wf), parameters=[_path("code"), _query("version", "a version number", {
+                "type": "integer", "minimum": 1, "maximum": 2**31 - 1})])},
+        "/workflows/{code}/versions": {"get": _op(
+            "The workflow's versions, newest first", _ok(_list_of("WorkflowVersion")),
+            parameters=[_path("code")])},
+        "/workflows/{code}/versions/{number}": {
+            "get": _op("One version's export document", _ok(wf),
+                       parameters=[_path("code"), _path("number", {"type": "integer"})]),
+            "delete": _op("Delete an old version (409 while instances follow it)",
+                          _ok({"type": "object", "properties": {"deleted": {
+                              "type": "integer"}}}),
+                          parameters=[_path("code"), _path("number", {"type": "integer"})],
+                          role="author")},
+        "/workflows/{code}/migrations": {"post": _op(
+            "Dry-run (200, the plan) or start (202) a migration between versions",
+            {**_ok(_ref("MigrationPlan")), "202": {"description": "queued", "content": {
+                "application/json": {"schema": _ref("Migration")}}}},
+            parameters=[_path("code")], body=_body(_ref("MigrationRequest")), role="author")},
+        "/workflows/{code}/migrations/{migration_id}": {"get": _op(
+            "A migration and its progress", _ok(_ref("Migration")),
+            parameters=[_path("code"), _path("migration_id", ID_PATH)])},
         "/workflows/{code}/copy": {"post": _op(
             "Copy under a new code", _ok(wf, "201"), parameters=[_path("code")],
             body=_body({"type": "object", "required": ["new_code"],
                         "additionalProperties": False, "properties": {"new_code": CODE}}),
             role="author")},
         "/workflows/{code}": {
-            "patch": _op("Change enabled and/or description", _ok(wf),
+            "patch": _op("Change enabled, description and/or pinned_version", _ok(wf),
                          parameters=[_path("code")],
                          body=_body({"type": "object", "additionalProperties": False,
                                      "properties": {"enabled": {"type": "boolean"},
                                                     "description": {"type": "string",
-                                                                    "maxLength": 100}}}),
+                                                                    "maxLength": 100},
+                                                    "pinned_version": _nullable(
+                                                        "integer")}}),
                          role="author"),
             "delete": _op("Delete (409 while instances are active)", _ok(_ref(
                 "DeletedWorkflow")), parameters=[_path("code")], role="author")},

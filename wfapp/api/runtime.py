@@ -39,6 +39,7 @@ def instance_to_dict(instance: Instance, history: list[HistoryEntry] | None = No
            "timeout_due_at": iso(instance.timeout_due_at), "data": instance.data or {},
            "vars": instance.vars or {}, "last_trigger": instance.last_trigger,
            "last_transition": instance.last_transition, "version": instance.version,
+           "workflow_version": instance.workflow_version,
            "created_at": iso(instance.created_at),
            "completed_at": iso(instance.completed_at)}
     if history is not None:

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from ..engine import RuleError, check_code, normalize_code
 from ..models import Role
 from ..security import actor_name, requires_role
-from ..services import definitions, integrations, workflows
+from ..services import definitions, integrations, migrations, versions, workflows
 from ..services.errors import ValidationFailed
 from ..services.registry import get_registry
 from . import bp
@@ -18,6 +18,8 @@ from .common import (
     bool_arg,
     check_types,
     cursor_arg,
+    int_arg,
+    iso,
     json_body,
     json_document,
     keyset_page,
@@ -31,7 +33,8 @@ PAGE_ARGS = ("limit", "cursor")
 def _row(row: workflows.WorkflowRow) -> dict[str, Any]:
     return {"code": row.code, "description": row.description,
             "initial_state": row.initial_state, "enabled": row.enabled,
-            "active_instances": row.active_instances}
+            "active_instances": row.active_instances, "latest_version": row.latest_version,
+            "pinned_version": row.pinned_version}
 
 
 @bp.get("/workflows")
@@ -57,9 +60,65 @@ def import_workflow() -> tuple[Response, int]:
 
 @bp.get("/workflows/<code>/export")
 def export_workflow(code: str) -> Response:
-    """The workflow's export document; 404 when there is none."""
+    """The export document of the workflow's latest version, or of `?version=N`, with its number."""
+    query_args(("version",))
+    number = int_arg("version")
+    if number is not None and number < 1:
+        raise ValidationFailed([RuleError("version", "must be a version number from 1")])
+    return jsonify(definitions.export_version(code, number))
+
+
+def _version_row(row: versions.VersionRow) -> dict[str, Any]:
+    return {"version": row.number, "created_at": iso(row.created_at),
+            "created_by": row.created_by, "summary": row.summary,
+            "instances": row.instances, "active_instances": row.active, "labels": row.labels}
+
+
+@bp.get("/workflows/<code>/versions")
+def list_versions(code: str) -> Response:
+    """The workflow's versions, newest first, with their instance counts."""
     query_args(())
-    return jsonify(definitions.export_document(code))
+    workflow = definitions.get_workflow(code)
+    return jsonify({"items": [_version_row(r) for r in versions.list_versions(workflow)],
+                    "next": None})
+
+
+@bp.get("/workflows/<code>/versions/<int(signed=True):number>")
+def get_version(code: str, number: int) -> Response:
+    """One version's export document, carrying its number; 404 when there is none."""
+    query_args(())
+    workflow = definitions.get_workflow(code)
+    return jsonify(versions.version_document(workflow, number))
+
+
+@bp.delete("/workflows/<code>/versions/<int(signed=True):number>")
+@requires_role(Role.AUTHOR)
+def delete_version(code: str, number: int) -> Response:
+    """Delete an old version; 409 while instances follow it or it is latest or pinned."""
+    query_args(())
+    workflows.delete_version(code, number)
+    return jsonify({"deleted": number})
+
+
+@bp.post("/workflows/<code>/migrations")
+@requires_role(Role.AUTHOR)
+def migrate(code: str) -> tuple[Response, int]:
+    """Plan (`dry_run`) or start a migration of instances between two versions."""
+    query_args(())
+    data = json_body(migrations.FIELDS, {"from_version", "to_version"})
+    check_types(data, {"dry_run": (bool,), "state_map": (dict,), "state": (str,),
+                       "integration": (str,), "from_version": (int,), "to_version": (int,)})
+    if data.pop("dry_run", False):
+        return jsonify(migrations.plan_migration(code, data).as_dict()), 200
+    migration = migrations.start_migration(code, data, actor_name())
+    return jsonify(migrations.migration_to_dict(migration)), 202
+
+
+@bp.get("/workflows/<code>/migrations/<int:migration_id>")
+def get_migration(code: str, migration_id: int) -> Response:
+    """A migration and its progress (`status`, `total`, `done`, `skipped`)."""
+    query_args(())
+    return jsonify(migrations.migration_to_dict(migrations.get_migration(code, migration_id)))
 
 
 @bp.post("/workflows/<code>/copy")
@@ -80,12 +139,22 @@ def copy_workflow(code: str) -> tuple[Response, int]:
 @bp.patch("/workflows/<code>")
 @requires_role(Role.AUTHOR)
 def patch_workflow(code: str) -> Response:
-    """Change `enabled` and/or `description`; answers the workflow's export."""
+    """Change `enabled`, `description` and/or `pinned_version`; answers the workflow's export."""
     query_args(())
-    data = json_body({"enabled", "description"})
+    data = json_body({"enabled", "description", "pinned_version"})
     check_types(data, {"enabled": (bool,), "description": (str,)})
-    workflow = workflows.set_enabled(code, data.get("enabled"), data.get("description"))
-    return jsonify(definitions.to_document(workflow))
+    if "pinned_version" in data:
+        pinned = data["pinned_version"]
+        if pinned is not None and (isinstance(pinned, bool) or not isinstance(pinned, int)):
+            raise ValidationFailed([RuleError("pinned_version",
+                                              "must be a version number or null")])
+        workflow = workflows.pin_version(code, pinned, data.get("enabled"),
+                                         data.get("description"))
+    else:
+        workflow = workflows.set_enabled(code, data.get("enabled"), data.get("description"))
+    document = definitions.to_document(workflow)
+    document["version"] = workflow.latest_version
+    return jsonify(document)
 
 
 @bp.delete("/workflows/<code>")

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from ..engine import RuleError, check_code, normalize_code
 from ..extensions import db
 from ..models import Instance, Integration, Workflow
-from . import audit
+from . import audit, versions
 from .definitions import get_workflow, save_definition, workflow_to_dict
 from .errors import Conflict, NotFound, ValidationFailed
 
@@ -30,6 +30,8 @@ class WorkflowRow:
     initial_state: str
     enabled: bool
     active_instances: int
+    latest_version: int = 0
+    pinned_version: int | None = None
 
 
 def list_workflows(*, after: str | None = None, limit: int | None = None
@@ -46,8 +48,8 @@ def list_workflows(*, after: str | None = None, limit: int | None = None
     if after is not None or limit is not None:
         count_query = count_query.where(Instance.workflow_id.in_([w.id for w in workflows]))
     counts = dict(db.session.execute(count_query).all()) if workflows else {}
-    return [WorkflowRow(w.code, w.description, w.initial_state, w.enabled, counts.get(w.id, 0))
-            for w in workflows]
+    return [WorkflowRow(w.code, w.description, w.initial_state, w.enabled, counts.get(w.id, 0),
+                        w.latest_version, w.pinned_version) for w in workflows]
 
 
 def active_instance_count(workflow: Workflow) -> int:
@@ -128,6 +130,27 @@ def set_enabled(code: str, enabled: bool | None = None, description: str | None 
             wf["description"] = description
 
     return _edit(code, change)
+
+
+def pin_version(code: str, number: int | None, enabled: bool | None = None,
+                description: str | None = None) -> Workflow:
+    """Pin new instances to version `number` (None: the latest), with the PATCH's other fields.
+
+    One transaction: the pin, its audit row and any change of enabled/description.
+    """
+    workflow = get_workflow(code)
+    if number is not None:
+        try:
+            versions.get_version(workflow, number)
+        except NotFound as error:
+            raise ValidationFailed([RuleError("pinned_version", error.message)]) from None
+    old = workflow.pinned_version
+    if old != number:
+        versions.set_pinned(workflow, number)
+        audit.record("update", "workflow", workflow.code, {"changes": [
+            f"new instances start on version {number}" if number is not None
+            else "new instances start on the latest version"], "pinned_version": number})
+    return set_enabled(code, enabled, description)
 
 
 def _index(rows: list[dict[str, Any]], code: str, kind: str) -> int:
@@ -272,3 +295,11 @@ def delete_workflow(code: str, actor: str) -> list[str]:
                  {"detached_integrations": detached, "definition": definition}, who=actor)
     db.session.commit()
     return detached
+
+
+def delete_version(code: str, number: int) -> None:
+    """Delete an old version of a workflow (audited); Conflict while it is in use."""
+    workflow = get_workflow(code)
+    versions.delete_version(workflow, number)
+    audit.record("delete", "workflow_version", f"{workflow.code} v{number}", {})
+    db.session.commit()

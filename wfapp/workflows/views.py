@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
-from ..services import definitions
+from ..services import definitions, versions
 from ..services import workflows as service
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
@@ -94,6 +94,7 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
         errors=errors or [], copy_form=copy_form or CopyForm(formdata=None),
         delete_form=DeleteForm(), labels=labels,
         state_counts=service.state_instance_counts(workflow),
+        versions=versions.list_versions(workflow),
         active=service.active_instance_count(workflow),
         diagram=state_diagram(workflow)), status
 
@@ -166,11 +167,20 @@ def copy(code: str) -> tuple[str, int] | BaseResponse:
 
 @bp.route("/<code>/export")
 def export(code: str) -> Response:
-    """Download `<CODE>.workflow.json`."""
+    """Download `<CODE>.workflow.json` (the latest version) or `<CODE>.v<N>.workflow.json`."""
     workflow = load(code)
-    text = definitions.dumps(definitions.export_document(workflow.code))
-    return Response(text, mimetype="application/json", headers={
-        "Content-Disposition": f'attachment; filename="{workflow.code}.workflow.json"'})
+    raw = request.args.get("version", "").strip()
+    number = int(raw) if raw.isdigit() else None
+    if raw and number is None:
+        abort(400, description="version must be a version number")
+    try:
+        document = definitions.export_version(workflow.code, number)
+    except NotFound as error:
+        abort(404, description=error.message)
+    name = workflow.code if number in (None, workflow.latest_version) else \
+        f"{workflow.code}.v{number}"
+    return Response(definitions.dumps(document), mimetype="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{name}.workflow.json"'})
 
 
 @bp.route("/import", methods=["GET", "POST"])
@@ -214,5 +224,10 @@ def import_confirm() -> BaseResponse | tuple[str, int]:
     except ValidationFailed as error:
         return render_template("workflows/import.html", form=ImportForm(formdata=None),
                                errors=error.errors), 422
-    flash(f"Replaced workflow {workflow.code} with the imported definition.", "success")
+    flash(f"Replaced workflow {workflow.code} with the imported definition (version "
+          f"{workflow.latest_version}).", "success")
+    if request.form.get("then") == "migrate" and workflow.latest_version > 1:
+        return redirect(url_for("workflows.plan", code=workflow.code,
+                                from_version=workflow.latest_version - 1,
+                                to_version=workflow.latest_version))
     return redirect(url_for("workflows.card", code=workflow.code))

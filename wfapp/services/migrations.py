@@ -1,0 +1,348 @@
+"""Migrating instances between workflow versions: a plan (the dry run), then a chunked job.
+
+The plan maps each source state to a target state (by default the same code) and says, per
+source state, how many instances go where and which cannot move and why. The run is a queue
+job that moves the instances in chunks, one transaction each, with a compare-and-set on the
+instance's version and the version it follows, a history row per instance ("migrated v1 → v2")
+and the progress on the migration row, so 100,000 instances never hold a request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, insert, select, update
+
+from ..engine import RuleError, normalize_code
+from ..extensions import db
+from ..models import (
+    HistoryEntry,
+    Instance,
+    Integration,
+    MigrationStatus,
+    Workflow,
+    WorkflowMigration,
+    utcnow,
+)
+from . import audit
+from .definitions import get_workflow
+from .errors import Conflict, NotFound, ValidationFailed
+from .versions import get_version
+
+INSTANCE = Instance.__table__
+HISTORY = HistoryEntry.__table__
+MIGRATION_ACTOR_PREFIX = "migration"
+CHUNK = 1000
+FIELDS = {"from_version", "to_version", "state_map", "dry_run", "state", "integration"}
+
+
+@dataclass
+class PlanRow:
+    """Where the instances of one source state go (target None: they cannot move)."""
+
+    source: str
+    target: str | None
+    count: int
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    """A checked migration request and what it would do."""
+
+    workflow: Workflow
+    from_version: int
+    to_version: int
+    state_map: dict[str, str]
+    filters: dict[str, Any]
+    rows: list[PlanRow] = field(default_factory=list)
+    from_states: list[str] = field(default_factory=list)
+    to_states: list[str] = field(default_factory=list)
+
+    @property
+    def movable(self) -> int:
+        """How many instances the run would move."""
+        return sum(r.count for r in self.rows if r.target is not None)
+
+    @property
+    def blocked(self) -> int:
+        """How many matching instances cannot move."""
+        return sum(r.count for r in self.rows if r.target is None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dry run's answer."""
+        return {"workflow": self.workflow.code, "from_version": self.from_version,
+                "to_version": self.to_version, "state_map": self.state_map,
+                "filters": self.filters, "movable": self.movable, "blocked": self.blocked,
+                "moves": [{"from_state": r.source, "to_state": r.target, "count": r.count,
+                           "reason": r.reason or None} for r in self.rows]}
+
+
+def _states(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["code"]: s for s in document["workflow"]["states"]}
+
+
+def _version_number(data: dict[str, Any], name: str, errors: list[RuleError]) -> int | None:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.append(RuleError(name, "must be a version number (an integer from 1)"))
+        return None
+    return value
+
+
+def plan_migration(code: str, data: dict[str, Any]) -> Plan:
+    """Check a migration request and count, per source state, where its instances would go."""
+    workflow = get_workflow(code)
+    errors: list[RuleError] = []
+    unknown = sorted(set(data) - FIELDS)
+    errors += [RuleError(name, "unknown field") for name in unknown]
+    old = _version_number(data, "from_version", errors)
+    new = _version_number(data, "to_version", errors)
+    documents = {}
+    for name, number in (("from_version", old), ("to_version", new)):
+        if number is not None:
+            try:
+                documents[name] = get_version(workflow, number).document
+            except NotFound as error:
+                errors.append(RuleError(name, error.message))
+    if old is not None and old == new:
+        errors.append(RuleError("to_version", "must differ from from_version"))
+    raw_map = data.get("state_map") or {}
+    if not isinstance(raw_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_map.items()):
+        errors.append(RuleError("state_map", "must be an object of state code → state code"))
+        raw_map = {}
+    state_filter = data.get("state")
+    if state_filter is not None and not isinstance(state_filter, str):
+        errors.append(RuleError("state", "must be a state code"))
+    integration_code = data.get("integration")
+    integration_id = None
+    if integration_code is not None:
+        if not isinstance(integration_code, str):
+            errors.append(RuleError("integration", "must be an integration code"))
+        else:
+            integration_id = db.session.scalar(select(Integration.id).where(
+                Integration.code == normalize_code(integration_code)))
+            if integration_id is None:
+                errors.append(RuleError("integration", f"integration "
+                                        f"{normalize_code(integration_code)!r} does not exist"))
+    if errors or len(documents) < 2:
+        raise ValidationFailed(errors)
+    assert old is not None and new is not None
+    from_states = _states(documents["from_version"])
+    to_states = _states(documents["to_version"])
+    state_map = {normalize_code(k): normalize_code(v) for k, v in raw_map.items()}
+    for source, target in state_map.items():
+        if source not in from_states:
+            errors.append(RuleError(f"state_map.{source}",
+                                    f"state {source!r} is not a state of version {old}"))
+        if target not in to_states:
+            errors.append(RuleError(f"state_map.{source}",
+                                    f"state {target!r} is not a state of version {new}"))
+    filters: dict[str, Any] = {}
+    if isinstance(state_filter, str):
+        filters["state"] = normalize_code(state_filter)
+        if filters["state"] not in from_states:
+            errors.append(RuleError("state", f"state {filters['state']!r} is not a state of "
+                                    f"version {old}"))
+    if integration_id is not None:
+        filters["integration"] = normalize_code(integration_code)
+    if errors:
+        raise ValidationFailed(errors)
+    plan = Plan(workflow, old, new, state_map, filters, [], list(from_states), list(to_states))
+    query = (select(INSTANCE.c.state, func.count())
+             .where(*_scope(workflow.id, old, filters, integration_id))
+             .group_by(INSTANCE.c.state).order_by(INSTANCE.c.state))
+    for state, count in db.session.execute(query).all():
+        target = state_map.get(state, state)
+        if state not in from_states:
+            plan.rows.append(PlanRow(state, None, count, f"state {state} is not in version "
+                                     f"{old} (reset these instances first)"))
+        elif target not in to_states:
+            plan.rows.append(PlanRow(state, None, count, f"version {new} has no state {target};"
+                                     " map it to one of its states"))
+        else:
+            plan.rows.append(PlanRow(state, target, count))
+    return plan
+
+
+def _scope(workflow_id: int, version: int, filters: dict[str, Any],
+           integration_id: int | None) -> list[Any]:
+    """The WHERE clauses of the instances a migration is about."""
+    where = [INSTANCE.c.workflow_id == workflow_id, INSTANCE.c.workflow_version == version]
+    if filters.get("state"):
+        where.append(INSTANCE.c.state == filters["state"])
+    if integration_id is not None:
+        where.append(INSTANCE.c.integration_id == integration_id)
+    return where
+
+
+def start_migration(code: str, data: dict[str, Any], actor: str) -> WorkflowMigration:
+    """Record a migration (audited) and queue its job; Conflict when nothing can move."""
+    plan = plan_migration(code, data)
+    if plan.movable == 0:
+        raise Conflict(f"no instance of version {plan.from_version} can move to version "
+                       f"{plan.to_version}" + (f" ({plan.blocked} cannot move: see the dry "
+                                                "run)" if plan.blocked else ""))
+    # Only the states that can move are stored: the job moves exactly what the dry run showed.
+    effective = {r.source: r.target for r in plan.rows if r.target is not None}
+    migration = WorkflowMigration(
+        workflow_id=plan.workflow.id, from_version=plan.from_version,
+        to_version=plan.to_version, state_map=effective, filters=plan.filters,
+        status=MigrationStatus.QUEUED.value, total=plan.movable, done=0, skipped=0, error="",
+        created_by=actor[:64], created_at=utcnow())
+    db.session.add(migration)
+    db.session.flush()
+    audit.record("migrate", "workflow", plan.workflow.code, {
+        "migration": migration.id, "from_version": plan.from_version,
+        "to_version": plan.to_version, "state_map": effective, "filters": plan.filters,
+        "instances": plan.movable, "blocked": plan.blocked}, who=actor)
+    db.session.commit()
+    from ..queue import get_queue
+
+    get_queue().enqueue("wfapp.jobs.run_migration", migration.id)
+    return migration
+
+
+def get_migration(code: str, migration_id: int) -> WorkflowMigration:
+    """One migration of a workflow; NotFound otherwise."""
+    workflow = get_workflow(code)
+    migration = db.session.get(WorkflowMigration, migration_id)
+    if migration is None or migration.workflow_id != workflow.id:
+        raise NotFound(f"workflow {workflow.code} has no migration {migration_id}")
+    return migration
+
+
+def migration_to_dict(migration: WorkflowMigration) -> dict[str, Any]:
+    """A migration and its progress, as the API shows it."""
+    return {"id": migration.id, "from_version": migration.from_version,
+            "to_version": migration.to_version, "state_map": migration.state_map,
+            "filters": migration.filters, "status": migration.status,
+            "total": migration.total, "done": migration.done, "skipped": migration.skipped,
+            "error": migration.error or None, "created_by": migration.created_by,
+            "created_at": migration.created_at.isoformat(),
+            "finished_at": migration.finished_at.isoformat() if migration.finished_at
+            else None}
+
+
+def list_migrations(workflow: Workflow, limit: int = 20) -> list[WorkflowMigration]:
+    """The workflow's latest migrations, newest first."""
+    return list(db.session.scalars(
+        select(WorkflowMigration).where(WorkflowMigration.workflow_id == workflow.id)
+        .order_by(WorkflowMigration.id.desc()).limit(limit)))
+
+
+def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]],
+                sources: dict[str, dict[str, Any]], integration_id: int | None,
+                chunk: int) -> int:
+    """Move one chunk of instances in one transaction; return how many were looked at."""
+    conn = db.session.connection()
+    query = (select(INSTANCE.c.id, INSTANCE.c.state, INSTANCE.c.version)
+             .where(*_scope(migration.workflow_id, migration.from_version, migration.filters,
+                            integration_id),
+                    INSTANCE.c.state.in_(list(migration.state_map)))
+             .order_by(INSTANCE.c.id).limit(chunk))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=INSTANCE, skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return 0
+    now = utcnow()
+    by_state: dict[str, list[Any]] = {}
+    for row in rows:
+        by_state.setdefault(row.state, []).append(row)
+    note = f"migrated v{migration.from_version} → v{migration.to_version}"
+    actor = f"{migration.created_by}"[:64] or MIGRATION_ACTOR_PREFIX
+    history = []
+    moved_total = 0
+    for source, members in by_state.items():
+        target_code = migration.state_map[source]
+        target = targets[target_code]
+        hours = target.get("timeout_hours")
+        values: dict[str, Any] = {
+            "workflow_version": migration.to_version, "state": target_code,
+            "active": not target["is_final"], "version": INSTANCE.c.version + 1,
+            "completed_at": now if target["is_final"] else None,
+        }
+        if target_code != source:
+            # A new state is entered now: its timer (if any) starts now.
+            values["entered_state_at"] = now
+            values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
+        elif hours != sources[source].get("timeout_hours"):
+            # Same state, another timeout: the new timer counts from the migration.
+            values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
+        moved = conn.execute(
+            update(INSTANCE)
+            .where(INSTANCE.c.id.in_([m.id for m in members]),
+                   INSTANCE.c.workflow_version == migration.from_version,
+                   INSTANCE.c.state == source)
+            .values(**values).returning(INSTANCE.c.id)).scalars().all()
+        moved_total += len(moved)
+        history.extend({"instance_id": i, "at": now, "from_state": source,
+                        "to_state": target_code, "transition": None,
+                        "trigger_type": "migration", "actor": actor, "event_id": None,
+                        "notes": note} for i in moved)
+    if history:
+        conn.execute(insert(HISTORY), history)
+    conn.execute(update(WorkflowMigration.__table__)
+                 .where(WorkflowMigration.__table__.c.id == migration.id)
+                 .values(done=WorkflowMigration.__table__.c.done + moved_total,
+                         skipped=WorkflowMigration.__table__.c.skipped
+                         + (len(rows) - moved_total)))
+    db.session.commit()
+    return len(rows)
+
+
+def run_migration(migration_id: int, time_budget: float | None = None,
+                  chunk: int = CHUNK) -> bool:
+    """Work on a migration until done or out of time; True when it has finished."""
+    budget = time_budget if time_budget is not None else \
+        float(current_app.config.get("JOB_TIME_BUDGET", 20))
+    deadline = time.monotonic() + budget
+    migration = db.session.get(WorkflowMigration, migration_id)
+    if migration is None or migration.status in (MigrationStatus.COMPLETED.value,
+                                                 MigrationStatus.FAILED.value):
+        return True
+    workflow = db.session.get(Workflow, migration.workflow_id)
+    try:
+        sources = _states(get_version(workflow, migration.from_version).document)
+        targets = _states(get_version(workflow, migration.to_version).document)
+    except NotFound as error:
+        _finish(migration, MigrationStatus.FAILED, error.message)
+        return True
+    integration_id = None
+    if migration.filters.get("integration"):
+        integration_id = db.session.scalar(select(Integration.id).where(
+            Integration.code == migration.filters["integration"]))
+        if integration_id is None:
+            _finish(migration, MigrationStatus.FAILED, "the integration no longer exists")
+            return True
+    if migration.status == MigrationStatus.QUEUED.value:
+        migration.status = MigrationStatus.RUNNING.value
+        db.session.commit()
+    while time.monotonic() < deadline:
+        if _move_chunk(migration, targets, sources, integration_id, chunk) == 0:
+            db.session.refresh(migration)
+            _finish(migration, MigrationStatus.COMPLETED, "")
+            return True
+        db.session.refresh(migration)
+    return False
+
+
+def _finish(migration: WorkflowMigration, status: MigrationStatus, error: str) -> None:
+    migration.status = status.value
+    migration.error = error
+    migration.finished_at = utcnow()
+    db.session.commit()
+
+
+def fail(migration_id: int) -> None:
+    """Mark a migration failed after an unexpected error (what moved so far stays moved)."""
+    migration = db.session.get(WorkflowMigration, migration_id)
+    if migration is not None and migration.status != MigrationStatus.COMPLETED.value:
+        _finish(migration, MigrationStatus.FAILED, "the migration job failed; see the worker "
+                "log. Instances moved so far stay moved; start the migration again for the rest")
