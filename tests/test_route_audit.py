@@ -23,7 +23,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "api.list_integrations": "viewer", "api.list_workflows": "viewer",
     "api.patch_integration": "author", "api.patch_workflow": "author", "api.replay": "operator",
     "api.reset": "operator", "api.show_instance": "viewer", "api.show_run": "viewer",
-    "api.trigger_types": "viewer",
+    "api.trigger_types": "viewer", "api.list_versions": "viewer", "api.get_version": "viewer",
+    "api.delete_version": "author", "api.migrate": "author", "api.get_migration": "viewer",
     "audit.index": "admin",
     "auth.login": PUBLIC, "auth.logout": "viewer", "auth.password": "viewer",
     "auth.users": "admin",
@@ -43,6 +44,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.index": "viewer", "workflows.new": "author",
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
+    "workflows.diff": "viewer", "workflows.pin": "author", "workflows.plan": "author",
+    "workflows.migration": "viewer",
     "admin.plugins": "admin", "api.openapi": PUBLIC,
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
@@ -51,7 +54,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "bc_api.api_status": "viewer", "bc_api.api_unregister": "author",
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
-        "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register"}
+        "event_id": 1, "run_id": 1, "number": 1, "migration_id": 1, "filename": "wfapp.css",
+        "action": "register"}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

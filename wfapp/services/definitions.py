@@ -295,6 +295,9 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
     try:
         write_definition(workflow, wf)
         db.session.flush()
+        # The version is made from the rows as stored (the in-memory lists of a new workflow
+        # can hold a row twice: the relationship's backref appended it already).
+        db.session.expire(workflow, ["states", "transitions"])
         if before is None:
             changes = [f"created with {len(wf['states'])} states and "
                        f"{len(wf['transitions'])} transitions"]

@@ -55,6 +55,8 @@ def record_version(workflow: Workflow, document: dict[str, Any], changes: list[s
         if latest is not None and _identity(latest) == _identity(document):
             return None
     number = (workflow.latest_version or 0) + 1
+    # The live switch is not part of a version, so it is no part of its summary either.
+    changes = [c for c in changes if not c.startswith("enabled:")]
     # A concurrent save picks the same number; the unique constraint refuses the second one.
     db.session.add(WorkflowVersion(
         workflow_id=workflow.id, number=number, document=document, created_at=utcnow(),
