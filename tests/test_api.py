@@ -54,7 +54,8 @@ def test_list_workflows(client, tokens, demo):
     assert listed.status_code == 200
     assert listed.get_json() == {"items": [{
         "code": "ORDER_SYNC", "description": "Sales order to fulfilment", "initial_state": "NEW",
-        "enabled": True, "active_instances": 1}], "next": None}
+        "enabled": True, "active_instances": 1, "latest_version": 1, "pinned_version": None}],
+        "next": None}
 
 
 def test_workflow_keyset_pages(client, tokens, app):
