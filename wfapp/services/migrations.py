@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 
 from ..engine import RuleError, normalize_code
 from ..extensions import db
@@ -33,8 +33,9 @@ from .definitions import get_workflow
 from .errors import Conflict, NotFound, ValidationFailed
 from .versions import get_version
 
-INSTANCE = Instance.__table__
-HISTORY = HistoryEntry.__table__
+INSTANCE = cast(Table, Instance.__table__)
+HISTORY = cast(Table, HistoryEntry.__table__)
+MIGRATION = cast(Table, WorkflowMigration.__table__)
 MIGRATION_ACTOR_PREFIX = "migration"
 CHUNK = 1000
 FIELDS = {"from_version", "to_version", "state_map", "dry_run", "state", "integration"}
@@ -257,7 +258,7 @@ def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]]
         by_state.setdefault(row.state, []).append(row)
     note = f"migrated v{migration.from_version} → v{migration.to_version}"
     actor = f"{migration.created_by}"[:64] or MIGRATION_ACTOR_PREFIX
-    history = []
+    history: list[dict[str, Any]] = []
     moved_total = 0
     for source, members in by_state.items():
         target_code = migration.state_map[source]
@@ -288,11 +289,9 @@ def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]]
                         "notes": note} for i in moved)
     if history:
         conn.execute(insert(HISTORY), history)
-    conn.execute(update(WorkflowMigration.__table__)
-                 .where(WorkflowMigration.__table__.c.id == migration.id)
-                 .values(done=WorkflowMigration.__table__.c.done + moved_total,
-                         skipped=WorkflowMigration.__table__.c.skipped
-                         + (len(rows) - moved_total)))
+    conn.execute(update(MIGRATION).where(MIGRATION.c.id == migration.id)
+                 .values(done=MIGRATION.c.done + moved_total,
+                         skipped=MIGRATION.c.skipped + (len(rows) - moved_total)))
     db.session.commit()
     return len(rows)
 
@@ -308,6 +307,8 @@ def run_migration(migration_id: int, time_budget: float | None = None,
                                                  MigrationStatus.FAILED.value):
         return True
     workflow = db.session.get(Workflow, migration.workflow_id)
+    if workflow is None:  # deleted meanwhile; its migrations went with it
+        return True
     try:
         sources = _states(get_version(workflow, migration.from_version).document)
         targets = _states(get_version(workflow, migration.to_version).document)

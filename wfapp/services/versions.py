@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ..engine import CompiledWorkflow, compile_workflow
 from ..extensions import db
@@ -91,13 +91,13 @@ def list_versions(workflow: Workflow) -> list[VersionRow]:
         .where(WorkflowVersion.workflow_id == workflow.id)
         .order_by(WorkflowVersion.number.desc())).all()
     counts: dict[int, list[int]] = {}
-    for number, active, count in db.session.execute(
+    for number, is_active, count in db.session.execute(
             select(Instance.workflow_version, Instance.active, func.count())
             .where(Instance.workflow_id == workflow.id)
             .group_by(Instance.workflow_version, Instance.active)).all():
         entry = counts.setdefault(number, [0, 0])
         entry[0] += count
-        if active:
+        if is_active:
             entry[1] += count
     out = []
     for number, created_at, created_by, summary in rows:
@@ -147,7 +147,7 @@ def delete_version(workflow: Workflow, number: int) -> None:
     if count:
         raise Conflict(f"version {number} still has {count} instance(s); migrate or delete "
                        "them first", {"instances": count})
-    db.session.execute(WorkflowVersion.__table__.delete().where(
+    db.session.execute(delete(WorkflowVersion).where(
         WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.number == number))
 
 
