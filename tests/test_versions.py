@@ -340,3 +340,25 @@ def test_import_preview_counts_instances_in_removed_states(client, auth, parcel)
     assert _instance("A").workflow_version == 1 and _instance("A").state == "PACKED"
     assert db.session.scalar(select(func.count()).select_from(WorkflowVersion)) == 2
     assert db.session.scalar(select(Workflow.latest_version)) == 2
+
+
+def test_migration_runs_on_rq_workers_over_several_jobs(rq_app):
+    from tests.services import start_worker
+
+    import_document(copy.deepcopy(PARCEL))
+    create_integration({"code": "PARCELS", "description": "Parcels", "workflow_code": "PARCEL",
+                        "instance_mode": "per_record", "enabled": True})
+    _bulk_instances(3_000, 1, "PACKED")
+    _v2_without_packed()
+    migration = start_migration("PARCEL", {"from_version": 1, "to_version": 2,
+                                           "state_map": {"PACKED": "READY"}}, "carol")
+    # Chunks of 500 and a budget that ends each job after one chunk: the job queues itself
+    # again until the last chunk is done.
+    worker = start_worker(rq_app.config, WFAPP_MIGRATION_CHUNK="500",
+                          WFAPP_JOB_TIME_BUDGET="0.001")
+    out, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 0, out
+    db.session.rollback()
+    done = db.session.get(WorkflowMigration, migration.id)
+    assert (done.status, done.done) == ("completed", 3_000)
+    assert db.session.scalar(select(func.count()).where(Instance.workflow_version == 2)) == 3_000

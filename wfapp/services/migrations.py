@@ -302,8 +302,9 @@ def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]]
 
 
 def run_migration(migration_id: int, time_budget: float | None = None,
-                  chunk: int = CHUNK) -> bool:
+                  chunk: int | None = None) -> bool:
     """Work on a migration until done or out of time; True when it has finished."""
+    size = chunk or int(current_app.config.get("MIGRATION_CHUNK", CHUNK))
     budget = time_budget if time_budget is not None else \
         float(current_app.config.get("JOB_TIME_BUDGET", 20))
     deadline = time.monotonic() + budget
@@ -331,14 +332,15 @@ def run_migration(migration_id: int, time_budget: float | None = None,
         migration.status = MigrationStatus.RUNNING.value
         db.session.commit()
     after = 0
-    while time.monotonic() < deadline:
-        last = _move_chunk(migration, targets, sources, integration_id, chunk, after)
+    while True:  # at least one chunk per job, so even a tiny budget makes progress
+        last = _move_chunk(migration, targets, sources, integration_id, size, after)
         if last is None:
             db.session.refresh(migration)
             _finish(migration, MigrationStatus.COMPLETED, "")
             return True
         after = last
-    return False
+        if time.monotonic() >= deadline:
+            return False
 
 
 def _finish(migration: WorkflowMigration, status: MigrationStatus, error: str) -> None:
