@@ -45,7 +45,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
     "workflows.diff": "viewer", "workflows.pin": "author", "workflows.plan": "author",
-    "workflows.migration": "viewer",
+    "workflows.migration": "viewer", "workflows.delete_version": "author",
     "admin.plugins": "admin", "api.openapi": PUBLIC,
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 from datetime import timedelta
 
@@ -316,6 +317,12 @@ def test_card_versions_diff_and_migration_pages(client, auth, parcel):
     assert 'id="migration-status">completed' in progress
     assert client.post("/workflows/PARCEL/pin", data={"version": "1"}).status_code == 302
     assert get_workflow("PARCEL").pinned_version == 1
+    client.post("/workflows/PARCEL/versions/1/delete")
+    page = client.get("/workflows/PARCEL").get_data(as_text=True)
+    assert "Version 1 not deleted: new instances are pinned to version 1" in html.unescape(page)
+    client.post("/workflows/PARCEL/pin", data={"version": ""})
+    assert client.post("/workflows/PARCEL/versions/1/delete").status_code == 302
+    assert [r.number for r in versions.list_versions(get_workflow("PARCEL"))] == [2]
 
 
 def test_import_preview_counts_instances_in_removed_states(client, auth, parcel):

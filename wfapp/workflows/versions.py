@@ -119,3 +119,20 @@ def migration(code: str, migration_id: int) -> tuple[str, int]:
     running = found.status in (MigrationStatus.QUEUED.value, MigrationStatus.RUNNING.value)
     return render_template("workflows/migration.html", workflow=workflow, migration=found,
                            running=running), 200
+
+
+@bp.post("/<code>/versions/<int:number>/delete")
+@requires_role(Role.AUTHOR)
+def delete_version(code: str, number: int) -> BaseResponse:
+    """Delete an old version; refused while instances follow it or it is latest or pinned."""
+    workflow = load(code)
+    if not DeleteForm().validate_on_submit():
+        flash("The form expired; try again.", "warning")
+    else:
+        try:
+            service.delete_version(workflow.code, number)
+        except (Conflict, NotFound) as error:
+            flash(refusal(f"Version {number} not deleted", error), "danger")
+        else:
+            flash(f"Version {number} deleted.", "success")
+    return redirect(url_for("workflows.card", code=workflow.code) + "#versions")
