@@ -9,6 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Length, Optional
 
+from ..choices import options
 from ..inputs import parse_id
 from ..models import Role
 from ..security import requires_role
@@ -45,8 +46,8 @@ def index() -> tuple[str, int] | str:
     """Audit rows, newest first, with filters and keyset pages."""
     form = AuditFilterForm(formdata=request.args)
     seen = service.choices()
-    form.action.choices = [("", "All"), *((a, a) for a in seen["action"])]
-    form.object_type.choices = [("", "All"), *((t, t) for t in seen["object_type"])]
+    form.action.choices = options([("", "All"), *((a, a) for a in seen["action"])])
+    form.object_type.choices = options([("", "All"), *((t, t) for t in seen["object_type"])])
     rows, cursor, problems = [], None, []
     raw_cursor = request.args.get("cursor")
     cursor_id = parse_id(raw_cursor) if raw_cursor else None
