@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from flask import render_template, request
 from flask_wtf import FlaskForm
@@ -48,7 +49,8 @@ def index() -> tuple[str, int] | str:
     seen = service.choices()
     form.action.choices = options([("", "All"), *((a, a) for a in seen["action"])])
     form.object_type.choices = options([("", "All"), *((t, t) for t in seen["object_type"])])
-    rows, cursor, problems = [], None, []
+    rows: list[Any] = []
+    cursor, problems = None, []
     raw_cursor = request.args.get("cursor")
     cursor_id = parse_id(raw_cursor) if raw_cursor else None
     if raw_cursor and cursor_id is None:
