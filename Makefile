@@ -26,7 +26,9 @@ lint: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,server]'
+	@# setuptools warns about every editable install of a package with mapped folders; noise
+	@# for someone who only wants to run the app.
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[test,server]'
 	touch $@
 
 # A secret for the local demo, generated once; production sets WFAPP_SECRET_KEY instead.
