@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from ..engine import RuleError, normalize_code
 from ..extensions import db
@@ -33,9 +33,9 @@ from .definitions import get_workflow
 from .errors import Conflict, NotFound, ValidationFailed
 from .versions import get_version
 
-INSTANCE = cast(Table, Instance.__table__)
-HISTORY = cast(Table, HistoryEntry.__table__)
-MIGRATION = cast(Table, WorkflowMigration.__table__)
+INSTANCE = Instance.__table__
+HISTORY = HistoryEntry.__table__
+MIGRATION = WorkflowMigration.__table__
 MIGRATION_ACTOR_PREFIX = "migration"
 CHUNK = 2000
 FIELDS = {"from_version", "to_version", "state_map", "dry_run", "state", "integration"}
