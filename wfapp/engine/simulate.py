@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -179,6 +179,8 @@ def simulate(workflow: CompiledWorkflow, scenario: Scenario,
     The workflow is decided as if enabled (a disabled workflow is often being prepared);
     the instance starts at the simulated clock's zero.
     """
+    if not workflow.enabled:
+        workflow = replace(workflow, enabled=True)
     start = workflow.states[workflow.initial_state]
     instance = SimInstance(start.code, scenario.record_key, dict(scenario.data),
                            entered=_EPOCH, due=timeout_due(_EPOCH, start))
