@@ -44,6 +44,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.index": "viewer", "workflows.new": "author",
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
+    "workflows.simulate": "viewer", "workflows.save_scenario": "author",
+    "workflows.delete_scenario": "author",
     "admin.plugins": "admin", "api.openapi": PUBLIC,
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",

@@ -157,6 +157,8 @@ def _ambiguous_pairs(enabled: list[dict[str, Any]], trigger_types: Mapping[str, 
     out = []
     for (state, trigger_name), members in groups.items():
         trigger = trigger_types.get(trigger_name)
+        if trigger is not None and trigger.manual:
+            continue  # a person picks the manual transition by name: no event to share
         for first, second in combinations(sorted(members, key=_order), 2):
             if trigger is not None and configs_exclusive(trigger, first.get("trigger_config"),
                                                          second.get("trigger_config")):

@@ -6,6 +6,7 @@ simulator never touches an instance.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..engine.simulate import (
     simulate,
 )
 from ..extensions import db
+from ..inputs import InputError, parse_json
 from ..models import Workflow
 from . import audit
 from .definitions import (
@@ -172,3 +174,48 @@ def delete_scenario(code: str, name: str) -> Workflow:
                  {"changes": [f"scenario {name!r} deleted"]})
     db.session.commit()
     return workflow
+
+
+def scenario_from_text(record_key: str, record_data: str, steps: str) -> dict[str, Any]:
+    """A scenario from the Simulate form: record data as JSON, one JSON step per line.
+
+    Refuses text that is not JSON naming the field (`steps[2]`, with its line number).
+    """
+    errors: list[RuleError] = []
+    data: Any = {}
+    if (record_data or "").strip():
+        try:
+            data = parse_json(record_data)
+        except InputError as error:
+            errors.append(RuleError("record.data", error.message))
+    parsed: list[Any] = []
+    for number, line in enumerate((steps or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(parse_json(line))
+        except InputError as error:
+            errors.append(RuleError(f"steps[{len(parsed)}]", f"line {number} {error.message}"))
+            parsed.append(None)
+    if errors:
+        raise ValidationFailed(errors)
+    return {"record": {"key": (record_key or "").strip() or "SIM-1", "data": data},
+            "steps": parsed}
+
+
+def scenario_as_text(scenario: dict[str, Any]) -> dict[str, str]:
+    """A saved scenario as the Simulate form shows it (the inverse of `scenario_from_text`)."""
+    record = scenario.get("record") or {}
+    return {"record_key": str(record.get("key") or "SIM-1"),
+            "record_data": json.dumps(record.get("data") or {}, ensure_ascii=False),
+            "steps": "\n".join(json.dumps(s, ensure_ascii=False)
+                               for s in scenario.get("steps") or [])}
+
+
+def saved_scenario(code: str, name: str) -> dict[str, Any]:
+    """The saved scenario `name` of workflow `code`; NotFound when there is none."""
+    workflow = get_workflow(code)
+    found = next((s for s in workflow.scenarios or [] if s.get("name") == name), None)
+    if found is None:
+        raise NotFound(f"workflow {workflow.code} has no saved scenario {name!r}")
+    return found
