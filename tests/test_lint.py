@@ -202,3 +202,13 @@ def test_exclusive_conditions_never_both_hold(a, b, actual):
         holds_a = all(compare(c["operator"], value, c.get("value")) for c in a)
         holds_b = all(compare(c["operator"], value, c.get("value")) for c in b)
         assert not (holds_a and holds_b), (a, b, value)
+
+
+def test_the_ambiguity_check_stops_at_its_budget_and_says_so():
+    wf = clean()
+    wf["transitions"] += [_t(f"X{i}", "PAID", "DONE", "on_webhook", conditions=[
+        {"field": "event.number", "operator": "eq", "value": f"N{i}"}]) for i in range(250)]
+    found = [w for w in lint_workflow(wf, TRIGGERS).warnings
+             if w.code.startswith("ambigu")]
+    assert [w.code for w in found] == ["ambiguity_check_incomplete"]
+    assert "20000 pairs" in found[0].message

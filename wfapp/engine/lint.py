@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from itertools import combinations
 from typing import Any
 
 from ..triggers import TriggerType
@@ -148,33 +147,55 @@ def _order(t: Mapping[str, Any]) -> tuple[int, str]:
     return (priority if isinstance(priority, int) else 0, t["code"])
 
 
+#: Pairs the ambiguity check compares at most (the check is quadratic in a state's fan-out).
+MAX_PAIRS = 20_000
+
+
 def _ambiguous_pairs(enabled: list[dict[str, Any]], trigger_types: Mapping[str, TriggerType],
                      tpath: Any) -> list[LintItem]:
-    """Pairs from one state on one trigger type that one event could both match."""
+    """Transitions that an earlier one (by priority) on the same trigger may shadow.
+
+    One warning per shadowed transition, naming the first transition that may match the same
+    event. Comparisons stop after MAX_PAIRS, with a warning that says so.
+    """
     groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for t in enabled:
         groups.setdefault((t.get("from_state"), t.get("trigger_type")), []).append(t)
     out = []
+    budget = MAX_PAIRS
     for (state, trigger_name), members in groups.items():
         trigger = trigger_types.get(trigger_name)
         if trigger is not None and trigger.manual:
             continue  # a person picks the manual transition by name: no event to share
-        for first, second in combinations(sorted(members, key=_order), 2):
-            if trigger is not None and configs_exclusive(trigger, first.get("trigger_config"),
-                                                         second.get("trigger_config")):
-                continue
-            if conditions_exclusive(first.get("conditions") or [],
-                                    second.get("conditions") or []):
-                continue
-            label = trigger.label if trigger is not None else trigger_name
-            out.append(LintItem(
-                "ambiguous_transitions",
-                f"transitions {first['code']} and {second['code']} both leave {state} on "
-                f"{label} events, and no setting or condition rules out that one event matches "
-                f"both; {first['code']} fires (priority {_order(first)[0]}, then code), "
-                f"{second['code']} only when {first['code']} does not match. Add a condition "
-                "that tells them apart (such as event.status eq / ne the same value) if that "
-                "is not meant", tpath(second["code"])))
+        ordered = sorted(members, key=_order)
+        prepared = [_prepare(t.get("conditions") or []) for t in ordered]
+        for j in range(1, len(ordered)):
+            second = ordered[j]
+            for i in range(j):
+                if budget == 0:
+                    out.append(LintItem(
+                        "ambiguity_check_incomplete", f"stopped comparing transitions after "
+                        f"{MAX_PAIRS} pairs (state {state} has {len(ordered)} {trigger_name} "
+                        "transitions); transitions after this one were not checked",
+                        tpath(second["code"])))
+                    return out
+                budget -= 1
+                first = ordered[i]
+                if trigger is not None and configs_exclusive(
+                        trigger, first.get("trigger_config"), second.get("trigger_config")):
+                    continue
+                if _exclusive(prepared[i], prepared[j]):
+                    continue
+                label = trigger.label if trigger is not None else trigger_name
+                out.append(LintItem(
+                    "ambiguous_transitions",
+                    f"transitions {first['code']} and {second['code']} both leave {state} on "
+                    f"{label} events, and no setting or condition rules out that one event "
+                    f"matches both; {first['code']} fires (priority {_order(first)[0]}, then "
+                    f"code), {second['code']} only when {first['code']} does not match. Add a "
+                    "condition that tells them apart (such as event.status eq / ne the same "
+                    "value) if that is not meant", tpath(second["code"])))
+                break
     return out
 
 
@@ -238,6 +259,26 @@ def _keys(values: Any) -> set[tuple[str, Any]] | None:
     return None if any(k is None for k in keys) else set(keys)  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A condition with what the exclusivity proof needs computed once."""
+
+    op: Any
+    key: tuple[str, Any] | None
+    keys: set[tuple[str, Any]] | None
+    number: float | None
+
+
+def _prepare(conditions: list[Mapping[str, Any]]) -> dict[str, list[_Prepared]]:
+    """Conditions by field, prepared for `_exclusive`."""
+    out: dict[str, list[_Prepared]] = {}
+    for c in conditions:
+        value = c.get("value")
+        out.setdefault(str(c.get("field")), []).append(
+            _Prepared(c.get("operator"), _key(value), _keys(value), _number(value)))
+    return out
+
+
 def conditions_exclusive(a: list[Mapping[str, Any]], b: list[Mapping[str, Any]]) -> bool:
     """Whether two condition lists (each an AND) can never both hold.
 
@@ -246,52 +287,50 @@ def conditions_exclusive(a: list[Mapping[str, Any]], b: list[Mapping[str, Any]])
     lists and disjoint number ranges. Anything else (patterns, strings compared by order,
     true/false) is assumed to overlap, so lint warns rather than stays silent.
     """
-    mine: dict[str, list[Mapping[str, Any]]] = {}
-    for c in a:
-        mine.setdefault(str(c.get("field")), []).append(c)
-    for c in b:
-        for d in mine.get(str(c.get("field")), ()):
-            if _contradict(d, c) or _contradict(c, d):
-                return True
+    return _exclusive(_prepare(a), _prepare(b))
+
+
+def _exclusive(a: dict[str, list[_Prepared]], b: dict[str, list[_Prepared]]) -> bool:
+    for field_name, mine in a.items():
+        for d in b.get(field_name, ()):
+            for c in mine:
+                if _contradict(c, d) or _contradict(d, c):
+                    return True
     return False
 
 
-_RANGE = {"gt": lambda x, y: x > y, "ge": lambda x, y: x >= y, "lt": lambda x, y: x < y,
-          "le": lambda x, y: x <= y}
-
-
-def _contradict(c: Mapping[str, Any], d: Mapping[str, Any]) -> bool:
+def _contradict(c: _Prepared, d: _Prepared) -> bool:
     """Whether `c` holding proves `d` false (checked both ways by the caller)."""
-    op1, v1, op2, v2 = c.get("operator"), c.get("value"), d.get("operator"), d.get("value")
+    op1, op2 = c.op, d.op
     if op1 == "exists" and op2 == "not_exists":
         return True
     if op2 == "not_exists" and op1 != "not_exists" and op1 not in ("ne", "not_in"):
         return True  # a missing path makes every operator but not_exists (and ne) false
     if op1 == "eq":
-        k1 = _key(v1)
+        k1 = c.key
         if k1 is None:
             return False
         if op2 == "eq":
-            k2 = _key(v2)
-            return k2 is not None and k1 != k2
+            return d.key is not None and k1 != d.key
         if op2 == "ne":
-            return _key(v2) == k1
+            return d.key == k1
         if op2 == "in":
-            keys = _keys(v2)
-            return keys is not None and k1 not in keys
+            return d.keys is not None and k1 not in d.keys
         if op2 == "not_in":
-            keys = _keys(v2)
-            return keys is not None and k1 in keys
-        if op2 in _RANGE and k1[0] == "n" and _number(v2) is not None:
-            return not _RANGE[op2](k1[1], _number(v2))
+            return d.keys is not None and k1 in d.keys
+        if op2 in _RANGE and k1[0] == "n" and d.number is not None:
+            return not _RANGE[op2](k1[1], d.number)
         return False
     if op1 == "in" and op2 == "in":
-        k1s, k2s = _keys(v1), _keys(v2)
-        return k1s is not None and k2s is not None and not k1s & k2s
-    n1, n2 = _number(v1), _number(v2)
+        return c.keys is not None and d.keys is not None and not c.keys & d.keys
+    n1, n2 = c.number, d.number
     if op1 in ("gt", "ge") and op2 in ("lt", "le") and n1 is not None and n2 is not None:
         return n1 > n2 or (n1 == n2 and (op1 == "gt" or op2 == "lt"))
     return False
+
+
+_RANGE = {"gt": lambda x, y: x > y, "ge": lambda x, y: x >= y, "lt": lambda x, y: x < y,
+          "le": lambda x, y: x <= y}
 
 
 def _unknown_event_fields(transitions: list[dict[str, Any]],
