@@ -387,8 +387,14 @@ def preview_import(document: Any) -> ImportPreview:
     existing = db.session.scalar(select(Workflow).where(Workflow.code == wf["code"]))
     normalized = {"format": FORMAT, "workflow": wf}
     if existing is None:
+        if "scenarios" in document:
+            normalized["scenarios"] = document["scenarios"]
         return ImportPreview(wf["code"], False, [], normalized)
     changes = definition_changes(workflow_to_dict(existing), wf)
+    if "scenarios" in document:
+        normalized["scenarios"] = document["scenarios"]
+        if document["scenarios"] != (existing.scenarios or []):
+            changes.append(f"saved scenarios replaced ({len(document['scenarios'])} in the file)")
     return ImportPreview(wf["code"], True, changes, normalized)
 
 
