@@ -78,6 +78,11 @@ def wf_import(file: click.File, replace: bool) -> None:
     except ServiceError as error:
         _fail(error)
     click.echo(f"Imported workflow {workflow.code}.")
+    from .services.checks import workflow_checks
+
+    summary = workflow_checks(workflow).summary()
+    if summary:  # lint and the saved scenarios run on every save, this one too
+        click.echo(f"Checked: {summary} (flask --app wfapp wf lint FILE lists them).", err=True)
 
 
 @wf_cli.command("export")

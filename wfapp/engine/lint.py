@@ -255,8 +255,13 @@ def _key(value: Any) -> tuple[str, Any] | None:
 def _keys(values: Any) -> set[tuple[str, Any]] | None:
     if not isinstance(values, list):
         return None
-    keys = [_key(v) for v in values]
-    return None if any(k is None for k in keys) else set(keys)  # type: ignore[misc]
+    keys = set()
+    for value in values:
+        key = _key(value)
+        if key is None:
+            return None
+        keys.add(key)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,9 @@ def _unknown_event_fields(transitions: list[dict[str, Any]],
         provided = set(trigger.event_fields)
         places = [(f"{tpath(t['code'])}.conditions[{i}].field", c.get("field"))
                   for i, c in enumerate(t.get("conditions") or [])]
-        capture = t.get("capture") if isinstance(t.get("capture"), Mapping) else {}
+        capture = t.get("capture")
+        if not isinstance(capture, Mapping):
+            capture = {}
         places += [(f"{tpath(t['code'])}.capture.{name}", source)
                    for name, source in capture.items()]
         for where, path in places:

@@ -373,7 +373,7 @@ def check_saved_cases(value: Any, trigger_types: Mapping[str, TriggerType],
             if not isinstance(variables, Mapping):
                 errors.append(RuleError(f"{where}.expect.vars", "must be an object"))
                 variables = {}
-        if scenario is not None and not errors:
+        if scenario is not None and isinstance(name, str) and not errors:
             cases.append(SavedCase(name.strip(), scenario,
                                   state.strip().upper() if isinstance(state, str) else None,
                                   dict(variables)))

@@ -240,7 +240,7 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
         transition, problem = None, f"transition {code!r} does not exist in this workflow"
     else:
         transition, problem = manual_refusal(workflow, row.state, code, context)
-    if transition is None:
+    if transition is None or workflow is None:
         db.session.rollback()
         raise Conflict(problem)
     return _apply(conn, workflow, row, Move(
