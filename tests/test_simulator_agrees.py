@@ -52,11 +52,14 @@ def workflows(draw: Any) -> dict[str, Any]:
     movable = [c for c in codes if c not in finals]
     transitions = []
     for i in range(draw(st.integers(1, 8))):
-        trigger = draw(st.sampled_from(["on_webhook", "on_webhook", "manual"]))
+        trigger = draw(st.sampled_from(["on_webhook", "on_webhook", "manual", "on_import"]))
         config = {}
         if trigger == "on_webhook":
             pattern = draw(st.sampled_from([None, "a", "b", "*"]))
             config = {"event_filter": pattern} if pattern else {}
+        elif trigger == "on_import":
+            status = draw(st.sampled_from([None, "success", "error"]))
+            config = {"record_status": status} if status else {}
         transitions.append({
             # Half of them leave the initial state, so most examples move at all.
             "code": f"T{i}", "from_state": "S0" if i % 2 == 0 else draw(st.sampled_from(movable)),
@@ -84,6 +87,9 @@ STEP = st.one_of(
         "trigger_type": "on_webhook", "type": kind,
         "payload": {"n": n, "kind": kind} if with_n else {"kind": kind}}},
         st.sampled_from(["a", "b", "c"]), VALUES, st.booleans()),
+    st.builds(lambda status, x: {"event": {
+        "trigger_type": "on_import", "type": "import.record", "payload": {"status": status},
+        "record": {"x": x}}}, st.sampled_from(["success", "error"]), VALUES),
     st.builds(lambda i: {"fire": f"T{i}"}, st.integers(0, 7)),
     st.builds(lambda h: {"advance_hours": h / 2}, st.integers(1, 12)),
 )
@@ -135,17 +141,23 @@ def test_simulator_agrees_with_the_workers(app, wf, steps):
                                       trigger_types)
     assert errors == []
     _, expected = simulate(compile_workflow(wf), scenario, trigger_types)
+    # The record data each step leaves (an event with a record replaces it).
+    simulated_data, current = [], data
+    for step in steps:
+        record = step.get("event", {}).get("record")
+        current = record if record is not None else current
+        simulated_data.append(current)
 
-    # The instance is created by an import event no transition reacts to (none is on_import).
-    ingest(integration, [NewEvent("on_import", "import.record", "K", None, {"status": "success"},
+    # The instance is created by an export event no transition reacts to (none is on_export).
+    ingest(integration, [NewEvent("on_export", "export.record", "K", None, {"status": "success"},
                                   data)], kick=False)
     process_pending(time_budget=30)
     for i, (step, result) in enumerate(zip(steps, expected, strict=True)):
         (kind, body), = step.items()
         instance = _instance(integration.id)
         if kind == "event":
-            ingest(integration, [NewEvent("on_webhook", body["type"], "K", None,
-                                          body["payload"])], kick=False)
+            ingest(integration, [NewEvent(body["trigger_type"], body["type"], "K", None,
+                                          body["payload"], body.get("record"))], kick=False)
             process_pending(time_budget=30)
         elif kind == "fire":
             with contextlib.suppress(Conflict):  # refused: the simulator must refuse it too
@@ -153,6 +165,7 @@ def test_simulator_agrees_with_the_workers(app, wf, steps):
         else:
             _advance(integration.id, body)
         instance = _instance(integration.id)
-        assert (instance.state, instance.vars) == (result.state, result.vars), \
+        assert (instance.state, instance.vars, instance.data) == \
+            (result.state, result.vars, simulated_data[i]), \
             f"step {i} {step}: workers {instance.state} {instance.vars}, simulator " \
             f"{result.state} {result.vars} ({result.note})"
