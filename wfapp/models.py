@@ -167,6 +167,8 @@ class Workflow(Model):
     latest_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # "Pin new instances to version N": a roll-back without migrating; None = the latest.
     pinned_version: Mapped[int | None] = mapped_column(Integer)
+    #: Saved simulator scenarios (test cases), exported under the document's `scenarios` key.
+    scenarios: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
 
     states: Mapped[list[State]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", order_by="State.position"

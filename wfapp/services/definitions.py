@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..engine import DEFAULT_LIMITS, Limits, RuleError, normalize_code, validate_workflow
+from ..engine.simulate import check_saved_cases
 from ..extensions import db
 from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
@@ -82,8 +83,11 @@ def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
 
 
 def to_document(workflow: Workflow) -> dict[str, Any]:
-    """The whole export document for a workflow."""
-    return {"format": FORMAT, "workflow": workflow_to_dict(workflow)}
+    """The whole export document for a workflow (`scenarios` only when it has saved ones)."""
+    document: dict[str, Any] = {"format": FORMAT, "workflow": workflow_to_dict(workflow)}
+    if workflow.scenarios:
+        document["scenarios"] = [dict(s) for s in workflow.scenarios]
+    return document
 
 
 def export_document(code: str) -> dict[str, Any]:
@@ -147,6 +151,11 @@ def _schema_errors(document: Any) -> list[RuleError]:
     return errors
 
 
+def schema_errors(document: Any) -> list[RuleError]:
+    """What the shipped JSON Schema finds wrong in a document, each with its place."""
+    return _schema_errors(document)
+
+
 def normalize(wf: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and upper-case codes, giving the shape export produces."""
     states = []
@@ -190,6 +199,8 @@ def check_document(document: Any) -> dict[str, Any]:
         raise ValidationFailed(errors + _rule_errors_elsewhere(document, errors))
     wf = normalize(document["workflow"])
     errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
+    if "scenarios" in document:
+        errors += check_saved_cases(document["scenarios"], get_registry().trigger_types)[1]
     if errors:
         raise ValidationFailed(errors)
     return wf
@@ -277,11 +288,13 @@ def _sync(workflow: Workflow, rows: list[Any], wanted: list[dict[str, Any]], mod
     rows.sort(key=lambda r: r.position)
 
 
-def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
+def save_definition(workflow: Workflow | None, wf: dict[str, Any],
+                    scenarios: list[dict[str, Any]] | None = None) -> Workflow:
     """Validate a definition and write it, with a new version when it changed, in one transaction.
 
-    Instances keep following the version they run on, so a definition that drops a state some
-    of them are in is accepted: they stay where they are until migrated.
+    `scenarios` (already checked) replaces the saved scenarios; None keeps them. Instances keep
+    following the version they run on, so a definition that drops a state some of them are in
+    is accepted: they stay where they are until migrated.
     """
     errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
     if errors:
@@ -294,6 +307,9 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
         db.session.add(workflow)
     try:
         write_definition(workflow, wf)
+        scenario_change = scenarios is not None and scenarios != (workflow.scenarios or [])
+        if scenarios is not None:
+            workflow.scenarios = [dict(s) for s in scenarios]
         db.session.flush()
         # The version is made from the rows as stored (the in-memory lists of a new workflow
         # can hold a row twice: the relationship's backref appended it already).
@@ -303,6 +319,8 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
                        f"{len(wf['transitions'])} transitions"]
         else:
             changes = definition_changes(before, wf)
+            if scenario_change:
+                changes.append(f"saved scenarios replaced ({len(scenarios or [])} now)")
         number = versions.record_version(workflow, to_document(workflow), changes,
                                          audit.actor())
         if changes:
@@ -335,7 +353,8 @@ def import_and_report(document: Any, replace: bool = False) -> tuple[Workflow, b
     if existing is not None and not replace:
         raise Conflict(f"workflow {wf['code']!r} already exists; import with replace to "
                        "overwrite it", {"code": wf["code"]})
-    return save_definition(existing, wf), existing is None
+    scenarios = document.get("scenarios") if isinstance(document, dict) else None
+    return save_definition(existing, wf, scenarios), existing is None
 
 
 def copy_workflow(code: str, new_code: str) -> Workflow:
@@ -386,8 +405,14 @@ def preview_import(document: Any) -> ImportPreview:
     existing = db.session.scalar(select(Workflow).where(Workflow.code == wf["code"]))
     normalized = {"format": FORMAT, "workflow": wf}
     if existing is None:
+        if "scenarios" in document:
+            normalized["scenarios"] = document["scenarios"]
         return ImportPreview(wf["code"], False, [], normalized)
     changes = definition_changes(workflow_to_dict(existing), wf)
+    if "scenarios" in document:
+        normalized["scenarios"] = document["scenarios"]
+        if document["scenarios"] != (existing.scenarios or []):
+            changes.append(f"saved scenarios replaced ({len(document['scenarios'])} in the file)")
     return ImportPreview(wf["code"], True, changes, normalized,
                          removed_state_counts(existing, wf), existing.latest_version)
 
