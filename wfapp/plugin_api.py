@@ -26,6 +26,7 @@ from .formatting import span
 from .hookspecs import hookimpl
 from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
+from .metrics import MetricFamily
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import actor_name, public, requires_role
@@ -34,7 +35,7 @@ from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
-    "MISSING", "NewEvent", "Panel", "Role", "ScheduleSummary", "StorageUnavailable",
+    "MISSING", "MetricFamily", "NewEvent", "Panel", "Role", "ScheduleSummary", "StorageUnavailable",
     "StoredEvents", "TriggerType", "actor_name", "claim_due", "config", "count_delivery",
     "counters", "csrf_exempt", "enqueue", "external_url", "find_integration", "finish_due",
     "finish_due_batch", "glob_match", "hookimpl", "integrations", "job", "json_error",

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from ..engine import CompiledWorkflow, compile_workflow, timeout_due
 from ..extensions import db
 from ..models import HistoryEntry, Instance, State, Transition, Workflow
+from . import tally
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__
@@ -154,6 +155,8 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
     if result.rowcount != 1:
         return False
     row = history_row(instance, instance.state, change, now)
+    if change.transition is not None:
+        tally.note(instance.workflow_id, change.transition, change.trigger_type, now)
     if history is None:
         conn.execute(insert(HISTORY), [row])
     else:
