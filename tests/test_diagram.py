@@ -118,3 +118,79 @@ def test_instance_overlay_highlights_current_state_and_path():
     assert current == [first.to_state]
     assert taken == [(first.from_state, first.to_state)]
     assert f"the instance is in {first.to_state}" in root.find(f"{SVG}title").text
+
+
+def test_instance_page_shows_its_place_path_and_short_notes(client, auth):
+    from sqlalchemy import select
+
+    from tests.pages import find_all, svg_of
+    from wfapp.extensions import db
+    from wfapp.models import Instance
+    from wfapp.services.definitions import FORMAT, import_document
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import create_integration, get_integration
+    from wfapp.services.processing import process_pending
+
+    import_document({"format": FORMAT, "workflow": {
+        "code": "TRIP", "initial_state": "A", "states": [
+            {"code": "A", "is_initial": True}, {"code": "B"}, {"code": "C"},
+            {"code": "D", "is_final": True}],
+        "transitions": [
+            {"code": "AB", "from_state": "A", "to_state": "B", "trigger_type": "on_webhook"},
+            {"code": "BC", "from_state": "B", "to_state": "C", "trigger_type": "on_webhook",
+             "trigger_config": {"event_filter": "never"}},
+            {"code": "BD", "from_state": "B", "to_state": "D", "trigger_type": "manual"}]}})
+    create_integration({"code": "TRIPS", "workflow_code": "TRIP"})
+    payload = {"type": "go", "order": {"number": "SO-1", "lines": list(range(30))},
+               "note": "x" * 50}
+    ingest(get_integration("TRIPS"), [NewEvent("on_webhook", "go", "K1", None, payload)],
+           kick=False)
+    process_pending(time_budget=30)
+    instance = db.session.scalar(select(Instance))
+    auth.login("viewer")
+    page = client.get(f"/instances/{instance.id}").get_data(as_text=True)
+    svg = svg_of(page)
+    groups = {(g.get("class"), g.get("data-state") or (g.get("data-from"), g.get("data-to")))
+              for g in svg.iter(f"{SVG}g")}
+    assert ("state visited current", "B") in groups
+    assert ("state visited", "A") in groups and ("state", "C") in groups
+    assert ("transition taken", ("A", "B")) in groups
+    assert ("transition", ("B", "C")) in groups
+    notes = find_all(page, "details", cls="history-notes")
+    assert len(notes) == 1
+    summary = find_all(page, "summary")[-1].text
+    assert summary.startswith("payload {") and len(summary) <= 80
+    assert '"number": "SO-1"' in notes[0].text  # the whole payload, behind the disclosure
+    assert "instance created" in page  # a short note stays as it is
+
+
+def test_card_diagram_shows_counts_from_the_tally(client, auth):
+    from tests.pages import find, svg_of
+    from wfapp.services.definitions import FORMAT, import_document
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import create_integration, get_integration
+    from wfapp.services.processing import process_pending
+
+    import_document({"format": FORMAT, "workflow": {
+        "code": "CNT", "initial_state": "A", "states": [
+            {"code": "A", "is_initial": True}, {"code": "B"}, {"code": "C", "is_final": True}],
+        "transitions": [
+            {"code": "AB", "from_state": "A", "to_state": "B", "trigger_type": "on_webhook",
+             "trigger_config": {"event_filter": "go"}},
+            {"code": "BC", "from_state": "B", "to_state": "C", "trigger_type": "on_webhook",
+             "trigger_config": {"event_filter": "end"}}]}})
+    create_integration({"code": "CNTS", "workflow_code": "CNT"})
+    events = [NewEvent("on_webhook", "go", f"K{i}", None, {}) for i in range(4)] + \
+        [NewEvent("on_webhook", "end", "K0", None, {})]
+    ingest(get_integration("CNTS"), events, kick=False)
+    process_pending(time_budget=30)
+    auth.login("viewer")
+    plain = client.get("/workflows/CNT").get_data(as_text=True)
+    assert "in 7 d" not in plain
+    assert find(plain, "a", id="diagram-counts-toggle").attrs["href"].endswith(
+        "counts=1#diagram-heading")
+    page = client.get("/workflows/CNT?counts=1").get_data(as_text=True)
+    texts = ["".join(t.itertext()) for t in svg_of(page).iter(f"{SVG}text")]
+    assert "AB4× in 7 d" in texts and "BC1× in 7 d" in texts
+    assert "3 active" in texts and "0 active" in texts  # B holds 3, A none
+    assert find(page, "a", id="diagram-counts-toggle").text.strip() == "Hide counts"

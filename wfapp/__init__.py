@@ -89,7 +89,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                       runs_bp, audit_bp, admin_bp, ops_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
-                                 pretty_json=formatting.pretty_json)
+                                 pretty_json=formatting.pretty_json,
+                                 notes_parts=formatting.notes_parts)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
     _register_plugin_blueprints(app, registry)

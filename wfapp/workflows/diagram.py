@@ -184,6 +184,20 @@ class Overlay:
     state_counts: Mapping[str, int] | None = None  # state code -> active instances
 
 
+def path_overlay(current: str, history: Any) -> Overlay:
+    """The overlay of an instance: its state, the states it was in and the arrows it took
+    (history rows with a transition; a reset is a jump, not an arrow)."""
+    visited = {current}
+    taken = set()
+    for row in history:
+        visited.add(row.to_state)
+        if row.from_state:
+            visited.add(row.from_state)
+            if row.transition and row.trigger_type != "reset":
+                taken.add((row.from_state, row.to_state))
+    return Overlay(current=current, visited=frozenset(visited), taken=frozenset(taken))
+
+
 Box = tuple[float, float, float, float]  # x, y, width, height
 Curve = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
