@@ -188,3 +188,27 @@ def test_retention_purges_old_processed_events_and_finished_instances_only(app, 
     assert retention.purge() == {"events": 0, "instances": 0, "history": 0}
     assert db.session.scalar(select(func.count()).select_from(AuditEntry).where(
         AuditEntry.action == "retention.purge")) == 1
+
+
+def test_bc_subscription_expiry_is_reported_by_its_plugin(client):
+    from wfapp.plugin_api import find_integration, state_put
+
+    create_integration({"code": "BC1"})
+    create_integration({"code": "BC2"})
+    soon = (utcnow() + timedelta(hours=5)).isoformat()
+    state_put(find_integration("BC1"), "bc", "subscription", {"id": "sub-1", "expires_at": soon})
+    state_put(find_integration("BC2"), "bc", "subscription", {"id": None, "expires_at": None})
+    samples = _metrics(client)["wfapp_bc_subscription_expiry_seconds"]
+    assert [s.labels for s in samples] == [{"integration": "BC1"}]
+    assert 5 * 3600 - 60 < samples[0].value <= 5 * 3600
+
+
+def test_a_plugin_metric_with_a_bad_name_is_refused():
+    from wfapp.metrics import MetricFamily
+
+    with pytest.raises(ValueError, match="must match"):
+        MetricFamily("orders", "gauge", "x").check()
+    with pytest.raises(ValueError, match="end in _total"):
+        MetricFamily("wfapp_orders", "counter", "x").check()
+    with pytest.raises(ValueError, match="does not match the labels"):
+        MetricFamily("wfapp_orders", "gauge", "x", ("a",), [((), 1)]).check()
