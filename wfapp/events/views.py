@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..instances.common import MAX_ID, local_url
 from ..models import Event, Role
 from ..security import requires_role
@@ -36,7 +37,7 @@ def index() -> str | tuple[str, int]:
     """Stored events, newest first, with filters and keyset pages."""
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
-    form.source.choices = [("", "All"), *sources]
+    form.source.choices = options([("", "All"), *sources])
     rows: list[Event] = []
     cursor, problems = None, []
     if form.validate():
