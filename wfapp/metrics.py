@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class MetricFamily:
     kind: str
     help: str
     labels: tuple[str, ...] = ()
-    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    samples: Sequence[tuple[tuple[str, ...], float]] = field(default_factory=list)
 
     def check(self) -> None:
         """Raise ValueError when the family would not be valid Prometheus or not ours."""
@@ -55,13 +55,15 @@ class MetricFamily:
     def to_prometheus(self) -> Metric:
         """The prometheus_client family for the exposition."""
         if self.kind == "counter":
-            family: Metric = CounterMetricFamily(self.name.removesuffix("_total"), self.help,
-                                                 labels=list(self.labels))
-        else:
-            family = GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+            counter = CounterMetricFamily(self.name.removesuffix("_total"), self.help,
+                                          labels=list(self.labels))
+            for values, value in self.samples:
+                counter.add_metric(list(values), float(value))
+            return counter
+        gauge = GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
         for values, value in self.samples:
-            family.add_metric(list(values), float(value))
-        return family
+            gauge.add_metric(list(values), float(value))
+        return gauge
 
 
 Collector = Callable[[], Iterable[MetricFamily]]
@@ -119,13 +121,13 @@ def collect(collectors: Iterable[Collector]) -> list[MetricFamily]:
 def exposition(families: list[MetricFamily]) -> bytes:
     """The text format of the database families plus this host's in-process counters."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))  # type: ignore[arg-type]
+    registry.register(_Families(families))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry.register(_ProcessCounters())  # type: ignore[arg-type]
+        registry.register(_ProcessCounters())
     return generate_latest(registry)
 
 
