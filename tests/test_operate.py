@@ -212,3 +212,20 @@ def test_a_plugin_metric_with_a_bad_name_is_refused():
         MetricFamily("wfapp_orders", "counter", "x").check()
     with pytest.raises(ValueError, match="does not match the labels"):
         MetricFamily("wfapp_orders", "gauge", "x", ("a",), [((), 1)]).check()
+
+
+def test_the_scheduled_retention_job_purges_and_rolls_up_the_tally(app):
+    from wfapp import jobs
+
+    _flow([("OLD", "go"), ("OLD", "end")])
+    long_ago = utcnow() - timedelta(days=10)
+    db.session.execute(update(Event).values(processed_at=long_ago))
+    db.session.execute(update(TransitionTally).values(day=tally.day_of(long_ago)))
+    db.session.commit()
+    app.config.update(RETENTION_EVENT_DAYS=7)
+    assert ("retention", 3600.0, "wfapp.jobs.retention") in app.extensions["wfapp"]["schedules"]
+    with app.app_context():
+        result = jobs.retention()
+    assert result == {"events": 2, "instances": 0, "history": 0, "tally_rows": 0}
+    assert db.session.scalar(select(func.count()).select_from(Event)) == 0
+    assert db.session.scalar(select(func.count()).select_from(Instance)) == 1  # kept: 0 days
