@@ -51,11 +51,19 @@ def _metrics(client, **kwargs) -> dict[str, list]:
         as_text=True))}
 
 
-def test_healthz_answers_without_login_or_database(client, app):
-    db.engine.dispose()
-    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:////nonexistent/dir/x.sqlite"
+def test_healthz_answers_without_login_or_database(app_config):
+    from wfapp import create_app
+
+    # Nothing listens on port 1: the database is unreachable.
+    app_config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    client = create_app(app_config).test_client()
     answer = client.get("/healthz")
     assert answer.status_code == 200 and answer.get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.get_json()
+    assert body["failed"] == ["database", "migrations"]
+    assert body["checks"]["database"].startswith("cannot reach the database")
 
 
 def test_readyz_is_ready_on_a_migrated_database(client):
