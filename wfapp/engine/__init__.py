@@ -38,9 +38,12 @@ from .selection import (
     build_context,
     capture_vars,
     compile_workflow,
+    event_view,
     explain,
+    manual_refusal,
     select_transition,
     timeout_due,
+    timeout_transition,
 )
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
     "check_condition", "check_description", "compare", "compile_workflow", "evaluate_condition",
     "explain",
-    "explain_condition", "field_suggestions", "first_failed_condition", "normalize_code",
-    "select_transition", "timeout_due", "validate_workflow",
+    "event_view", "explain_condition", "field_suggestions", "first_failed_condition",
+    "manual_refusal", "normalize_code", "select_transition", "timeout_due", "timeout_transition",
+    "validate_workflow",
 ]

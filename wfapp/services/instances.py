@@ -19,8 +19,9 @@ from ..engine import (
     Verdict,
     build_context,
     capture_vars,
+    event_view,
     explain,
-    explain_condition,
+    manual_refusal,
 )
 from ..extensions import affected, db
 from ..formatting import record_url
@@ -239,31 +240,11 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
     """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
     conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
-    transition = workflow.transitions.get(code)
-    problem = None
+    context = build_context({"comment": comment}, row.data, row.context())
+    transition, problem = manual_refusal(workflow, row.state, code, context)
     if transition is None:
-        problem = f"transition {code!r} does not exist in this workflow"
-    elif transition.trigger_type != "manual":
-        problem = f"transition {code} is not a Manual transition"
-    elif not workflow.enabled:
-        problem = f"workflow {workflow.code} is disabled"
-    elif not transition.enabled:
-        problem = f"transition {code} is disabled"
-    elif transition.from_state != row.state:
-        problem = f"transition {code} leaves {transition.from_state}; the instance is in " \
-                  f"{row.state}"
-    elif workflow.states[row.state].is_final:
-        problem = f"the instance is in final state {row.state}"
-    if problem:
         db.session.rollback()
         raise Conflict(problem)
-    assert transition is not None  # narrowed by the checks above
-    context = build_context({"comment": comment}, row.data, row.context())
-    failed = next((c for c in transition.conditions if not c.holds(context)), None)
-    if failed is not None:
-        db.session.rollback()
-        reason = explain_condition(failed.as_dict(), context)
-        raise Conflict(f"transition {code} cannot fire: {reason}")
     return _apply(conn, workflow, row, Move(
         transition.to_state, transition.code, "manual", actor, notes=comment or "",
         vars=capture_vars(transition, context, row.vars)))
@@ -340,8 +321,7 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
                                               "record_key": instance.record_key,
                                               "run_id": instance.run_id,
                                               "vars": instance.vars or {}})
-    view = {"source": source, "type": event_type, "payload": payload,
-            "record": {"key": instance.record_key, "data": record,
-                       "status": (payload or {}).get("status")}}
+    view = event_view(source, event_type, payload, instance.record_key, record,
+                      (payload or {}).get("status"))
     return about, explain(workflow, instance.state, source, view, context,
                           get_registry().trigger_types)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from ..engine import CompiledWorkflow, timeout_due
+from ..engine import CompiledWorkflow, timeout_due, timeout_transition
 from ..extensions import db
 from ..models import Workflow, utcnow
 from ..shutdown import stopping
@@ -45,15 +45,13 @@ def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: da
     """Move every due instance of one (workflow, state) in one guarded UPDATE."""
     info = workflow.states.get(state)
     code = info.on_timeout_transition if info else None
-    transition = workflow.transitions.get(code) if code else None
+    transition, note = timeout_transition(workflow, state)
     versions = {row.id: row.version for row in rows}
     guard = [INSTANCE.c.id.in_(list(versions)), INSTANCE.c.state == state,
              INSTANCE.c.timeout_due_at <= now]
     conn = db.session.connection()
-    if transition is None or not transition.enabled:
+    if transition is None:
         # Leave the instances where they are, say why once, and stop their timers.
-        note = "timeout transition disabled" if transition is not None else \
-            f"state {state} has no On Timeout Transition any more"
         moved = conn.execute(update(INSTANCE).where(*guard)
                              .values(timeout_due_at=None, version=INSTANCE.c.version + 1)
                              .returning(INSTANCE.c.id)).scalars().all()

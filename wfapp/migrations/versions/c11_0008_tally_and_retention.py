@@ -1,7 +1,7 @@
 """transition tally (diagram counts, metrics) and the retention index on finished instances
 
-Revision ID: c11_0007
-Revises: 0006
+Revision ID: c11_0008
+Revises: b10_scenarios
 Create Date: 2026-11-25 23:05:00
 
 """
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = 'c11_0007'
-down_revision = '0006'
+revision = 'c11_0008'
+down_revision = 'b10_scenarios'
 branch_labels = None
 depends_on = None
 
