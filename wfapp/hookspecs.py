@@ -47,3 +47,8 @@ def register_schedules() -> list[tuple[str, float, str]]:
 @hookspec
 def register_transition_actions() -> list[Any]:
     """Return transition actions (steps run after a transition commits); reserved for actions."""
+
+
+@hookspec
+def register_metrics() -> list[Any]:
+    """Return metric collectors: callables returning MetricFamily values, read at each scrape."""

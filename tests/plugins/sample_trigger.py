@@ -11,6 +11,7 @@ from markupsafe import escape
 from wfapp.plugin_api import (
     Field,
     InputError,
+    MetricFamily,
     Panel,
     TriggerType,
     csrf_exempt,
@@ -87,6 +88,16 @@ def register_schedules() -> list[tuple[str, float, str]]:
 @hookimpl
 def register_transition_actions() -> list[Any]:
     return ["notify"]
+
+
+def _files_waiting() -> list[MetricFamily]:
+    return [MetricFamily("wfapp_sftp_files_waiting", "gauge", "Files waiting on the SFTP host",
+                         ("host",), [(("localhost",), 3)])]
+
+
+@hookimpl
+def register_metrics() -> list[Any]:
+    return [_files_waiting]
 
 
 def poll() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from ..engine import CompiledWorkflow, timeout_due
 from ..models import HistoryEntry, Instance
+from . import tally
 
 # Re-exported: the callers that move instances take their definitions from here.
 from .versions import compiled_workflow  # noqa: F401
@@ -123,6 +124,8 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
     if result.rowcount != 1:
         return False
     row = history_row(instance, instance.state, change, now)
+    if change.transition is not None:
+        tally.note(instance.workflow_id, change.transition, change.trigger_type, now)
     if history is None:
         conn.execute(insert(HISTORY), [row])
     else:

@@ -19,6 +19,8 @@ from sqlalchemy import insert, select, update
 from ..engine import CompiledWorkflow, timeout_due, timeout_transition
 from ..extensions import db
 from ..models import Workflow, utcnow
+from ..shutdown import stopping
+from . import tally
 from .firing import HISTORY, INSTANCE, compiled_workflow
 
 SWEEP_ACTOR = "sweep"
@@ -67,6 +69,8 @@ def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: da
             last_transition=transition.code, version=INSTANCE.c.version + 1,
             completed_at=now if target.is_final else None)
         .returning(INSTANCE.c.id)).scalars().all()
+    if moved:
+        tally.note(rows[0].workflow_id, transition.code, "timeout", now, len(moved))
     hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
     note = f"timed out after {hours} h in {state}"
     history.extend({"instance_id": i, "at": now, "from_state": state,
@@ -82,6 +86,8 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
     deadline = time.monotonic() + time_budget
     fired = 0
     while time.monotonic() < deadline:
+        if stopping():
+            break  # SIGTERM: the batches so far are committed; the next worker fires the rest
         moment = now or utcnow()
         rows = _due(moment, batch_size)
         if not rows:

@@ -1,7 +1,7 @@
 """workflow versions and migrations of instances between them
 
 Revision ID: e10_versions
-Revises: b10_scenarios
+Revises: c11_0008
 Create Date: 2026-11-25 23:00:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'e10_versions'
-down_revision = 'b10_scenarios'
+down_revision = 'c11_0008'
 branch_labels = None
 depends_on = None
 
