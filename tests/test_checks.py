@@ -71,6 +71,25 @@ def test_simulate_names_the_fields_of_a_bad_scenario(app, client, tokens):
         assert bad.status_code == 422, body
 
 
+def test_simulate_an_older_version_as_it_was_saved(app, client, tokens):
+    _import(order_document())
+    changed = order_document()
+    pay = next(t for t in changed["workflow"]["transitions"] if t["code"] == "PAY")
+    pay["trigger_config"] = {"event_filter": "order.settled"}  # version 2 waits for another type
+    _import(changed)
+    scenario = {**SCENARIO, "steps": SCENARIO["steps"][:1]}
+    latest = client.post(f"{API}/workflows/ORDER/simulate", json=scenario,
+                         headers=tokens["viewer"]).get_json()
+    first = client.post(f"{API}/workflows/ORDER/simulate", json={**scenario, "version": 1},
+                        headers=tokens["viewer"]).get_json()
+    assert first["steps"][0]["fired"] == "PAY"
+    assert latest["steps"][0]["fired"] != "PAY"
+    missing = client.post(f"{API}/workflows/ORDER/simulate", json={**scenario, "version": 9},
+                          headers=tokens["viewer"])
+    assert missing.status_code == 422
+    assert [d["path"] for d in missing.get_json()["error"]["details"]] == ["version"]
+
+
 def test_scenarios_travel_with_the_document_and_older_files_import(app, client, tokens):
     document = order_document()
     document["scenarios"] = [{"name": "pays and closes", **SCENARIO,

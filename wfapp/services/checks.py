@@ -35,6 +35,7 @@ from .definitions import (
 )
 from .errors import NotFound, ValidationFailed
 from .registry import get_registry
+from .versions import version_document
 
 
 @dataclass
@@ -120,14 +121,20 @@ def simulate_code(code: str, body: Any) -> dict[str, Any]:
     workflow = get_workflow(code)
     trigger_types = get_registry().trigger_types
     scenario, errors = check_scenario(body, trigger_types)
-    if isinstance(body, dict) and body.get("version") is not None:
-        # Versions are kept by the versions feature; until it is merged only the current
-        # definition can be simulated, and saying so beats answering for the wrong one.
-        errors.append(RuleError("version", "only the current definition can be simulated "
-                                           "here; omit version"))
+    wf = workflow_to_dict(workflow)
+    number = body.get("version") if isinstance(body, dict) else None
+    if number is not None:
+        # An older version is simulated as it was saved: instances on it still follow it.
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            errors.append(RuleError("version", "must be a version number from 1"))
+        else:
+            try:
+                wf = version_document(workflow, number)["workflow"]
+            except NotFound:
+                errors.append(RuleError("version", f"workflow {workflow.code} has no version "
+                                                   f"{number}"))
     if scenario is None or errors:
         raise ValidationFailed(errors)
-    wf = workflow_to_dict(workflow)
     compiled = compile_workflow({**wf, "enabled": True})
     instance, steps = simulate(compiled, scenario, trigger_types)
     start = compiled.states[compiled.initial_state]
