@@ -38,9 +38,11 @@ from .selection import (
     build_context,
     capture_vars,
     compile_workflow,
+    decision_context,
     explain,
     select_transition,
     timeout_due,
+    trigger_event,
 )
 
 __all__ = [
@@ -48,8 +50,8 @@ __all__ = [
     "OPERATOR_LABELS", "Limits",
     "VALUELESS", "CompiledCondition", "CompiledTransition", "CompiledWorkflow", "Decision",
     "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
-    "check_condition", "check_description", "compare", "compile_workflow", "evaluate_condition",
-    "explain",
+    "check_condition", "check_description", "compare", "compile_workflow", "decision_context",
+    "evaluate_condition", "explain",
     "explain_condition", "field_suggestions", "first_failed_condition", "normalize_code",
-    "select_transition", "timeout_due", "validate_workflow",
+    "select_transition", "timeout_due", "trigger_event", "validate_workflow",
 ]

@@ -150,6 +150,27 @@ def build_context(event: Mapping[str, Any] | None, record: Any, instance: Mappin
             "instance": instance}
 
 
+def trigger_event(source: str | None, event_type: str, payload: Mapping[str, Any] | None,
+                  record_key: str | None, record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The event as a trigger type's `matches()` sees it; the worker and the explainer share it.
+
+    `record` is the record data an import or export run sent with the event (None for other
+    sources); its status is the payload's `status`, as runs store it.
+    """
+    body = dict(payload or {})
+    return {"source": source, "type": event_type or "", "payload": body,
+            "record": {"key": record_key, "data": dict(record), "status": body.get("status")}
+            if record is not None else None}
+
+
+def decision_context(payload: Mapping[str, Any] | None, record: Mapping[str, Any] | None,
+                     instance_data: Mapping[str, Any] | None, instance: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    """The condition context of an event: its record data, else the instance's latest data."""
+    return build_context(dict(payload or {}), record if record is not None else instance_data,
+                         instance)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome of evaluating one event against one instance."""
@@ -196,10 +217,16 @@ def explain(
     workflow: CompiledWorkflow, state: str, source: str | None, event: Mapping[str, Any],
     context: Context, trigger_types: Mapping[str, TriggerType],
 ) -> list[Verdict]:
-    """For each transition leaving `state`: the first reason it would not fire, or that it fires."""
+    """For each transition leaving `state`: the first reason it would not fire, or that it fires.
+
+    Which one fires is what `select_transition` decides (the worker's own decision), so the
+    explanation can never name another transition than the one the worker fires.
+    """
     verdicts = []
     chosen = False
     info = workflow.states.get(state)
+    decided = (select_transition(workflow, state, source, event, context, trigger_types)
+               .transition if source is not None and workflow.enabled else None)
     for t in workflow.outgoing.get(state, ()):
         reason = ""
         if info is not None and info.is_final:
@@ -221,9 +248,10 @@ def explain(
                 failed = next((c for c in t.conditions if not c.holds(context)), None)
                 if failed is not None:
                     reason = explain_condition(failed.as_dict(), context)
-        fires = not reason and not chosen
-        if not reason and chosen:
-            reason = "would match, but a transition with a lower priority number fires first"
+        fires = decided is not None and t.code == decided.code
+        if not reason and not fires:
+            reason = ("would match, but a transition with a lower priority number fires first"
+                      if chosen or decided is not None else "does not match this event")
         chosen = chosen or fires
         verdicts.append(Verdict(t.code, t.description, t.to_state, t.trigger_type, fires,
                                 reason or "fires"))

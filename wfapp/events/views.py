@@ -36,7 +36,8 @@ def index() -> str | tuple[str, int]:
     """Stored events, newest first, with filters and keyset pages."""
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
-    form.source.choices = [("", "All"), *sources]
+    # Timeouts and resets are moves without a trigger type; they are sources of the ledger too.
+    form.source.choices = [("", "All"), *sources, ("timeout", "Timeout"), ("reset", "Reset")]
     rows: list[Event] = []
     cursor, problems = None, []
     if form.validate():

@@ -2,26 +2,33 @@
 
 Event processing, timeouts, manual fires and resets all change an instance through `move()`:
 an UPDATE guarded by the instance's version (so two workers can never both move it) plus an
-append-only history row. Compiled workflow definitions are cached by their last change.
+append-only history row. Moves that no stored event caused (a manual fire, a timeout, a reset)
+are written to the events ledger by `record_move()` in the same transaction, and wait for the
+events of their instance that were received before them (`waiting_events()`), so an instance
+sees its changes in the order they happened. Compiled workflow definitions are cached by their
+last change.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..engine import CompiledWorkflow, compile_workflow, timeout_due
 from ..extensions import db
-from ..models import HistoryEntry, Instance, State, Transition, Workflow
+from ..models import Event, EventStatus, HistoryEntry, Instance, State, Transition, Workflow
+from .events import partition_of
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__
+EVENT = Event.__table__
 NOTES_LIMIT = 500
 
 _cache: dict[int, tuple[datetime, CompiledWorkflow]] = {}
@@ -187,3 +194,63 @@ def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkfl
         instance, None, Move(initial.code, None, trigger_type, actor, event_id,
                              "instance created"), now)])
     return instance
+
+
+def waiting_events(conn: Connection, instance: InstanceRow, before: datetime | None = None
+                   ) -> int:
+    """How many events for this instance are still pending (received at or before `before`)."""
+    key = (EVENT.c.record_key == instance.record_key if instance.record_key is not None
+           else EVENT.c.run_id == instance.run_id)
+    query = select(func.count()).select_from(EVENT).where(
+        EVENT.c.status == EventStatus.PENDING.value,
+        EVENT.c.partition == partition_of(instance.integration_id, instance.record_key,
+                                          instance.run_id),
+        EVENT.c.integration_id == instance.integration_id, key)
+    if before is not None:
+        query = query.where(EVENT.c.received_at <= before)
+    return int(conn.execute(query).scalar_one())
+
+
+def record_move(conn: Connection, instance: InstanceRow, source: str, event_type: str,
+                payload: dict[str, Any], result: str, now: datetime,
+                history: list[dict[str, Any]]) -> int:
+    """Write a change no stored event caused (manual, timeout, reset) to the events ledger.
+
+    The event is stored already processed, in the instance's partition, and the history rows
+    of the change (in `history`, not yet inserted) point at it; returns its id.
+    """
+    event_id = conn.execute(insert(EVENT).values(
+        integration_id=instance.integration_id, source=source, type=event_type[:100],
+        record_key=instance.record_key, run_id=instance.run_id, payload=payload, record=None,
+        dedupe_key=f"{source}:{uuid.uuid4().hex}",
+        partition=partition_of(instance.integration_id, instance.record_key, instance.run_id),
+        received_at=now, status=EventStatus.PROCESSED.value, result=result[:1000],
+        instance_id=instance.id, processed_at=now, attempts=1,
+    ).returning(EVENT.c.id)).scalar_one()
+    for row in history:
+        if row["instance_id"] == instance.id and row["event_id"] is None:
+            row["event_id"] = event_id
+    return int(event_id)
+
+
+def pending_before(conn: Connection, instances: list[Any]) -> dict[tuple[int, Any, Any], datetime]:
+    """For instances (rows with integration_id, record_key, run_id): their oldest pending event."""
+    partitions = {partition_of(i.integration_id, i.record_key, i.run_id) for i in instances}
+    if not partitions:
+        return {}
+    rows = conn.execute(
+        select(EVENT.c.integration_id, EVENT.c.record_key, EVENT.c.run_id,
+               func.min(EVENT.c.received_at))
+        .where(EVENT.c.status == EventStatus.PENDING.value,
+               EVENT.c.partition.in_(sorted(partitions)),
+               or_(EVENT.c.record_key.is_not(None), EVENT.c.run_id.is_not(None)))
+        .group_by(EVENT.c.integration_id, EVENT.c.record_key, EVENT.c.run_id))
+    out: dict[tuple[int, Any, Any], datetime] = {}
+    for integration_id, record_key, run_id, oldest in rows:
+        # Per Record instances are keyed by record key, Per Run ones by run id.
+        if record_key is not None:
+            out[(integration_id, record_key, None)] = oldest
+        if run_id is not None:
+            key = (integration_id, None, run_id)
+            out[key] = min(oldest, out.get(key, oldest))
+    return out

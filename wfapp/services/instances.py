@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..engine import (
@@ -19,8 +19,10 @@ from ..engine import (
     Verdict,
     build_context,
     capture_vars,
+    decision_context,
     explain,
     explain_condition,
+    trigger_event,
 )
 from ..extensions import db
 from ..formatting import record_url
@@ -35,7 +37,15 @@ from ..models import (
 )
 from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
-from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
+from .firing import (
+    INSTANCE,
+    Move,
+    compiled_workflow,
+    load_instance,
+    move,
+    record_move,
+    waiting_events,
+)
 from .firing import InstanceRow as LoadedInstance
 from .registry import get_registry
 
@@ -220,12 +230,28 @@ def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkf
     return conn, row, compiled_workflow(row.workflow_id)
 
 
-def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
-           ) -> Instance:
-    """Move the instance and commit; a lost race is a Conflict the person can retry."""
-    if not move(conn, workflow, row, change, utcnow()):
+def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move,
+           event_type: str, payload: dict[str, Any]) -> Instance:
+    """Move the instance, write the move to the events ledger and commit.
+
+    A lost race is a Conflict the person can retry; so are events for this instance that are
+    still waiting in the inbox: they were received first and are applied first.
+    """
+    now = utcnow()
+    waiting = waiting_events(conn, row)
+    if waiting:
+        db.session.rollback()
+        raise Conflict(f"{waiting} event(s) received earlier are still waiting to be applied "
+                       "to this instance; retry in a moment")
+    before = row.state
+    history: list[dict[str, Any]] = []
+    if not move(conn, workflow, row, change, now, history):
         db.session.rollback()
         raise Conflict("the instance changed meanwhile; look again and retry")
+    what = f"fired {change.transition}" if change.transition else "reset"
+    record_move(conn, row, change.trigger_type, event_type, payload,
+                f"{what}: {before} → {change.to_state}", now, history)
+    conn.execute(insert(HistoryEntry.__table__), history)
     db.session.commit()
     return get_instance(row.id)
 
@@ -260,7 +286,8 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
         raise Conflict(f"transition {code} cannot fire: {reason}")
     return _apply(conn, workflow, row, Move(
         transition.to_state, transition.code, "manual", actor, notes=comment or "",
-        vars=capture_vars(transition, context, row.vars)))
+        vars=capture_vars(transition, context, row.vars)), transition.code,
+        {"transition": transition.code, "comment": comment or "", "actor": actor})
 
 
 def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> Instance:
@@ -275,7 +302,8 @@ def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> 
                                           "this workflow")])
     audit.record("reset", "instance", str(instance_id),
                  {"from": row.state, "to": code, "note": note.strip()}, who=actor)
-    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()))
+    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()),
+                  code, {"state": code, "note": note.strip(), "actor": actor})
 
 
 def delete_instance(instance_id: int, actor: str) -> None:
@@ -308,7 +336,7 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
     workflow = compiled_workflow(instance.workflow_id)
     if workflow is None:
         return "the workflow no longer exists", []
-    record = instance.data
+    record: dict[str, Any] | None = None
     if payload is None:
         latest = db.session.scalar(select(Event).where(Event.instance_id == instance.id)
                                    .order_by(Event.id.desc()).limit(1))
@@ -327,15 +355,12 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
                 about += f", which already fired {fired[0]} ({fired[1]} → {fired[2]}); " \
                          f"evaluated again in {instance.state}"
             source, payload, event_type = latest.source, latest.payload or {}, latest.type
-            record = latest.record if latest.record is not None else instance.data
+            record = latest.record
     else:
         about = f"the pasted payload as an event from {_label(source)}"
-    context = build_context(payload, record, {"state": instance.state,
-                                              "record_key": instance.record_key,
-                                              "run_id": instance.run_id,
-                                              "vars": instance.vars or {}})
-    view = {"source": source, "type": event_type, "payload": payload,
-            "record": {"key": instance.record_key, "data": record,
-                       "status": (payload or {}).get("status")}}
+    context = decision_context(payload, record, instance.data,
+                               {"state": instance.state, "record_key": instance.record_key,
+                                "run_id": instance.run_id, "vars": instance.vars or {}})
+    view = trigger_event(source, event_type, payload, instance.record_key, record)
     return about, explain(workflow, instance.state, source, view, context,
                           get_registry().trigger_types)

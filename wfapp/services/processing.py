@@ -22,7 +22,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..engine import build_context, capture_vars, select_transition
+from ..engine import capture_vars, decision_context, select_transition, trigger_event
 from ..extensions import db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
@@ -258,13 +258,9 @@ def _process_one(conn: Connection, event: Any, integration: Any,
             instances[key] = instance
             created = True
     trigger_types = get_registry().trigger_types
-    view = {"source": event.source, "type": event.type, "payload": event.payload or {},
-            "record": {"key": event.record_key, "data": record, "status": record_status}
-            if record is not None else None}
+    view = trigger_event(event.source, event.type, event.payload, event.record_key, record)
     for _attempt in range(5):
-        context = build_context(event.payload or {},
-                                record if record is not None else instance.data,
-                                instance.context())
+        context = decision_context(event.payload, record, instance.data, instance.context())
         decision = select_transition(workflow, instance.state, event.source, view, context,
                                      trigger_types)
         transition = decision.transition
