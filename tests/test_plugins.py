@@ -34,7 +34,7 @@ def test_third_party_plugin_uses_every_hook(app, client):
     assert "sftp_host" in registry.integration_settings
     assert ("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll") in wfapp["schedules"]
     assert client.get("/sample/ping").get_json() == {"pong": True}
-    assert wfapp["plugin_manager"].hook.register_transition_actions() == [["notify"]]
+    assert registry.action_types["notify"].label == "Notify"
     with pytest.raises(UnknownTriggerType, match="on_fax"):
         registry.trigger_type("on_fax")
 
@@ -157,8 +157,12 @@ def test_hook_register_schedules(app):
 
 
 def test_hook_register_transition_actions(app):
-    assert app.extensions["wfapp"]["plugin_manager"].hook.register_transition_actions() == [
-        ["notify"]]
+    results = app.extensions["wfapp"]["plugin_manager"].hook.register_transition_actions()
+    names = [a.name for items in results for a in items]
+    assert "notify" in names and "http_request" in names
+    registry = app.extensions["wfapp"]["registry"]
+    assert list(registry.action_types)[:4] == ["http_request", "send_webhook", "set_variable",
+                                               "send_email"]
 
 
 def test_every_hook_has_a_test():

@@ -115,7 +115,8 @@ def _register_plugin_blueprints(app: Flask, registry: Any) -> None:
 def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     """Periodic work: the sweep, the demo feed when on, and what plugins register."""
     schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
-                 ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries")]
+                 ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries"),
+                 ("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))

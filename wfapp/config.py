@@ -49,6 +49,23 @@ DEMO_FEED_INTERVAL = 0
 # own Poll Concurrency setting), and the largest response body a poll accepts.
 POLL_CONCURRENCY = 32
 POLL_MAX_RESPONSE_BYTES = 1024 * 1024
+# Transition actions (the outbox): delivery threads per worker process, deliveries running at
+# once per integration (across processes), seconds between checks for due deliveries, the lease
+# (visibility timeout) after which a delivery whose worker died is taken again, and the capped
+# exponential backoff between attempts (seconds; jittered; a Retry-After answer wins).
+ACTION_THREADS = 8
+ACTION_CONCURRENCY_PER_INTEGRATION = 4
+ACTION_INTERVAL = 2
+ACTION_LEASE_SECONDS = 120
+ACTION_BACKOFF_BASE = 2.0
+ACTION_BACKOFF_CAP = 600.0
+# SMTP for the send_email action (unset host: send_email fails with that reason).
+SMTP_HOST = None
+SMTP_PORT = 25
+SMTP_FROM = "wfapp@localhost"
+SMTP_USERNAME = None
+SMTP_PASSWORD = None
+SMTP_STARTTLS = False
 
 # --- sessions and log-in -------------------------------------------------------------------------
 # A session ends after this many minutes without a request (the user logs in again).

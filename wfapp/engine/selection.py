@@ -85,6 +85,8 @@ class CompiledTransition:
     config: Mapping[str, Any]
     conditions: tuple[CompiledCondition, ...]
     capture: Mapping[str, str]
+    #: [{"id", "type", "config"}] in order: what the transition does when it fires.
+    actions: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def compile_workflow(wf: Mapping[str, Any]) -> CompiledWorkflow:
         transitions[t["code"]] = CompiledTransition(
             t["code"], t.get("description") or "", t["from_state"], t["to_state"],
             t["trigger_type"], bool(t.get("enabled", True)), int(t.get("priority", 0)),
-            dict(t.get("trigger_config") or {}), conditions, dict(t.get("capture") or {}))
+            dict(t.get("trigger_config") or {}), conditions, dict(t.get("capture") or {}),
+            tuple(dict(a) for a in t.get("actions") or ()))
     ordered = sorted(transitions.values(), key=lambda t: (t.priority, t.code))
     candidates: dict[tuple[str, str], list[CompiledTransition]] = {}
     outgoing: dict[str, list[CompiledTransition]] = {}

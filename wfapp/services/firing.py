@@ -21,10 +21,13 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from ..actions import ActionContext
 from ..engine import CompiledWorkflow, compile_workflow, timeout_due
 from ..extensions import db
 from ..models import Event, EventStatus, HistoryEntry, Instance, State, Transition, Workflow
 from .events import partition_of
+from .outbox import apply_in_transaction, outbox_rows, write_outbox
+from .registry import get_registry
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__
@@ -58,7 +61,8 @@ def compiled_workflow(workflow_id: int) -> CompiledWorkflow | None:
                          "from_state": t.from_state, "to_state": t.to_state,
                          "trigger_type": t.trigger_type, "enabled": t.enabled,
                          "priority": t.priority, "trigger_config": t.trigger_config,
-                         "conditions": t.conditions, "capture": t.capture}
+                         "conditions": t.conditions, "capture": t.capture,
+                         "actions": t.actions or []}
                         for t in transitions],
     }
     result = compile_workflow(wf)
@@ -144,6 +148,21 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
     inserted at once. Re-entering a state restarts its timer.
     """
     target = workflow.states[change.to_state]
+    transition = workflow.transitions.get(change.transition) \
+        if change.transition and change.trigger_type != "reset" else None
+    deliveries: list[dict[str, Any]] = []
+    if transition is not None and transition.actions:
+        # Actions: set_variable changes the variables this UPDATE writes; the others become
+        # outbox rows in this same transaction, delivered once it commits.
+        action_types = get_registry().action_types
+        context = ActionContext(
+            instance.id, workflow.code, "", instance.record_key, instance.run_id,
+            transition.code, instance.state, change.to_state,
+            dict(change.vars if change.vars is not None else instance.vars),
+            dict(change.data if change.data is not None else instance.data))
+        change.vars = context.vars = apply_in_transaction(transition, context, action_types)
+        deliveries = outbox_rows(transition, context, instance.workflow_id,
+                                 instance.integration_id, change.event_id, now, action_types)
     values: dict[str, Any] = {
         "state": change.to_state, "active": not target.is_final, "entered_state_at": now,
         "timeout_due_at": timeout_due(now, target), "last_trigger": change.trigger_type,
@@ -160,6 +179,7 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
         .values(**values))
     if result.rowcount != 1:
         return False
+    write_outbox(conn, deliveries)
     row = history_row(instance, instance.state, change, now)
     if history is None:
         conn.execute(insert(HISTORY), [row])
