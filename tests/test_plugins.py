@@ -98,10 +98,10 @@ def test_without_the_plugin_its_trigger_type_is_unknown(app_config):
 
 def test_hook_register_trigger_types(app, client, tokens):
     registry = app.extensions["wfapp"]["registry"]
-    assert list(registry.trigger_types)[:6] == ["manual", "on_import", "on_export",
+    assert list(registry.trigger_types)[:7] == ["manual", "on_import", "on_export",
                                                "on_webhook", "on_scheduled_poll",
-                                               "on_bc_event"]
-    assert list(registry.trigger_types)[6:] == ["on_sftp_file"]
+                                               "on_bc_event", "on_action_result"]
+    assert list(registry.trigger_types)[7:] == ["on_sftp_file"]
     listed = client.get("/api/v1/trigger-types", headers=tokens["viewer"]).get_json()
     sftp = next(t for t in listed["items"] if t["name"] == "on_sftp_file")
     assert sftp["fields"][0]["name"] == "suffix" and sftp["fields"][0]["required"] is True
