@@ -103,7 +103,7 @@ def _wake_after_commit() -> None:
         with app.app_context():
             wake()
 
-    def after_rollback(_session: Any) -> None:
+    def after_rollback(_session: Any, _previous: Any) -> None:
         _session.info.pop("wfapp_wake_actions", None)
 
     from sqlalchemy import event
@@ -271,8 +271,12 @@ def _small(value: Any, limit: int = 20000) -> Any:
 
 
 def _store_outcome(row: ActionDelivery, status: ActionStatus, result: ActionResult,
-                   attempts: int) -> None:
-    """The outcome as an event of the instance (once per delivery: its dedupe key)."""
+                   attempts: int, mark: str = "") -> None:
+    """The outcome as an event of the instance, once per final attempt (its dedupe key).
+
+    A delivery retried by hand after it failed ends in a new attempt, so its new outcome is a
+    new event; the same attempt recorded twice is not.
+    """
     context = dict(row.context or {})
     outcome = "succeeded" if status == ActionStatus.SUCCEEDED else "failed"
     name = row.action_id or row.type
@@ -283,7 +287,7 @@ def _store_outcome(row: ActionDelivery, status: ActionStatus, result: ActionResu
                "vars": result.vars}
     store(row.integration_id, [NewEvent(
         RESULT_SOURCE, f"{name}.{outcome}", context.get("record_key"), context.get("run_id"),
-        payload, dedupe_key=f"action-result:{row.id}")])
+        payload, dedupe_key=f"action-result:{row.id}:{attempts}{mark}")])
 
 
 def deliver_due(limit: int = 50, owner: str | None = None) -> int:
@@ -458,7 +462,7 @@ def give_up(delivery_id: int, actor: str) -> ActionDelivery:
                    ActionResult(False, row.last_status_code, row.response,
                                 f"given up by {actor}" + (f" after: {row.last_error}"
                                                           if row.last_error else "")),
-                   row.attempts)
+                   row.attempts, ":gave-up")
     db.session.refresh(row)
     return row
 
