@@ -73,6 +73,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         queue.start(app.extensions["wfapp"]["schedules"])
 
     from . import formatting
+    from .actions_ui import bp as actions_bp
     from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
@@ -85,7 +86,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp):
+                      runs_bp, audit_bp, admin_bp, actions_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from ..models import Instance, Role, utcnow
 from ..security import actor_name, requires_role
 from ..services import instances as service
+from ..services import outbox
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
@@ -201,6 +202,7 @@ def show(instance_id: int) -> Page:
         history=service.history(instance.id), events=service.events_of(instance.id),
         actions=service.manual_actions(instance), about=about, verdicts=verdicts, why=why,
         sample=sample, link=service.record_link(instance), labels=_labels(),
+        deliveries=outbox.list_deliveries(instance_id=instance.id, limit=100)[0],
         seconds_left=int((instance.timeout_due_at - utcnow()).total_seconds())
         if instance.timeout_due_at else None)
 

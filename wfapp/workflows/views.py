@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
-from ..services import definitions
+from ..services import definitions, outbox
 from ..services import workflows as service
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
@@ -95,6 +95,7 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
         delete_form=DeleteForm(), labels=labels,
         state_counts=service.state_instance_counts(workflow),
         active=service.active_instance_count(workflow),
+        action_counts=outbox.counts_by_status(workflow.id),
         diagram=state_diagram(workflow)), status
 
 
