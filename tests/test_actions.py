@@ -11,17 +11,18 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from tests.action_flows import order_workflow, shop_integration
 from tests.action_server import ActionServer
 from wfapp import create_app
 from wfapp.extensions import db
 from wfapp.models import ActionDelivery, Event, HistoryEntry, Instance, utcnow
 from wfapp.services import outbox
-from wfapp.services.definitions import FORMAT, export_document, import_document
+from wfapp.services.definitions import export_document, import_document
 from wfapp.services.errors import ValidationFailed
 from wfapp.services.events import NewEvent, ingest
 from wfapp.services.firing import Move, compiled_workflow, load_instance, move
 from wfapp.services.instances import fire_manual, reset_instance
-from wfapp.services.integrations import create_integration, get_integration
+from wfapp.services.integrations import get_integration
 from wfapp.services.processing import process_pending
 from wfapp.signing import generate_secret, verify_standard
 
@@ -40,52 +41,6 @@ def receiver() -> Iterator[ActionServer]:
     """A real HTTP receiver on 127.0.0.1."""
     with ActionServer() as server:
         yield server
-
-
-def order_workflow(url: str, *, extra_actions: list[dict[str, Any]] = (),
-                   **http: Any) -> dict[str, Any]:
-    """NEW --SUBMIT (webhook go; set_variable + http_request "submit")--> SUBMITTED,
-    then CONFIRMED on the request's success, FAILED after its last failure."""
-    wf = {
-        "code": "ORDERS", "initial_state": "NEW",
-        "states": [{"code": "NEW", "is_initial": True}, {"code": "SUBMITTED"},
-                   {"code": "CONFIRMED", "is_final": True}, {"code": "FAILED"}],
-        "transitions": [
-            {"code": "SUBMIT", "from_state": "NEW", "to_state": "SUBMITTED",
-             "trigger_type": "on_webhook", "trigger_config": {"event_filter": "go"},
-             "actions": [
-                 {"type": "set_variable",
-                  "config": {"values": {"origin": "wfapp", "key_copy": "{record_key}"}}},
-                 {"id": "submit", "type": "http_request", "config": {
-                     "method": "POST", "url": url + "/submit/{record_key}",
-                     "headers": {"X-Api-Key": "{secret.api_key}"},
-                     "body": {"order": "{record_key}", "origin": "{vars.origin}",
-                              "total": "{data.total}"},
-                     "max_attempts": 3, "timeout_seconds": 2,
-                     "capture": {"confirmation": "id"}, **http}},
-                 *extra_actions]},
-            {"code": "CONFIRM", "from_state": "SUBMITTED", "to_state": "CONFIRMED",
-             "trigger_type": "on_action_result",
-             "trigger_config": {"action": "submit", "outcome": "succeeded"},
-             "conditions": [{"field": "instance.vars.confirmation", "operator": "exists"}]},
-            {"code": "FAIL", "from_state": "SUBMITTED", "to_state": "FAILED",
-             "trigger_type": "on_action_result",
-             "trigger_config": {"action": "submit", "outcome": "failed"}},
-            {"code": "REOPEN", "from_state": "FAILED", "to_state": "SUBMITTED",
-             "trigger_type": "manual"},
-        ],
-    }
-    import_document({"format": FORMAT, "workflow": wf}, replace=True)
-    return wf
-
-
-def _integration(**settings: Any) -> Any:
-    integration = create_integration({"code": "SHOP", "workflow_code": "ORDERS", **settings})
-    from wfapp.services import secrets
-
-    secrets.put(integration.id, secrets.NAMED, "api_key", "k-123")
-    db.session.commit()
-    return integration
 
 
 def _send(key: str, data: dict[str, Any] | None = None) -> None:
@@ -124,7 +79,7 @@ def run_until(check: Callable[[], bool], timeout: float = 15) -> None:
 
 def test_action_fires_once_and_its_success_moves_the_instance(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     receiver.bodies["/submit/A1"] = {"id": "C-9"}
     _send("A1")
     inst = _instance("A1")
@@ -151,7 +106,7 @@ def test_action_fires_once_and_its_success_moves_the_instance(app, receiver):
 
 def test_retries_on_500_and_a_dropped_connection_with_one_idempotency_key(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     receiver.script("/submit/B1", [500, "drop", 200])
     _send("B1")
     run_until(lambda: _instance("B1").state == "CONFIRMED")
@@ -168,7 +123,7 @@ def test_retries_on_500_and_a_dropped_connection_with_one_idempotency_key(app, r
 
 def test_retry_after_is_honoured(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     receiver.script("/submit/C1", [(503, {"Retry-After": "1"}), 200])
     _send("C1")
     assert outbox.deliver_due() == 1
@@ -184,7 +139,7 @@ def test_retry_after_is_honoured(app, receiver):
 
 def test_last_failure_is_an_outcome_that_moves_the_instance(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     receiver.script("/submit/D1", [500])
     _send("D1")
     run_until(lambda: _instance("D1").state == "FAILED")
@@ -197,7 +152,7 @@ def test_last_failure_is_an_outcome_that_moves_the_instance(app, receiver):
 
 def test_a_4xx_fails_at_once(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     receiver.script("/submit/E1", [422])
     _send("E1")
     run_until(lambda: _instance("E1").state == "FAILED")
@@ -207,7 +162,7 @@ def test_a_4xx_fails_at_once(app, receiver):
 def test_a_delivery_whose_worker_died_is_delivered_again(app, receiver):
     app.config["ACTION_LEASE_SECONDS"] = 0.3
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     _send("F1")
     # A worker claims the delivery and dies before recording anything.
     assert outbox.claim(10, "dead-worker") != []
@@ -222,7 +177,7 @@ def test_a_delivery_whose_worker_died_is_delivered_again(app, receiver):
 
 def test_retry_now_and_give_up(app, receiver, users):
     order_workflow(receiver.url, max_attempts=1)
-    _integration()
+    shop_integration()
     receiver.script("/submit/G1", [500, 200])
     _send("G1")
     run_until(lambda: _instance("G1").state == "FAILED")
@@ -248,7 +203,7 @@ def test_send_webhook_is_signed_per_standard_webhooks(app, receiver):
     order_workflow(receiver.url, extra_actions=[
         {"id": "tell", "type": "send_webhook",
          "config": {"urls": [receiver.url + "/hook1", receiver.url + "/hook2"]}}])
-    integration = _integration()
+    integration = shop_integration()
     from wfapp.services import secrets
 
     secrets.put(integration.id, secrets.SETTING, "outbound_webhook_secret", secret)
@@ -288,7 +243,7 @@ def test_send_email_through_a_local_smtp_server(app, receiver):
             {"type": "send_email", "config": {"to": "ops@example.com",
                                               "subject": "Order {record_key} submitted",
                                               "body": "Origin {vars.origin}"}}])
-        _integration()
+        shop_integration()
         _send("M1")
         run_until(lambda: len(got) == 1)
     finally:
@@ -321,7 +276,7 @@ def test_actions_survive_export_import_and_bad_ones_name_their_field(app, receiv
 
 def test_a_slow_receiver_does_not_hold_up_event_processing(app, receiver):
     order_workflow(receiver.url, timeout_seconds=3)
-    _integration()
+    shop_integration()
     receiver.script("/submit/S1", [("sleep", 2)])
     _send("S1")
     executor = outbox.executor()
@@ -338,7 +293,7 @@ def test_a_slow_receiver_does_not_hold_up_event_processing(app, receiver):
 
 def test_a_lost_compare_and_set_writes_no_outbox_row(app, receiver):
     order_workflow(receiver.url)
-    _integration()
+    shop_integration()
     _send("R1")
     inst = _instance("R1")
     reset_instance(inst.id, "NEW", "again", "admin")
