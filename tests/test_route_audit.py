@@ -24,6 +24,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "api.patch_integration": "author", "api.patch_workflow": "author", "api.replay": "operator",
     "api.reset": "operator", "api.show_instance": "viewer", "api.show_run": "viewer",
     "api.trigger_types": "viewer", "api.list_actions": "viewer", "api.retry_action": "operator",
+    "demo_receiver.submit": PUBLIC,
     "actions.index": "viewer", "actions.retry": "operator", "actions.give_up": "operator",
     "audit.index": "admin",
     "auth.login": PUBLIC, "auth.logout": "viewer", "auth.password": "viewer",

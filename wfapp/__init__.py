@@ -78,6 +78,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
+    from .demo_receiver import bp as demo_receiver_bp
     from .events import bp as events_bp
     from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
@@ -86,7 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp, actions_bp):
+                      runs_bp, audit_bp, admin_bp, actions_bp, demo_receiver_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)

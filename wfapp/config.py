@@ -43,6 +43,10 @@ JOB_TIMEOUT = 120
 # An event whose processing crashed or ran out of time this many times is marked failed (with
 # the reason) instead of being tried again, so it never blocks its partition or the workers.
 MAX_EVENT_ATTEMPTS = 3
+# The demo's stand-in fulfilment API (/demo/fulfilment/…, `make run` turns it on) and the share
+# of its answers that are a 503 with Retry-After, so retries show.
+DEMO_RECEIVER = False
+DEMO_RECEIVER_FLAKY = 0.2
 # The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
 DEMO_FEED_INTERVAL = 0
 # Scheduled polls: request threads per worker process (each integration is also held to its
