@@ -205,7 +205,9 @@ def perform(pool: urllib3.PoolManager, method: str, url: str, headers: Mapping[s
     try:
         # A non-ASCII value (a record key with accents) goes out as UTF-8, not Latin-1.
         wire = {k: v if v.isascii() else v.encode("utf-8") for k, v in headers.items()}
-        response = pool.request(method, url, headers=wire, body=body, retries=False,
+        # Only a request with a body names one: body=None changes how urllib3 sends a GET.
+        extra: dict[str, Any] = {"body": body} if body is not None else {}
+        response = pool.request(method, url, headers=wire, retries=False, **extra,
                                 redirect=False, preload_content=False,
                                 timeout=urllib3.Timeout(connect=timeout, read=timeout))
     except Exception as exc:  # noqa: BLE001 — every way a request can fail is a reason

@@ -53,6 +53,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "bc_api.api_status": "viewer", "bc_api.api_unregister": "author",
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
+        "delivery_id": 1,
         "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register"}
 
 
