@@ -311,3 +311,48 @@ def test_create_app_registers_the_actions_schedule(app_config):
     app = create_app(app_config)
     names = [name for name, *_ in app.extensions["wfapp"]["schedules"]]
     assert "actions" in names
+
+
+def test_worker_killed_mid_delivery_loses_nothing_and_moves_once(rq_app, receiver):
+    """A real `flask worker` is SIGKILLed while its call waits; another worker delivers it."""
+    import os
+    import signal
+
+    from tests.services import start_worker
+
+    order_workflow(receiver.url)
+    shop_integration()
+    receiver.script("/submit/K1", [("sleep", 5), 200])
+    _send("K1")
+    env = {"WFAPP_ACTION_LEASE_SECONDS": "2", "WFAPP_ACTION_INTERVAL": "0.3",
+           "WFAPP_SWEEP_INTERVAL": "1", "WFAPP_ACTION_BACKOFF_BASE": "0.05"}
+    first = start_worker(rq_app.config, burst=False, **env)
+    try:
+        deadline = time.monotonic() + 60
+        while not receiver.requests("/submit/K1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.requests("/submit/K1"), "the first worker never made the call"
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    [leased] = _deliveries("K1")
+    assert (leased.status, leased.attempts) == ("running", 1)  # killed mid-delivery
+    second = start_worker(rq_app.config, burst=False, **env)
+    try:
+        deadline = time.monotonic() + 60
+        while _instance("K1").state != "CONFIRMED" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    assert _instance("K1").state == "CONFIRMED"
+    calls = receiver.requests("/submit/K1")
+    assert len(calls) == 2 and len({c.headers["Idempotency-Key"] for c in calls}) == 1
+    [done] = _deliveries("K1")
+    assert (done.status, done.attempts) == ("succeeded", 2)
+    moves = db.session.scalars(select(HistoryEntry.transition).where(
+        HistoryEntry.instance_id == done.instance_id,
+        HistoryEntry.transition.is_not(None))).all()
+    assert moves == ["SUBMIT", "CONFIRM"]
+    outcomes = db.session.scalars(select(Event).where(Event.source == "on_action_result")).all()
+    assert [e.type for e in outcomes] == ["submit.succeeded"]
