@@ -231,26 +231,45 @@ def waiting_events(conn: Connection, instance: InstanceRow, before: datetime | N
     return int(conn.execute(query).scalar_one())
 
 
+def ledger_row(instance: InstanceRow, source: str, event_type: str, payload: dict[str, Any],
+               result: str, now: datetime) -> dict[str, Any]:
+    """The events-ledger row of a change no stored event caused (manual, timeout, reset).
+
+    Stored already processed, in the instance's partition, with a unique dedupe key.
+    """
+    return {"integration_id": instance.integration_id, "source": source,
+            "type": event_type[:100], "record_key": instance.record_key,
+            "run_id": instance.run_id, "payload": payload, "record": None,
+            "dedupe_key": f"{source}:{uuid.uuid4().hex}",
+            "partition": partition_of(instance.integration_id, instance.record_key,
+                                      instance.run_id),
+            "received_at": now, "status": EventStatus.PROCESSED.value, "result": result[:1000],
+            "instance_id": instance.id, "processed_at": now, "attempts": 1}
+
+
+def write_ledger(conn: Connection, rows: list[dict[str, Any]],
+                 history: list[dict[str, Any]]) -> None:
+    """Insert ledger rows in one statement; point the history rows (not yet inserted) at them.
+
+    Each history row of an instance without an event id gets the id of that instance's ledger
+    row (a change writes one ledger row per instance).
+    """
+    if not rows:
+        return
+    ids = conn.execute(insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True),
+                       rows).scalars().all()
+    by_instance = {row["instance_id"]: event_id for row, event_id in zip(rows, ids, strict=True)}
+    for row in history:
+        if row["event_id"] is None and row["instance_id"] in by_instance:
+            row["event_id"] = by_instance[row["instance_id"]]
+
+
 def record_move(conn: Connection, instance: InstanceRow, source: str, event_type: str,
                 payload: dict[str, Any], result: str, now: datetime,
-                history: list[dict[str, Any]]) -> int:
-    """Write a change no stored event caused (manual, timeout, reset) to the events ledger.
-
-    The event is stored already processed, in the instance's partition, and the history rows
-    of the change (in `history`, not yet inserted) point at it; returns its id.
-    """
-    event_id = conn.execute(insert(EVENT).values(
-        integration_id=instance.integration_id, source=source, type=event_type[:100],
-        record_key=instance.record_key, run_id=instance.run_id, payload=payload, record=None,
-        dedupe_key=f"{source}:{uuid.uuid4().hex}",
-        partition=partition_of(instance.integration_id, instance.record_key, instance.run_id),
-        received_at=now, status=EventStatus.PROCESSED.value, result=result[:1000],
-        instance_id=instance.id, processed_at=now, attempts=1,
-    ).returning(EVENT.c.id)).scalar_one()
-    for row in history:
-        if row["instance_id"] == instance.id and row["event_id"] is None:
-            row["event_id"] = event_id
-    return int(event_id)
+                history: list[dict[str, Any]]) -> None:
+    """Write one change no stored event caused to the events ledger (see `ledger_row`)."""
+    write_ledger(conn, [ledger_row(instance, source, event_type, payload, result, now)],
+                 history)
 
 
 def pending_before(conn: Connection, instances: list[Any]) -> dict[tuple[int, Any, Any], datetime]:

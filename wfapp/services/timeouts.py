@@ -26,10 +26,11 @@ from .firing import (
     INSTANCE_COLUMNS,
     Move,
     compiled_workflow,
+    ledger_row,
     move,
     pending_before,
-    record_move,
     row_to_instance,
+    write_ledger,
 )
 
 SWEEP_ACTOR = "sweep"
@@ -51,7 +52,7 @@ def _due(now: datetime, limit: int) -> list[Any]:
 
 
 def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
-              history: list[dict[str, Any]]) -> bool:
+              history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> bool:
     """Fire one instance's On Timeout Transition (or record why not); True when it moved."""
     conn = db.session.connection()
     instance = row_to_instance(row)
@@ -73,7 +74,7 @@ def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
             stop = [{"instance_id": instance.id, "at": now, "from_state": state,
                      "to_state": state, "transition": code, "trigger_type": TIMEOUT,
                      "actor": SWEEP_ACTOR, "event_id": None, "notes": note}]
-            record_move(conn, instance, TIMEOUT, code or "", payload, note, now, stop)
+            ledger.append(ledger_row(instance, TIMEOUT, code or "", payload, note, now))
             history.extend(stop)
         return False
     hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
@@ -82,8 +83,8 @@ def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
     change = Move(transition.to_state, transition.code, TIMEOUT, SWEEP_ACTOR, notes=note)
     if not move(conn, workflow, instance, change, now, mine):
         return False
-    record_move(conn, instance, TIMEOUT, transition.code, payload,
-                f"fired {transition.code}: {state} → {transition.to_state}", now, mine)
+    ledger.append(ledger_row(instance, TIMEOUT, transition.code, payload,
+                             f"fired {transition.code}: {state} → {transition.to_state}", now))
     history.extend(mine)
     return True
 
@@ -101,6 +102,7 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
             break
         waiting = pending_before(db.session.connection(), rows)
         history: list[dict[str, Any]] = []
+        ledger: list[dict[str, Any]] = []
         workflows: dict[int, CompiledWorkflow | None] = {}
         deferred = 0
         for row in rows:
@@ -114,7 +116,9 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
                 workflows[row.workflow_id] = compiled_workflow(row.workflow_id)
             workflow = workflows[row.workflow_id]
             if workflow is not None:
-                fired += _fire_one(workflow, row, moment, history)
+                fired += _fire_one(workflow, row, moment, history, ledger)
+        # One statement for the batch's ledger rows, then one for its history rows.
+        write_ledger(db.session.connection(), ledger, history)
         if history:
             db.session.connection().execute(insert(HISTORY), history)
         db.session.commit()
