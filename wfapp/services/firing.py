@@ -144,8 +144,11 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
          now: datetime, history: list[dict[str, Any]] | None = None) -> bool:
     """Compare-and-set the instance into `change.to_state`; False when someone moved it first.
 
-    The history row goes to `history` when given (written in bulk by the caller) or is
-    inserted at once. Re-entering a state restarts its timer.
+    The one function every change of an instance goes through. In the caller's transaction it
+    also applies the transition's in-transaction actions (set_variable) and writes the outbox
+    rows of its other actions — only when the compare-and-set succeeded. The history row goes
+    to `history` when given (written in bulk by the caller) or is inserted at once. Re-entering
+    a state restarts its timer.
     """
     target = workflow.states[change.to_state]
     transition = workflow.transitions.get(change.transition) \
