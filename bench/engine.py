@@ -279,7 +279,11 @@ def _run_shards(target, args, shards: list) -> float:
         proc.start()
     for proc in procs:
         proc.join()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} benchmark process(es) failed: no figure")
+    return elapsed
 
 
 def bench_raw_sql(app, args) -> float:
@@ -341,7 +345,7 @@ def _set_worker(dsn: str, items: list[tuple[int, int]], queue) -> None:
                     steps.setdefault(owner[event_id], []).append(event_id)
                 ids = sorted(steps)
                 moved = conn.execute(
-                    "UPDATE instance SET state = 'S' || ((substr(cur.state, 2)::int + n.k) % 10), "
+                    "UPDATE instance SET state = 'S' || ((substr(cur.state, 2)::int + n.k) %% 10), "
                     "version = cur.version + 1, entered_state_at = now(), "
                     "last_trigger = 'on_webhook', last_transition = 'N' "
                     "FROM (SELECT id, state, version FROM instance WHERE id = ANY(%s) "
