@@ -35,8 +35,8 @@ def submit(key: str) -> tuple[Response, int] | tuple[Response, int, dict[str, st
     replay = request.headers.get("Idempotency-Key", "")[:64]
     with _lock:
         if replay and replay in _seen:
-            body, status = _seen[replay]
-            return jsonify(body), status
+            kept, code = _seen[replay]
+            return jsonify(kept), code
     if random.random() < float(current_app.config.get("DEMO_RECEIVER_FLAKY", 0.2)):
         return jsonify({"error": "busy, try again"}), 503, {"Retry-After": "2"}
     order = request.get_json(silent=True) or {}

@@ -9,17 +9,19 @@ from werkzeug.wrappers import Response
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import AnyOf, Length, Optional
 
+from ..choices import options
 from ..extensions import db
 from ..instances.common import MAX_ID, an_id, local_url, no_nul
-from ..models import ActionStatus, Integration, Role, Workflow
+from ..models import ActionDelivery, ActionStatus, Integration, Role, Workflow
 from ..security import actor_name, requires_role
 from ..services import outbox
 from ..services.errors import NotFound, ServiceError
 from . import bp
 
 PAGE_SIZE = 50
-STATUSES = [("", "All"), *[(s.value, s.value.replace("_", " ").capitalize())
-                           for s in ActionStatus]]
+STATUS_PAIRS = [("", "All"), *[(s.value, s.value.replace("_", " ").capitalize())
+                               for s in ActionStatus]]
+STATUSES = options(STATUS_PAIRS)
 
 
 class ActionFilterForm(FlaskForm):
@@ -31,7 +33,7 @@ class ActionFilterForm(FlaskForm):
     workflow = StringField("Workflow", validators=[Optional(), Length(max=20), no_nul])
     integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
     status = SelectField("Status", choices=STATUSES, default="", validate_choice=False,
-                         validators=[AnyOf([v for v, _ in STATUSES],
+                         validators=[AnyOf([v for v, _ in STATUS_PAIRS],
                                            message="is not a delivery status")])
     type = StringField("Type", validators=[Optional(), Length(max=40), no_nul])
     instance_id = IntegerField("Instance", validators=[Optional(), an_id])
@@ -42,7 +44,7 @@ class ConfirmForm(FlaskForm):
     """Retry now / Give up: only the CSRF token."""
 
 
-def _code_id(model: type, code: str | None) -> int | None:
+def _code_id(model: type[Workflow] | type[Integration], code: str | None) -> int | None:
     if not code:
         return None
     found = db.session.scalar(select(model.id).where(model.code == code.strip().upper()))
@@ -53,7 +55,9 @@ def _code_id(model: type, code: str | None) -> int | None:
 def index() -> str | tuple[str, int]:
     """Action deliveries, newest first, with filters."""
     form = ActionFilterForm(formdata=request.args)
-    rows, cursor, problems = [], None, []
+    rows: list[ActionDelivery] = []
+    cursor: int | None = None
+    problems: list[str] = []
     if form.validate():
         rows, cursor = outbox.list_deliveries(
             status=form.status.data or None,

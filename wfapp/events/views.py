@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..instances.common import MAX_ID, local_url
 from ..models import Event, Role
 from ..security import requires_role
@@ -37,7 +38,8 @@ def index() -> str | tuple[str, int]:
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
     # Timeouts and resets are moves without a trigger type; they are sources of the ledger too.
-    form.source.choices = [("", "All"), *sources, ("timeout", "Timeout"), ("reset", "Reset")]
+    form.source.choices = options([("", "All"), *sources, ("timeout", "Timeout"),
+                                   ("reset", "Reset")])
     rows: list[Event] = []
     cursor, problems = None, []
     if form.validate():

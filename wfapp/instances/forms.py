@@ -25,6 +25,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
+from ..choices import options
 from .common import an_id, no_nul
 
 ACTIVE = {"yes": True, "no": False, "all": None, "": None}
@@ -45,7 +46,7 @@ class FilterForm(FlaskForm):
                                validators=[Optional()],
                                description="Instances that entered their state at or before "
                                "this time.")
-    active = SelectField("Active", choices=[("all", "All"), ("yes", "Yes"), ("no", "No")],
+    active = SelectField("Active", choices=options([("all", "All"), ("yes", "Yes"), ("no", "No")]),
                          default="all", validate_choice=False,
                          validators=[AnyOf(list(ACTIVE), message="must be yes, no or all")])
     record_key = StringField("Record Key", validators=[Optional(), Length(max=200), no_nul])

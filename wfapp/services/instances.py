@@ -24,7 +24,7 @@ from ..engine import (
     explain_condition,
     trigger_event,
 )
-from ..extensions import db
+from ..extensions import affected, db
 from ..formatting import record_url
 from ..models import (
     Event,
@@ -82,7 +82,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
                                ) from None
 
 
-def _filtered(filters: InstanceFilters) -> Select[Any]:
+def _filtered(filters: InstanceFilters) -> Select[Instance, str, str, str]:
     query = (select(Instance, Integration.code, Workflow.code, State.description)
              .join(Integration, Integration.id == Instance.integration_id)
              .join(Workflow, Workflow.id == Instance.workflow_id)
@@ -221,13 +221,14 @@ def record_link(instance: Instance) -> str | None:
                       instance.run_id, instance.vars or {}, instance.data or {})
 
 
-def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow | None]:
+def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow]:
     """Read an instance for a change by a person (its row locked on PostgreSQL)."""
     conn = db.session.connection()
     row = load_instance(conn, instance_id, lock=True)
-    if row is None:
+    workflow = None if row is None else compiled_workflow(row.workflow_id)
+    if row is None or workflow is None:  # the workflow too: it may be deleted meanwhile
         raise NotFound(f"instance {instance_id} does not exist")
-    return conn, row, compiled_workflow(row.workflow_id)
+    return conn, row, workflow
 
 
 def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move,
@@ -260,7 +261,7 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
     """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
     conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
-    transition = workflow.transitions.get(code) if workflow else None
+    transition = workflow.transitions.get(code)
     problem = None
     if transition is None:
         problem = f"transition {code!r} does not exist in this workflow"
@@ -278,6 +279,7 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
     if problem:
         db.session.rollback()
         raise Conflict(problem)
+    assert transition is not None  # narrowed by the checks above
     context = build_context({"comment": comment}, row.data, row.context())
     failed = next((c for c in transition.conditions if not c.holds(context)), None)
     if failed is not None:
@@ -314,7 +316,7 @@ def delete_instance(instance_id: int, actor: str) -> None:
                "state": instance.state, "vars": instance.vars}
     # The row count says whether this request deleted it: of several deletes at once, one
     # succeeds (and is audited), the others find nothing.
-    deleted = db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)).rowcount
+    deleted = affected(db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)))
     if deleted != 1:
         db.session.rollback()
         raise NotFound(f"instance {instance_id} does not exist")

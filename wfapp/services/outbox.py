@@ -30,7 +30,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 
 from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
 from . import audit, secrets
 from .errors import Conflict, NotFound
@@ -156,12 +156,12 @@ def claim(limit: int, owner: str, now: datetime | None = None) -> list[int]:
     if not rows:
         db.session.commit()
         return []
-    busy = dict(db.session.execute(
+    busy: dict[int, int] = dict(db.session.execute(
         select(DELIVERY.c.integration_id, func.count())
         .where(DELIVERY.c.status == ActionStatus.RUNNING.value, DELIVERY.c.lease_until >= now,
                DELIVERY.c.integration_id.in_({r.integration_id for r in rows}))
         .group_by(DELIVERY.c.integration_id)).all())
-    chosen = []
+    chosen: list[int] = []
     for row in rows:
         if len(chosen) >= limit:
             break
@@ -247,11 +247,11 @@ def finish(delivery_id: int, owner: str, attempt: int, result: ActionResult) -> 
         else None,
         "finished_at": now if status != ActionStatus.PENDING else None,
     }
-    done = db.session.execute(
+    done = affected(db.session.execute(
         update(DELIVERY).where(DELIVERY.c.id == delivery_id, DELIVERY.c.leased_by == owner,
                                DELIVERY.c.attempts == attempt,
                                DELIVERY.c.status == ActionStatus.RUNNING.value)
-        .values(**values)).rowcount
+        .values(**values)))
     if done != 1:
         db.session.rollback()
         return None
@@ -427,10 +427,10 @@ def retry_now(delivery_id: int, actor: str) -> ActionDelivery:
                        "or given-up deliveries can be retried")
     now = utcnow()
     more = max(row.max_attempts, row.attempts + 1)
-    changed = db.session.execute(
+    changed = affected(db.session.execute(
         update(DELIVERY).where(DELIVERY.c.id == delivery_id, DELIVERY.c.status == row.status)
         .values(status=ActionStatus.PENDING.value, next_attempt_at=now, max_attempts=more,
-                finished_at=None, updated_at=now)).rowcount
+                finished_at=None, updated_at=now)))
     if changed != 1:
         db.session.rollback()
         raise Conflict(f"action delivery {delivery_id} changed meanwhile; look again")
@@ -448,11 +448,11 @@ def give_up(delivery_id: int, actor: str) -> ActionDelivery:
         raise Conflict(f"action delivery {delivery_id} is {row.status}; only a pending "
                        "delivery can be given up")
     now = utcnow()
-    changed = db.session.execute(
+    changed = affected(db.session.execute(
         update(DELIVERY).where(DELIVERY.c.id == delivery_id,
                                DELIVERY.c.status == ActionStatus.PENDING.value)
         .values(status=ActionStatus.GAVE_UP.value, next_attempt_at=None, finished_at=now,
-                updated_at=now)).rowcount
+                updated_at=now)))
     if changed != 1:
         db.session.rollback()
         raise Conflict(f"action delivery {delivery_id} changed meanwhile; look again")
