@@ -39,6 +39,9 @@ def record_trigger(name: str, label: str, direction: str) -> RecordTrigger:
         label=label,
         description=f"Fired by {direction} runs: per record (Per Record mode) or once when the "
         "run ends, with its summary (Per Run mode).",
+        # Per record: the record with its status; per run: the run's summary.
+        event_fields=("key", "data", "status", "run_id", "direction", "total", "succeeded",
+                      "failed"),
         fields=(
             Field("record_status", "Record Status", type="choice", choices=RECORD_STATUSES,
                   help="Fire only for records with this status; empty fires for every record."),

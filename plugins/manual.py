@@ -9,6 +9,8 @@ MANUAL = TriggerType(
     label="Manual",
     description="A button on the instance page; people with the operator role fire it.",
     manual=True,
+    # A manual fire carries the comment the person typed.
+    event_fields=("comment",),
     fields=(
         Field("button_label", "Button Label", help="Text on the button; the transition's "
               "description when empty.", max_length=60),

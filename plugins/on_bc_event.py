@@ -101,6 +101,10 @@ ON_BC_EVENT = BcTrigger(
     name="on_bc_event",
     label="On BC Event",
     description="Business Central webhook notifications at /bc/<integration>/notifications.",
+    # A notification item; items expanded from a collection add expandedFrom and record.
+    event_fields=("subscriptionId", "clientState", "expirationDateTime", "resource",
+                  "changeType", "lastModifiedDateTime", "expandedFrom", "record"),
+    exclusive_fields=("resource",),
     fields=(
         Field("resource", "Resource (Entity Set)", required=True,
               help="The API entity set, e.g. salesOrders (the table in Business Central)."),

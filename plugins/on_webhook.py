@@ -68,6 +68,7 @@ ON_WEBHOOK = WebhookTrigger(
     name="on_webhook",
     label="On Webhook",
     description="A signed HTTP POST to /hooks/<integration>.",
+    exclusive_fields=("event_filter",),
     fields=(
         Field("event_filter", "Event Filter", help="Event type to react to; * matches any run of "
               "characters (order.*). Empty reacts to every event."),

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from tests.strategies import CONFIGS, DB_PROFILE, workflows
 from wfapp.engine import (
+    build_context,
     compile_workflow,
-    decision_context,
+    event_view,
     explain,
     select_transition,
-    trigger_event,
 )
 from wfapp.extensions import db
 from wfapp.models import Event, HistoryEntry, utcnow
@@ -47,8 +47,8 @@ def test_explainer_and_worker_decide_alike(app, doc, data):
     record = data.draw(RECORDS)
     instance = {"state": state, "record_key": "K", "run_id": None,
                 "vars": data.draw(st.fixed_dictionaries({}, optional={"order_no": SCALARS}))}
-    view = trigger_event(source, data.draw(TYPES), payload, "K", record)
-    context = decision_context(payload, record, {"total": 1}, instance)
+    view = event_view(source, data.draw(TYPES), payload, "K", record, payload.get("status"))
+    context = build_context(payload, record if record is not None else {"total": 1}, instance)
     trigger_types = get_registry().trigger_types
     verdicts = explain(workflow, state, source, view, context, trigger_types)
     firing = [v.code for v in verdicts if v.fires]

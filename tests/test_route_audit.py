@@ -21,6 +21,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "api.export_workflow": "viewer", "api.fire": "operator", "api.get_integration": "viewer",
     "api.import_workflow": "author", "api.list_events": "viewer", "api.list_instances": "viewer",
     "api.list_integrations": "viewer", "api.list_workflows": "viewer",
+    "api.lint_workflow": "viewer", "api.simulate_workflow": "viewer",
     "api.patch_integration": "author", "api.patch_workflow": "author", "api.replay": "operator",
     "api.reset": "operator", "api.show_instance": "viewer", "api.show_run": "viewer",
     "api.trigger_types": "viewer", "api.list_actions": "viewer", "api.retry_action": "operator",
@@ -45,6 +46,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.index": "viewer", "workflows.new": "author",
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
+    "workflows.simulate": "viewer", "workflows.save_scenario": "author",
+    "workflows.delete_scenario": "author",
     "admin.plugins": "admin", "api.openapi": PUBLIC,
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",

@@ -78,6 +78,11 @@ def wf_import(file: click.File, replace: bool) -> None:
     except ServiceError as error:
         _fail(error)
     click.echo(f"Imported workflow {workflow.code}.")
+    from .services.checks import workflow_checks
+
+    summary = workflow_checks(workflow).summary()
+    if summary:  # lint and the saved scenarios run on every save, this one too
+        click.echo(f"Checked: {summary} (flask --app wfapp wf lint FILE lists them).", err=True)
 
 
 @wf_cli.command("export")
@@ -95,6 +100,49 @@ def wf_export(code: str, output: str | None) -> None:
         click.echo(f"Wrote {output}.", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _checked_file(file: Any) -> Any:
+    """Lint and run the scenarios of a workflow file; exit 1 when it is not JSON."""
+    from .services.checks import check_file_document
+
+    try:
+        document = definitions.parse_file(file.read())
+    except ServiceError as error:
+        _fail(error)
+    return check_file_document(document)
+
+
+@wf_cli.command("lint")
+@click.argument("file", type=click.File("rb"))
+def wf_lint(file: click.File) -> None:
+    """Lint a workflow FILE: print errors and warnings; exit 1 when it has errors (for CI)."""
+    checks = _checked_file(file)
+    errors = checks.lint.errors + checks.case_errors
+    for item in errors:
+        click.echo(f"error: {item.path}: {item.message} [{item.code}]")
+    for item in checks.lint.warnings:
+        click.echo(f"warning: {item.path}: {item.message} [{item.code}]")
+    click.echo(f"{len(errors)} error(s), {len(checks.lint.warnings)} warning(s)", err=True)
+    sys.exit(1 if errors else 0)
+
+
+@wf_cli.command("test")
+@click.argument("file", type=click.File("rb"))
+def wf_test(file: click.File) -> None:
+    """Run the saved scenarios of a workflow FILE; exit 1 when one fails or the file is invalid."""
+    checks = _checked_file(file)
+    errors = checks.lint.errors + checks.case_errors
+    for item in errors:
+        click.echo(f"error: {item.path}: {item.message} [{item.code}]")
+    for case in checks.cases:
+        verdict = "PASS" if case.passed else "FAIL"
+        click.echo(f"{verdict} {case.name}: ends in {case.state}"
+                   + ("" if case.passed else " — " + "; ".join(case.problems)))
+    failed = len(checks.failing)
+    click.echo(f"{len(checks.cases) - failed} passed, {failed} failed"
+               + (f", {len(errors)} error(s)" if errors else ""), err=True)
+    sys.exit(1 if failed or errors else 0)
 
 
 @click.command("demo")

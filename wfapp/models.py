@@ -173,6 +173,8 @@ class Workflow(Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: Saved simulator scenarios (test cases), exported under the document's `scenarios` key.
+    scenarios: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
 
     states: Mapped[list[State]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", order_by="State.position"

@@ -81,6 +81,12 @@ class TriggerType:
     fields: tuple[Field, ...] = field(default_factory=tuple)
     #: True when people fire it from the instance page instead of events.
     manual: bool = False
+    #: The top-level payload fields its events carry (what `event.<name>` can read), for lint;
+    #: None (the default) when the payload is whatever the sender sends (webhooks, polls).
+    event_fields: tuple[str, ...] | None = None
+    #: String config fields where two different values (no `*` in either) never match the same
+    #: event, so lint can tell two transitions apart (choice and multichoice fields always can).
+    exclusive_fields: tuple[str, ...] = ()
 
     def validate(self, config: Any) -> list[tuple[str, str]]:
         """Return (field name, message) pairs for everything wrong in `config`."""

@@ -134,6 +134,52 @@ SCHEMAS: dict[str, Any] = {
             "next_attempt_at": TIME, "last_status_code": _nullable("integer"),
             "last_error": _nullable("string"), "request": ANY_OBJECT, "response": {},
             "created_at": TIME, "finished_at": TIME}},
+    "LintItem": {"type": "object", "required": ["code", "message", "path"],
+                 "properties": {"code": STRING, "message": STRING, "path": STRING}},
+    "LintReport": {"type": "object", "required": ["errors", "warnings"],
+                   "properties": {"errors": {"type": "array", "items": _ref("LintItem")},
+                                  "warnings": {"type": "array", "items": _ref("LintItem")}}},
+    "Scenario": {
+        "type": "object", "required": ["steps"], "additionalProperties": False,
+        "properties": {
+            "version": {"type": ["integer", "null"],
+                       "description": "only the current definition (omit it) for now"},
+            "record": {"type": "object", "additionalProperties": False, "properties": {
+                "key": {"type": "string", "minLength": 1, "maxLength": 200},
+                "data": ANY_OBJECT}},
+            "steps": {"type": "array", "maxItems": 200, "items": {"oneOf": [
+                {"type": "object", "required": ["event"], "additionalProperties": False,
+                 "properties": {"event": {
+                     "type": "object", "required": ["trigger_type"],
+                     "additionalProperties": False,
+                     "properties": {"trigger_type": STRING, "type": STRING,
+                                    "payload": ANY_OBJECT, "record": ANY_OBJECT}}}},
+                {"type": "object", "required": ["fire"], "additionalProperties": False,
+                 "properties": {"fire": {"type": "string", "minLength": 1}}},
+                {"type": "object", "required": ["advance_hours"], "additionalProperties": False,
+                 "properties": {"advance_hours": {"type": "number", "exclusiveMinimum": 0,
+                                                  "maximum": 87600}}},
+                {"type": "object", "required": ["action_result"],
+                 "additionalProperties": False,
+                 "properties": {"action_result": {
+                     "type": "object", "required": ["action", "outcome"],
+                     "additionalProperties": False,
+                     "properties": {"action": {"type": "string", "minLength": 1},
+                                    "outcome": {"enum": ["succeeded", "failed"]},
+                                    "status_code": {"type": "integer"}, "response": {}}}}},
+            ]}}}},
+    "SimulationStep": {
+        "type": "object", "required": ["state", "fired", "why_not", "vars"],
+        "properties": {"kind": STRING, "state": STRING, "fired": _nullable("string"),
+                       "why_not": {"type": "array", "items": {
+                           "type": "object", "required": ["transition", "reason"],
+                           "properties": {"transition": STRING, "reason": STRING}}},
+                       "vars": ANY_OBJECT, "note": STRING, "hours": {"type": "number"},
+                       "moves": {"type": "array", "items": ANY_OBJECT}}},
+    "Simulation": {
+        "type": "object", "required": ["steps"],
+        "properties": {"workflow": STRING, "start": ANY_OBJECT, "final": ANY_OBJECT,
+                       "steps": {"type": "array", "items": _ref("SimulationStep")}}},
     "TriggerType": {"type": "object", "required": ["name", "label", "fields"],
                     "properties": {"name": STRING, "label": STRING, "description": STRING,
                                    "manual": {"type": "boolean"},
@@ -214,6 +260,12 @@ def _core_paths() -> dict[str, Any]:
                          role="author"),
             "delete": _op("Delete (409 while instances are active)", _ok(_ref(
                 "DeletedWorkflow")), parameters=[_path("code")], role="author")},
+        "/workflows/{code}/lint": {"get": _op(
+            "Lint: the definition's rule errors and its warnings, each with a path",
+            _ok(_ref("LintReport")), parameters=[_path("code")])},
+        "/workflows/{code}/simulate": {"post": _op(
+            "Run a scenario through the workflow (writes nothing)", _ok(_ref("Simulation")),
+            parameters=[_path("code")], body=_body(_ref("Scenario")))},
         "/integrations": {
             "get": _op("Integrations by code", _ok(_list_of("Integration")),
                        parameters=[LIMIT, CURSOR]),

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from ..engine import RuleError, check_code, normalize_code
 from ..models import Role
 from ..security import actor_name, requires_role
-from ..services import definitions, integrations, workflows
+from ..services import checks, definitions, integrations, workflows
 from ..services.errors import ValidationFailed
 from ..services.registry import get_registry
 from . import bp
@@ -95,6 +95,23 @@ def delete_workflow(code: str) -> Response:
     query_args(())
     detached = workflows.delete_workflow(code, actor_name())
     return jsonify({"deleted": normalize_code(code), "detached_integrations": detached})
+
+
+@bp.get("/workflows/<code>/lint")
+def lint_workflow(code: str) -> Response:
+    """Lint the workflow: `errors` (the definition rules) and `warnings`, each with a path."""
+    query_args(())
+    return jsonify(checks.lint_code(code).as_dict())
+
+
+@bp.post("/workflows/<code>/simulate")
+def simulate_workflow(code: str) -> Response:
+    """Run a scenario (record, steps) through the workflow with the workers' decisions.
+
+    Writes nothing; each step answers state, fired, why_not and vars.
+    """
+    query_args(())
+    return jsonify(checks.simulate_code(code, json_document()))
 
 
 @bp.get("/integrations")

@@ -38,11 +38,12 @@ from .selection import (
     build_context,
     capture_vars,
     compile_workflow,
-    decision_context,
+    event_view,
     explain,
+    manual_refusal,
     select_transition,
     timeout_due,
-    trigger_event,
+    timeout_transition,
 )
 
 __all__ = [
@@ -50,8 +51,9 @@ __all__ = [
     "OPERATOR_LABELS", "Limits",
     "VALUELESS", "CompiledCondition", "CompiledTransition", "CompiledWorkflow", "Decision",
     "RuleError", "StateInfo", "Verdict", "build_context", "capture_vars", "check_code",
-    "check_condition", "check_description", "compare", "compile_workflow", "decision_context",
-    "evaluate_condition", "explain",
-    "explain_condition", "field_suggestions", "first_failed_condition", "normalize_code",
-    "select_transition", "timeout_due", "trigger_event", "validate_workflow",
+    "check_condition", "check_description", "compare", "compile_workflow", "evaluate_condition",
+    "explain",
+    "event_view", "explain_condition", "field_suggestions", "first_failed_condition",
+    "manual_refusal", "normalize_code", "select_transition", "timeout_due", "timeout_transition",
+    "validate_workflow",
 ]

@@ -153,27 +153,6 @@ def build_context(event: Mapping[str, Any] | None, record: Any, instance: Mappin
             "instance": instance}
 
 
-def trigger_event(source: str | None, event_type: str, payload: Mapping[str, Any] | None,
-                  record_key: str | None, record: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The event as a trigger type's `matches()` sees it; the worker and the explainer share it.
-
-    `record` is the record data an import or export run sent with the event (None for other
-    sources); its status is the payload's `status`, as runs store it.
-    """
-    body = dict(payload or {})
-    return {"source": source, "type": event_type or "", "payload": body,
-            "record": {"key": record_key, "data": dict(record), "status": body.get("status")}
-            if record is not None else None}
-
-
-def decision_context(payload: Mapping[str, Any] | None, record: Mapping[str, Any] | None,
-                     instance_data: Mapping[str, Any] | None, instance: Mapping[str, Any]
-                     ) -> dict[str, Any]:
-    """The condition context of an event: its record data, else the instance's latest data."""
-    return build_context(dict(payload or {}), record if record is not None else instance_data,
-                         instance)
-
-
 @dataclass(frozen=True)
 class Decision:
     """The outcome of evaluating one event against one instance."""
@@ -285,3 +264,48 @@ def timeout_due(entered: datetime, state: StateInfo) -> datetime | None:
         return None
     return entered + timedelta(hours=float(state.timeout_hours))
 
+
+
+def event_view(source: str | None, event_type: str, payload: Mapping[str, Any],
+               record_key: str | None, record: Any, status: Any = None) -> dict[str, Any]:
+    """The event as a trigger type's `matches` sees it (the worker, explainer and simulator)."""
+    return {"source": source, "type": event_type, "payload": payload,
+            "record": {"key": record_key, "data": record, "status": status}
+            if record is not None else None}
+
+
+def timeout_transition(workflow: CompiledWorkflow, state: str
+                       ) -> tuple[CompiledTransition | None, str]:
+    """The transition a due timer of `state` fires, or None and why it fires nothing."""
+    info = workflow.states.get(state)
+    code = info.on_timeout_transition if info else None
+    transition = workflow.transitions.get(code) if code else None
+    if transition is None:
+        return None, f"state {state} has no On Timeout Transition any more"
+    if not transition.enabled:
+        return None, "timeout transition disabled"
+    return transition, ""
+
+
+def manual_refusal(workflow: CompiledWorkflow, state: str, code: str, context: Context
+                   ) -> tuple[CompiledTransition | None, str]:
+    """The Manual transition `code` a person fires from `state`, or None and why it cannot."""
+    transition = workflow.transitions.get(code)
+    if transition is None:
+        return None, f"transition {code!r} does not exist in this workflow"
+    if transition.trigger_type != "manual":
+        return None, f"transition {code} is not a Manual transition"
+    if not workflow.enabled:
+        return None, f"workflow {workflow.code} is disabled"
+    if not transition.enabled:
+        return None, f"transition {code} is disabled"
+    if transition.from_state != state:
+        return None, f"transition {code} leaves {transition.from_state}; the instance is in {state}"
+    info = workflow.states.get(state)
+    if info is None or info.is_final:
+        return None, f"the instance is in final state {state}"
+    failed = next((c for c in transition.conditions if not c.holds(context)), None)
+    if failed is not None:
+        reason = explain_condition(failed.as_dict(), context)
+        return None, f"transition {code} cannot fire: {reason}"
+    return transition, ""

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..engine import DEFAULT_LIMITS, Limits, RuleError, normalize_code, validate_workflow
+from ..engine.simulate import check_saved_cases
 from ..extensions import db
 from ..inputs import InputError, parse_json
 from ..models import Instance, State, Transition, Workflow, utcnow
@@ -103,8 +104,11 @@ def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
 
 
 def to_document(workflow: Workflow) -> dict[str, Any]:
-    """The whole export document for a workflow."""
-    return {"format": FORMAT, "workflow": workflow_to_dict(workflow)}
+    """The whole export document for a workflow (`scenarios` only when it has saved ones)."""
+    document: dict[str, Any] = {"format": FORMAT, "workflow": workflow_to_dict(workflow)}
+    if workflow.scenarios:
+        document["scenarios"] = [dict(s) for s in workflow.scenarios]
+    return document
 
 
 def export_document(code: str) -> dict[str, Any]:
@@ -158,6 +162,11 @@ def _schema_errors(document: Any) -> list[RuleError]:
     return errors
 
 
+def schema_errors(document: Any) -> list[RuleError]:
+    """What the shipped JSON Schema finds wrong in a document, each with its place."""
+    return _schema_errors(document)
+
+
 def normalize(wf: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and upper-case codes, giving the shape export produces."""
     states = []
@@ -204,6 +213,8 @@ def check_document(document: Any) -> dict[str, Any]:
     wf = normalize(document["workflow"])
     errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits(),
                                action_types=get_registry().action_types)
+    if "scenarios" in document:
+        errors += check_saved_cases(document["scenarios"], get_registry().trigger_types)[1]
     if errors:
         raise ValidationFailed(errors)
     return wf
@@ -298,8 +309,12 @@ def _sync(workflow: Workflow, rows: list[Any], wanted: list[dict[str, Any]], mod
     rows.sort(key=lambda r: r.position)
 
 
-def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
-    """Validate a definition (rules and instances in use) and write it in one transaction."""
+def save_definition(workflow: Workflow | None, wf: dict[str, Any],
+                    scenarios: list[dict[str, Any]] | None = None) -> Workflow:
+    """Validate a definition (rules and instances in use) and write it in one transaction.
+
+    `scenarios` (already checked) replaces the saved scenarios; None keeps them.
+    """
     errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits(),
                                action_types=get_registry().action_types)
     if workflow is not None and workflow.id is not None:
@@ -314,12 +329,17 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
         db.session.add(workflow)
     try:
         write_definition(workflow, wf)
+        scenario_change = scenarios is not None and scenarios != (workflow.scenarios or [])
+        if scenarios is not None:
+            workflow.scenarios = [dict(s) for s in scenarios]
         if before is None:
             audit.record("create", "workflow", wf["code"],
                          {"changes": [f"created with {len(wf['states'])} states and "
                                       f"{len(wf['transitions'])} transitions"]})
         else:
             changes = definition_changes(before, wf)
+            if scenario_change:
+                changes.append(f"saved scenarios replaced ({len(scenarios or [])} now)")
             if changes:
                 audit.record("update", "workflow", wf["code"], {"changes": changes})
         db.session.commit()
@@ -346,7 +366,8 @@ def import_and_report(document: Any, replace: bool = False) -> tuple[Workflow, b
     if existing is not None and not replace:
         raise Conflict(f"workflow {wf['code']!r} already exists; import with replace to "
                        "overwrite it", {"code": wf["code"]})
-    return save_definition(existing, wf), existing is None
+    scenarios = document.get("scenarios") if isinstance(document, dict) else None
+    return save_definition(existing, wf, scenarios), existing is None
 
 
 def copy_workflow(code: str, new_code: str) -> Workflow:
@@ -394,8 +415,14 @@ def preview_import(document: Any) -> ImportPreview:
     existing = db.session.scalar(select(Workflow).where(Workflow.code == wf["code"]))
     normalized = {"format": FORMAT, "workflow": wf}
     if existing is None:
+        if "scenarios" in document:
+            normalized["scenarios"] = document["scenarios"]
         return ImportPreview(wf["code"], False, [], normalized)
     changes = definition_changes(workflow_to_dict(existing), wf)
+    if "scenarios" in document:
+        normalized["scenarios"] = document["scenarios"]
+        if document["scenarios"] != (existing.scenarios or []):
+            changes.append(f"saved scenarios replaced ({len(document['scenarios'])} in the file)")
     return ImportPreview(wf["code"], True, changes, normalized)
 
 

@@ -19,10 +19,9 @@ from ..engine import (
     Verdict,
     build_context,
     capture_vars,
-    decision_context,
+    event_view,
     explain,
-    explain_condition,
-    trigger_event,
+    manual_refusal,
 )
 from ..extensions import affected, db
 from ..formatting import record_url
@@ -261,31 +260,11 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
     """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
     conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
-    transition = workflow.transitions.get(code)
-    problem = None
+    context = build_context({"comment": comment}, row.data, row.context())
+    transition, problem = manual_refusal(workflow, row.state, code, context)
     if transition is None:
-        problem = f"transition {code!r} does not exist in this workflow"
-    elif transition.trigger_type != "manual":
-        problem = f"transition {code} is not a Manual transition"
-    elif not workflow.enabled:
-        problem = f"workflow {workflow.code} is disabled"
-    elif not transition.enabled:
-        problem = f"transition {code} is disabled"
-    elif transition.from_state != row.state:
-        problem = f"transition {code} leaves {transition.from_state}; the instance is in " \
-                  f"{row.state}"
-    elif workflow.states[row.state].is_final:
-        problem = f"the instance is in final state {row.state}"
-    if problem:
         db.session.rollback()
         raise Conflict(problem)
-    assert transition is not None  # narrowed by the checks above
-    context = build_context({"comment": comment}, row.data, row.context())
-    failed = next((c for c in transition.conditions if not c.holds(context)), None)
-    if failed is not None:
-        db.session.rollback()
-        reason = explain_condition(failed.as_dict(), context)
-        raise Conflict(f"transition {code} cannot fire: {reason}")
     return _apply(conn, workflow, row, Move(
         transition.to_state, transition.code, "manual", actor, notes=comment or "",
         vars=capture_vars(transition, context, row.vars)), transition.code,
@@ -338,7 +317,7 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
     workflow = compiled_workflow(instance.workflow_id)
     if workflow is None:
         return "the workflow no longer exists", []
-    record: dict[str, Any] | None = None
+    record = instance.data
     if payload is None:
         latest = db.session.scalar(select(Event).where(Event.instance_id == instance.id)
                                    .order_by(Event.id.desc()).limit(1))
@@ -357,12 +336,14 @@ def why_not(instance: Instance, payload: dict[str, Any] | None = None,
                 about += f", which already fired {fired[0]} ({fired[1]} → {fired[2]}); " \
                          f"evaluated again in {instance.state}"
             source, payload, event_type = latest.source, latest.payload or {}, latest.type
-            record = latest.record
+            record = latest.record if latest.record is not None else instance.data
     else:
         about = f"the pasted payload as an event from {_label(source)}"
-    context = decision_context(payload, record, instance.data,
-                               {"state": instance.state, "record_key": instance.record_key,
-                                "run_id": instance.run_id, "vars": instance.vars or {}})
-    view = trigger_event(source, event_type, payload, instance.record_key, record)
+    context = build_context(payload, record, {"state": instance.state,
+                                              "record_key": instance.record_key,
+                                              "run_id": instance.run_id,
+                                              "vars": instance.vars or {}})
+    view = event_view(source, event_type, payload, instance.record_key, record,
+                      (payload or {}).get("status"))
     return about, explain(workflow, instance.state, source, view, context,
                           get_registry().trigger_types)

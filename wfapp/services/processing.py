@@ -22,7 +22,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..engine import capture_vars, decision_context, select_transition, trigger_event
+from ..engine import build_context, capture_vars, event_view, select_transition
 from ..extensions import affected, db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
@@ -260,7 +260,8 @@ def _process_one(conn: Connection, event: Any, integration: Any,
             created = True
     captured = (event.payload or {}).get("vars") if event.source == RESULT_SOURCE else None
     trigger_types = get_registry().trigger_types
-    view = trigger_event(event.source, event.type, event.payload, event.record_key, record)
+    view = event_view(event.source, event.type, event.payload or {}, event.record_key, record,
+                      record_status)
     for _attempt in range(5):
         if isinstance(captured, dict) and captured:
             # An action's captured response values become variables before deciding, so the
@@ -275,7 +276,9 @@ def _process_one(conn: Connection, event: Any, integration: Any,
                     return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
                 instance = instances[key] = row_to_instance(fresh)
                 continue
-        context = decision_context(event.payload, record, instance.data, instance.context())
+        context = build_context(event.payload or {},
+                                record if record is not None else instance.data,
+                                instance.context())
         decision = select_transition(workflow, instance.state, event.source, view, context,
                                      trigger_types)
         transition = decision.transition

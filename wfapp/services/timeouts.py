@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from ..engine import CompiledWorkflow
-from ..extensions import db
+from ..engine import CompiledWorkflow, timeout_transition
+from ..extensions import affected, db
 from ..models import Workflow, utcnow
 from .firing import (
     HISTORY,
@@ -59,17 +59,16 @@ def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
     state = instance.state
     info = workflow.states.get(state)
     code = info.on_timeout_transition if info else None
-    transition = workflow.transitions.get(code) if code else None
+    transition, why = timeout_transition(workflow, state)
     payload = {"state": state, "due_at": row.timeout_due_at.isoformat(),
                "timeout_hours": info.timeout_hours if info else None}
-    if transition is None or not transition.enabled:
+    if transition is None:
         # Leave the instance where it is, say why once, and stop its timer (guarded like a move).
-        note = "timeout transition disabled" if transition is not None else \
-            f"state {state} has no On Timeout Transition any more"
-        stopped = conn.execute(
+        note = why
+        stopped = affected(conn.execute(
             update(INSTANCE).where(INSTANCE.c.id == instance.id,
                                    INSTANCE.c.version == instance.version)
-            .values(timeout_due_at=None, version=INSTANCE.c.version + 1)).rowcount
+            .values(timeout_due_at=None, version=INSTANCE.c.version + 1)))
         if stopped == 1:
             stop = [{"instance_id": instance.id, "at": now, "from_state": state,
                      "to_state": state, "transition": code, "trigger_type": TIMEOUT,

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("workflows", __name__, url_prefix="/workflows")
 
-from . import states, transitions, views  # noqa: E402,F401  (modules register routes on bp)
+from . import simulation, states, transitions, views  # noqa: E402,F401  (modules register routes on bp)

@@ -133,3 +133,21 @@ def route_errors(errors: list[RuleError], prefix: str, form: Any,
                 continue
         rest.append(error)
     return rest
+
+
+class SimulateForm(FlaskForm):
+    """A scenario as text: the start record and one JSON step per line."""
+
+    record_key = StringField("Record Key", validators=[Length(max=200)], default="SIM-1")
+    record_data = TextAreaField("Record Data (JSON)", default="{}",
+                                validators=[Length(max=100_000)],
+                                description="What conditions read as record.<field>.")
+    steps = TextAreaField("Steps (one JSON object per line)", validators=[Length(max=200_000)],
+                          description="Each line one of: event, fire, advance_hours, "
+                          "action_result (examples below).")
+
+
+class SaveScenarioForm(SimulateForm):
+    """Save a scenario as a test case under a name."""
+
+    name = StringField("Scenario Name", validators=[DataRequired(), Length(max=60)])

@@ -15,7 +15,7 @@ from ..services import workflows as service
 from ..services.errors import NotFound, ValidationFailed
 from . import bp
 from .forms import DeleteForm, StateForm, route_errors
-from .views import load, refusal
+from .views import flash_checks, load, refusal
 
 
 def _state_form(workflow: Workflow, state_code: str | None, formdata: Any = None) -> StateForm:
@@ -70,6 +70,7 @@ def state(code: str, state_code: str | None) -> Response | tuple[str, int]:
             return redirect(url_for("workflows.card", code=workflow.code))
         else:
             flash(f"State {fields['code'].strip().upper()} saved.", "success")
+            flash_checks(workflow.code)
             return redirect(url_for("workflows.card", code=workflow.code) + "#states")
     return render_template("workflows/state.html", workflow=workflow, form=form,
                            state_code=state_code, errors=errors,
@@ -89,4 +90,5 @@ def delete_state(code: str, state_code: str) -> Response:
             flash(refusal(f"State {state_code.upper()} not deleted", error), "danger")
         else:
             flash(f"State {state_code.upper()} deleted.", "success")
+            flash_checks(workflow.code)
     return redirect(url_for("workflows.card", code=workflow.code) + "#states")

@@ -27,7 +27,7 @@ from .trigger_fields import (
     trigger_form,
     value_text,
 )
-from .views import load, refusal
+from .views import flash_checks, load, refusal
 
 GENERAL = ("code", "description", "from_state", "to_state", "trigger_type", "enabled",
            "priority")
@@ -142,6 +142,7 @@ def new_transition(code: str) -> Response | tuple[str, int]:
                 tcode = fields["code"].strip().upper()
                 flash(f"Transition {tcode} added. Add its conditions here if it needs any.",
                       "success")
+                flash_checks(workflow.code)
                 return redirect(url_for("workflows.transition", code=workflow.code,
                                         tcode=tcode))
     else:
@@ -202,6 +203,7 @@ def _save_transition(workflow: Workflow, current: Transition) -> Response | tupl
         else:
             tcode = fields["code"].strip().upper()
             flash(f"Transition {tcode} saved.", "success")
+            flash_checks(workflow.code)
             return redirect(url_for("workflows.transition", code=workflow.code, tcode=tcode))
     return _render_transition(workflow, current, form, config_form, rows, capture,
                               capture_errors, errors, 422, actions_text)
@@ -255,5 +257,6 @@ def delete_transition(code: str, tcode: str) -> Response:
             flash(refusal(f"Transition {tcode.upper()} not deleted", error), "danger")
         else:
             flash(f"Transition {tcode.upper()} deleted.", "success")
+            flash_checks(workflow.code)
     return redirect(url_for("workflows.card", code=workflow.code) + "#transitions")
 

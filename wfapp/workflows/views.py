@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
@@ -11,7 +12,7 @@ from ..choices import options
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
-from ..services import definitions, outbox
+from ..services import checks, definitions, outbox
 from ..services import workflows as service
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
@@ -34,6 +35,13 @@ def load(code: str) -> Workflow:
         return definitions.get_workflow(code)
     except NotFound as error:
         abort(404, description=error.message)
+
+
+def flash_checks(code: str) -> None:
+    """After a save: say what lint and the saved scenarios found (the card shows the details)."""
+    summary = checks.workflow_checks(load(code)).summary()
+    if summary:
+        flash(f"Checked after saving: {summary}. See Lint and Scenarios on the card.", "warning")
 
 
 def refusal(prefix: str, error: ServiceError) -> str:
@@ -90,6 +98,7 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
                  status: int = 200) -> tuple[str, int]:
     """The Workflow Card, with the forms as typed when a save was refused."""
     labels = {name: t.label for name, t in get_registry().trigger_types.items()}
+    found = checks.workflow_checks(workflow)
     return render_template(
         "workflows/card.html", workflow=workflow, general=general or _general_form(workflow),
         errors=errors or [], copy_form=copy_form or CopyForm(formdata=None),
@@ -97,7 +106,32 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
         state_counts=service.state_instance_counts(workflow),
         active=service.active_instance_count(workflow),
         action_counts=outbox.counts_by_status(workflow.id),
-        diagram=state_diagram(workflow)), status
+        diagram=state_diagram(workflow), checks=found,
+        lint_rows=lint_rows(workflow, found), delete_scenario_form=DeleteForm(),
+        scenario_steps={s.get("name"): len(s.get("steps") or [])
+                        for s in workflow.scenarios or []}), status
+
+
+_ROW = re.compile(r"workflow\.(states|transitions)\[(\d+)\](.*)")
+
+
+def lint_rows(workflow: Workflow, found: checks.Checks) -> list[dict[str, Any]]:
+    """Each lint finding with the card row it concerns (an anchor and the row's code)."""
+    rows = []
+    items = [("error", i) for i in found.lint.errors + found.case_errors] + \
+        [("warning", i) for i in found.lint.warnings]
+    for level, item in items:
+        anchor = label = ""
+        match = _ROW.fullmatch(item.path)
+        if match:
+            kind, index = match.group(1), int(match.group(2))
+            objects = workflow.states if kind == "states" else workflow.transitions
+            if index < len(objects):
+                label = objects[index].code
+                anchor = f"{'state' if kind == 'states' else 'transition'}-{label}"
+        rows.append({"level": level, "code": item.code, "message": item.message,
+                     "path": item.path, "anchor": anchor, "label": label})
+    return rows
 
 
 @bp.route("/<code>", methods=["GET", "POST"])
@@ -121,6 +155,7 @@ def _save_general(workflow: Workflow) -> tuple[str, int] | BaseResponse:
             errors = route_errors(error.errors, "workflow", form)
             return _render_card(load(workflow.code), form, errors, status=422)
         flash("General fields saved.", "success")
+        flash_checks(workflow.code)
         return redirect(url_for("workflows.card", code=workflow.code))
     return _render_card(workflow, form, status=422)
 
@@ -188,6 +223,7 @@ def import_file() -> BaseResponse | tuple[str, int]:
             if not preview.exists:
                 workflow = definitions.import_document(preview.document)
                 flash(f"Imported workflow {workflow.code}.", "success")
+                flash_checks(workflow.code)
                 return redirect(url_for("workflows.card", code=workflow.code))
         except ValidationFailed as error:
             errors = error.errors
@@ -217,4 +253,5 @@ def import_confirm() -> BaseResponse | tuple[str, int]:
         return render_template("workflows/import.html", form=ImportForm(formdata=None),
                                errors=error.errors), 422
     flash(f"Replaced workflow {workflow.code} with the imported definition.", "success")
+    flash_checks(workflow.code)
     return redirect(url_for("workflows.card", code=workflow.code))

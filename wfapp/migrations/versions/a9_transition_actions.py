@@ -1,7 +1,7 @@
 """transition actions and their outbox
 
 Revision ID: a9actions
-Revises: 0006
+Revises: b10_scenarios
 Create Date: 2026-11-25 23:10:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'a9actions'
-down_revision = '0006'
+down_revision = 'b10_scenarios'
 branch_labels = None
 depends_on = None
 
