@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from wfapp.plugin_api import (
     IntegrationInfo,
+    MetricFamily,
     config,
     enqueue,
     external_url,
@@ -344,3 +345,16 @@ def renew_due() -> int:
             raise
         queued += 1
     return queued
+
+
+def expiry_metrics() -> list[MetricFamily]:
+    """Seconds until each integration's BC subscription expires (negative: expired)."""
+    now = _now()
+    samples = []
+    for info, key, state in state_items(NS):
+        expires = parse_time(state.get("expires_at")) if key == KEY and state.get("id") else None
+        if expires is not None:
+            samples.append(((info.code,), (expires - now).total_seconds()))
+    return [MetricFamily("wfapp_bc_subscription_expiry_seconds", "gauge",
+                         "Seconds until the Business Central subscription expires, by "
+                         "integration", ("integration",), samples)]

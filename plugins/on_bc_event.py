@@ -22,7 +22,7 @@ from flask import Blueprint
 
 from wfapp.plugin_api import Field, Panel, TriggerType, hookimpl
 
-from . import _bc_notify, _bc_views
+from . import _bc_notify, _bc_subscriptions, _bc_views
 from ._bc_resource import entity_set
 
 CHANGE_TYPES = (
@@ -174,3 +174,9 @@ def register_schedules() -> list[tuple[str, float, str]]:
     """Renew subscriptions before they expire (and re-create lost ones)."""
     return [("bc-renew", RENEW_TICK_SECONDS,
              "wfapp.builtin_plugins._bc_subscriptions.renew_due")]
+
+
+@hookimpl
+def register_metrics() -> list[Any]:
+    """The time left on each integration's Business Central subscription."""
+    return [_bc_subscriptions.expiry_metrics]

@@ -199,7 +199,7 @@ def start_server(config: dict[str, Any], log: Path, **extra: str
     raise RuntimeError(f"server did not start: {log.read_text()}")
 
 
-def start_gunicorn(config: dict[str, Any], log: Path, workers: int = 2
+def start_gunicorn(config: dict[str, Any], log: Path, workers: int = 2, **extra: str
                    ) -> tuple[str, subprocess.Popen[bytes]]:
     """`gunicorn -w N wsgi:app` on a free port with the test's database and Redis.
 
@@ -213,7 +213,8 @@ def start_gunicorn(config: dict[str, Any], log: Path, workers: int = 2
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-w", str(workers), "-b",
              f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
-            cwd=str(ROOT), env=worker_env(config), stdout=out, stderr=subprocess.STDOUT)
+            cwd=str(ROOT), env=worker_env(config, **extra), stdout=out,
+            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(150):
         if proc.poll() is not None:

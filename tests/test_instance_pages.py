@@ -91,9 +91,11 @@ def test_filters(client, auth, demo):
     empty = _text(client, f"/instances/?since={earlier}")
     assert _keys_on(empty) == [] and "No instances match these filters" in empty
     assert _keys_on(_text(client, "/instances/?workflow=OTHER")) == []
-    # Per Record instances do not carry their run: the page says where to look instead.
+    # Per Record: the run filter finds the instances the run's records reached.
     by_run = _text(client, f"/instances/?run_id={run.id}&integration=SHOP_ORDERS")
-    assert f"/events/?run_id={run.id}" in by_run
+    assert _keys_on(by_run) == ["F3"]
+    nothing = _text(client, "/instances/?run_id=999999&integration=SHOP_ORDERS")
+    assert _keys_on(nothing) == [] and "/events/?run_id=999999" in nothing
     first = _text(client, "/instances/")
     assert "No instances yet" not in first
 

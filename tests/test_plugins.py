@@ -165,6 +165,14 @@ def test_hook_register_transition_actions(app):
                                                "send_email"]
 
 
+def test_hook_register_metrics(app, client):
+    names = {family.name for collector in app.extensions["wfapp"]["registry"].metrics
+             for family in collector()}
+    assert names == {"wfapp_sftp_files_waiting", "wfapp_bc_subscription_expiry_seconds"}
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'wfapp_sftp_files_waiting{host="localhost"} 3.0' in text
+
+
 def test_every_hook_has_a_test():
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("register_")]

@@ -49,6 +49,9 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.simulate": "viewer", "workflows.save_scenario": "author",
     "workflows.delete_scenario": "author",
     "admin.plugins": "admin", "api.openapi": PUBLIC,
+    "admin.retention": "admin",
+    # Probes and the scraper have no login; /metrics applies METRICS_ALLOW / METRICS_TOKEN.
+    "ops.healthz": PUBLIC, "ops.readyz": PUBLIC, "ops.metrics": PUBLIC,
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
     "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",

@@ -62,7 +62,7 @@ def test_upload_json_then_watch_the_run(client, auth, demo):
     assert page.count('<td><a href="/events/') == 3
     assert "a failed record never creates an instance" in page
     assert f'href="/events/?run_id={run.id}"' in page
-    assert 'href="/instances/?integration=SHOP_ORDERS"' in page  # Per Record: not by run
+    assert f'href="/instances/?run_id={run.id}&amp;integration=SHOP_ORDERS"' in page
     states = dict(db.session.execute(select(Instance.record_key, Instance.state)).all())
     assert states == {"J1": "PENDING", "J2": "NEW"}
     listing = client.get("/runs/").get_data(as_text=True)
@@ -139,6 +139,26 @@ def test_per_run_instances_link_by_run(client, auth, demo):
     listed = client.get(f"/instances/?run_id={run_id}&integration=NIGHTLY").get_data(
         as_text=True)
     assert f"run {run_id}" in listed
+
+
+def test_per_record_run_filter_finds_the_instances_its_records_reached(client, auth, tokens,
+                                                                      demo):
+    auth.login("operator")
+    first = _upload(client, b'[{"key": "P1", "data": {"total": 1}}, {"key": "P2", "data": '
+                    b'{"total": 2}}]', "a.json").headers["Location"].rsplit("/", 1)[1]
+    second = _upload(client, b'[{"key": "P2", "data": {"total": 3}}, {"key": "P3", "data": '
+                     b'{"total": 4}}]', "b.json").headers["Location"].rsplit("/", 1)[1]
+    get_queue().drain()
+
+    def keys(run_id: str) -> list[str]:
+        page = client.get(f"/instances/?run_id={run_id}&integration=SHOP_ORDERS&active=all")
+        assert page.status_code == 200
+        return sorted(set(re.findall(r">(P\d)<", page.get_data(as_text=True))))
+
+    assert keys(first) == ["P1", "P2"]
+    assert keys(second) == ["P2", "P3"]  # P2 was created by the first run, reached by both
+    answer = client.get(f"/api/v1/instances?run_id={second}", headers=tokens["viewer"])
+    assert sorted(i["record_key"] for i in answer.get_json()["items"]) == ["P2", "P3"]
 
 
 def test_unknown_runs_are_404(client, auth):

@@ -249,3 +249,38 @@ def test_sweeps_at_once_fire_each_timeout_once(rq_app):
     assert len(fired) == 1500 and {count for _, count in fired} == {1}
     assert db.session.scalar(select(func.count()).select_from(Instance)
                              .where(Instance.state == "A")) == 1500
+
+
+def test_sigterm_finishes_the_batch_and_releases_the_lease(rq_app):
+    """A worker told to stop mid-backlog ends after its batch, says so, and leaves no lease."""
+    wf = _setup()
+    ingest(get_integration("FEED"), _events(300, 20, seed=5), kick=False)
+    from wfapp.models import Lease
+    from wfapp.queue import get_queue
+
+    get_queue().kick()
+    # A budget far longer than the backlog takes: only the signal can end the job early.
+    worker = start_worker(rq_app.config, burst=False, WFAPP_JOB_TIME_BUDGET="600",
+                          WFAPP_EVENT_BATCH_SIZE="50")
+    try:
+        deadline = time.monotonic() + 60
+        while _pending() == 6000 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+    assert worker.returncode == 0, out
+    lines = [line for line in out.splitlines() if "stopped on SIGTERM" in line]
+    assert len(lines) == 1 and "partition leases released" in lines[0], out
+    left = _pending()
+    assert 0 < left < 6000, f"the worker should stop with work left ({left} pending)"
+    db.session.rollback()
+    held = db.session.scalars(select(Lease.name).where(Lease.owner != "")).all()
+    assert held == [], f"leases still held after a graceful stop: {held}"
+    # Nothing half-done: every event is either applied once or still pending.
+    run_workers(rq_app.config, 1)
+    assert _pending() == 0
+    _assert_exactly_once(wf, 6000)

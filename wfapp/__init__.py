@@ -83,14 +83,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
     from .main import bp as main_bp
+    from .ops import bp as ops_bp
     from .runs import bp as runs_bp
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp, actions_bp, demo_receiver_bp):
+                      runs_bp, audit_bp, admin_bp, ops_bp, actions_bp, demo_receiver_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
-                                 pretty_json=formatting.pretty_json)
+                                 pretty_json=formatting.pretty_json,
+                                 notes_parts=formatting.notes_parts)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
     _register_plugin_blueprints(app, registry)
@@ -118,7 +120,8 @@ def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     """Periodic work: the sweep, the demo feed when on, and what plugins register."""
     schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
                  ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries"),
-                 ("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions")]
+                 ("retention", float(app.config["RETENTION_INTERVAL"]), "wfapp.jobs.retention"),
+("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +186,9 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
     from rq import SimpleWorker
 
     from .queue import RedisQueue, get_queue
+    from .shutdown import request_stop
 
+    stop_signal: list[str] = []
     g.actor = "worker"  # what jobs change is recorded as the worker's doing
     queue = get_queue()
     if not isinstance(queue, RedisQueue):
@@ -201,6 +205,13 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
     class AppWorker(SimpleWorker):
         """Ends each job's database session, so no job (a plugin's included) leaves a
         transaction open in this long-lived app context for the next one."""
+
+        def request_stop(self, signum: int, frame: Any) -> None:
+            # SIGTERM/SIGINT: the job in hand ends after its current batch (wfapp.shutdown),
+            # then RQ's warm shutdown stops the loop.
+            stop_signal.append(signal.Signals(signum).name)
+            request_stop()
+            super().request_stop(signum, frame)
 
         def execute_job(self, job: Any, queue: Any) -> Any:
             from .extensions import db
@@ -220,7 +231,13 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
                    f"{_redacted(queue.url)}; Ctrl+C or SIGTERM stops it after the current job.",
                    err=True)
     # Routine jobs (a sweep every few seconds) are not logged unless asked; failures always are.
+    started = time.monotonic()
     worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+    if stop_signal:
+        # One line for whoever stopped it (systemd, an orchestrator): it stopped cleanly.
+        click.echo(f"wfapp worker {worker.name} (pid {os.getpid()}) stopped on "
+                   f"{stop_signal[0]} after {time.monotonic() - started:.0f} s: the batch in hand "
+                   "finished, partition leases released", err=True)
 
 
 def _redacted(url: str) -> str:

@@ -93,3 +93,20 @@ DEFINITION_LIMITS: dict[str, int] = {}
 # Seconds a web process may answer webhooks from its cached copy of an integration's webhook
 # settings and secret; a change made through another process is seen within this time.
 WEBHOOK_CONFIG_SECONDS = 2
+
+# --- operations ----------------------------------------------------------------------------------
+# GET /metrics: open to these client addresses (CIDRs; a list, or comma-separated in the
+# environment), and to any client sending `Authorization: Bearer <METRICS_TOKEN>` when set.
+# The default lets a Prometheus on the same host scrape; behind a proxy, list its address.
+METRICS_ALLOW: list[str] = ["127.0.0.1/32", "::1/128"]
+METRICS_TOKEN = ""
+# Seconds one process reuses the figures it read from the database for /metrics.
+METRICS_CACHE_SECONDS = 10
+# Retention (0 = keep forever): processed events older than this many days, and finished
+# instances (with their history) that finished longer ago, are purged by the scheduler in
+# batches of RETENTION_BATCH rows. Active instances and their history are never purged.
+RETENTION_EVENT_DAYS = 0
+RETENTION_INSTANCE_DAYS = 0
+RETENTION_BATCH = 1000
+# Seconds between retention runs (which also roll up the transition tally of finished days).
+RETENTION_INTERVAL = 3600

@@ -74,3 +74,29 @@ def record_url(template: str, record_key: str | None, run_id: int | None,
 
     url = PLACEHOLDER.sub(fill, template)
     return None if missing else url
+
+
+SUMMARY_CHARS = 80
+
+
+def notes_parts(notes: str | None) -> tuple[str, str | None]:
+    """A history note as (short summary, full text or None): a payload excerpt (JSON) gets a
+    one-line summary of its first fields, the payload itself goes behind a disclosure."""
+    text = notes or ""
+    if not text.startswith(("{", "[")) or len(text) <= 40:
+        return text, None
+    try:
+        value = json.loads(text)
+    except ValueError:  # an excerpt cut at the notes limit is no longer valid JSON
+        value = None
+    if isinstance(value, dict):
+        fields = ", ".join(f"{k}: {json.dumps(v, default=str)[:30]}" for k, v in
+                           list(value.items())[:4])
+        more = f" (+{len(value) - 4} more)" if len(value) > 4 else ""
+        summary = f"payload {{{fields}}}{more}"
+        detail = json.dumps(value, indent=2, sort_keys=True, default=str)
+    else:
+        summary, detail = "payload " + text, text
+    if len(summary) > SUMMARY_CHARS:
+        summary = summary[:SUMMARY_CHARS - 1] + "…"
+    return summary, detail

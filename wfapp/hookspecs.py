@@ -47,3 +47,8 @@ def register_schedules() -> list[tuple[str, float, str]]:
 @hookspec
 def register_transition_actions() -> list[Any]:
     """Return `ActionType` objects: what a transition can do when it fires (see plugin_api)."""
+
+
+@hookspec
+def register_metrics() -> list[Any]:
+    """Return metric collectors: callables returning MetricFamily values, read at each scrape."""

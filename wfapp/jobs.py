@@ -15,6 +15,7 @@ from .queue import get_queue
 from .services.events import has_pending, oldest_pending_age
 from .services.processing import pending_partitions, process_pending
 from .services.timeouts import fire_due_timeouts
+from .shutdown import stopping
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def process_events() -> int:
             # Back before the slice ended: nothing left that this worker may take (other
             # workers hold the partitions with work), so hand over as before.
             if time.monotonic() < slice_end or time.monotonic() >= deadline or \
-                    not has_pending():
+                    not has_pending() or stopping():
                 break
             fire_due_timeouts(time_budget=min(step, max(0.0, deadline - time.monotonic())))
         if has_pending():
@@ -86,5 +87,18 @@ def prune_deliveries() -> int:
 
     try:
         return prune()
+    finally:
+        db.session.remove()
+
+
+def retention() -> dict[str, int]:
+    """Purge what the retention settings no longer keep; roll up finished days of the tally."""
+    from .services import retention as policy
+    from .services import tally
+
+    try:
+        removed = policy.purge(time_budget=float(current_app.config.get("JOB_TIME_BUDGET", 20)))
+        removed["tally_rows"] = tally.compact()
+        return removed
     finally:
         db.session.remove()

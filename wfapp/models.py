@@ -303,6 +303,10 @@ class Instance(Model):
         Index("ix_instance_integration_entered", "integration_id", "entered_state_at", "id"),
         Index("ix_instance_integration_state", "integration_id", "state", "entered_state_at",
               "id"),
+        # Retention finds finished instances by when they finished.
+        Index("ix_instance_completed", "completed_at",
+              postgresql_where=text("completed_at IS NOT NULL"),
+              sqlite_where=text("completed_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -554,3 +558,23 @@ class ActionDelivery(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TransitionTally(Model):
+    """How often a transition fired, per workflow, trigger type and UTC day (the counts table).
+
+    Each transaction that fires transitions appends one row per (transition, trigger type,
+    day) it fired, so concurrent workers never contend on one row; the maintenance job rolls
+    a finished day's rows up into one. The diagram's per-edge counts and the metrics read it,
+    never the history.
+    """
+
+    __tablename__ = "transition_tally"
+    __table_args__ = (Index("ix_transition_tally_workflow_day", "workflow_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    transition: Mapped[str] = mapped_column(String(20))
+    trigger_type: Mapped[str] = mapped_column(String(40))
+    day: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -26,6 +26,7 @@ from .formatting import span
 from .hookspecs import hookimpl
 from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
+from .metrics import MetricFamily, process_counter
 from .models import DeliveryOutcome, Role, utcnow
 from .paths import MISSING, resolve_path
 from .security import actor_name, public, requires_role
@@ -34,14 +35,14 @@ from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "ActionContext", "ActionResult", "ActionType", "DeliveryOutcome", "DueInstance", "Field",
-    "InputError", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING", "NewEvent", "Panel", "Role",
-    "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType", "actor_name",
-    "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue", "external_url",
-    "find_integration", "finish_due", "finish_due_batch", "glob_match", "hookimpl", "integrations",
-    "job", "json_error", "parse_json", "public", "recent_deliveries", "record_delivery",
-    "release_due", "requires_role", "resolve_path", "roles", "schedule_summary", "set_secret",
-    "signing", "span", "state_get", "state_items", "state_put", "state_remove", "state_update",
-    "store_event_now", "store_events", "utcnow",
+    "InputError", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING", "MetricFamily", "NewEvent",
+    "Panel", "Role", "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType",
+    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
+    "external_url", "find_integration", "finish_due", "finish_due_batch", "glob_match", "hookimpl",
+    "integrations", "job", "json_error", "parse_json", "public", "recent_deliveries",
+    "record_delivery", "release_due", "requires_role", "resolve_path", "roles", "schedule_summary",
+    "set_secret", "signing", "span", "state_get", "state_items", "state_put", "state_remove",
+    "state_update", "store_event_now", "store_events", "utcnow",
 ]
 
 #: The longest record key an event may carry.
@@ -167,7 +168,20 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
             CoreEvent(e.source, e.type, e.record_key, e.run_id, e.payload, None, e.dedupe_key,
                       e.failure)
             for e in events])
+    sources = {e.source for e in events}
+    _count_inbound(sources.pop() if len(sources) == 1 else "mixed", len(ids), duplicates)
     return StoredEvents(ids, duplicates)
+
+
+def _count_inbound(source: str, stored: int, duplicates: int) -> None:
+    """This process's count of events stored by inbound endpoints and jobs (per host)."""
+    counter = process_counter("wfapp_inbound_events_total",
+                              "Events handed to the inbox by plugins in this host's processes, "
+                              "by source and outcome (stored, duplicate)", ("source", "outcome"))
+    if stored:
+        counter.labels(source, "stored").inc(stored)
+    if duplicates:
+        counter.labels(source, "duplicate").inc(duplicates)
 
 
 # --- integrations -------------------------------------------------------------------------------
@@ -273,6 +287,7 @@ def store_event_now(integration: IntegrationInfo, event: NewEvent) -> StoredEven
                 event.dedupe_key))
     except WriteFailed as error:
         raise StorageUnavailable(str(error)) from error
+    _count_inbound(event.source, int(new_id is not None), int(new_id is None))
     return StoredEvents([new_id], 0) if new_id is not None else StoredEvents([], 1)
 
 

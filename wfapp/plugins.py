@@ -49,7 +49,7 @@ TRIGGER_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # 64-character name column.
 SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "actions"})
+CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "retention", "actions"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -93,6 +93,8 @@ class Registry:
     panels: list[Panel] = field(default_factory=list)
     plugins: list[PluginInfo] = field(default_factory=list)
     action_types: dict[str, ActionType] = field(default_factory=dict)
+    #: Metric collectors the plugins registered (GET /metrics runs them after the core's).
+    metrics: list[Any] = field(default_factory=list)
 
     def trigger_type(self, name: str) -> TriggerType:
         """Return the trigger type called `name`; raise UnknownTriggerType otherwise."""
@@ -368,6 +370,12 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     action_order = {name: i for i, name in enumerate(ACTION_ORDER)}
     registry.action_types = dict(
         sorted(registry.action_types.items(), key=lambda kv: (action_order.get(kv[0], 99), kv[0])))
+    for name, items in _results(pm, "register_metrics"):
+        for collector in items:
+            if not callable(collector):
+                raise PluginError(f"plugin {name!r}: register_metrics() returned {collector!r}, "
+                                  "which is not a callable returning MetricFamily values")
+        registry.metrics.extend(items)
     # Built-ins first, in their documented order; pluggy calls the last registered first.
     order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
     registry.trigger_types = dict(

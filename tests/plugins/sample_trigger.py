@@ -14,6 +14,7 @@ from wfapp.plugin_api import (
     ActionType,
     Field,
     InputError,
+    MetricFamily,
     Panel,
     TriggerType,
     csrf_exempt,
@@ -101,6 +102,16 @@ NOTIFIED: list[tuple[int, str, Any]] = []
 @hookimpl
 def register_transition_actions() -> list[Any]:
     return [Notify("notify", "Notify", fields=(Field("channel", "Channel"),))]
+
+
+def _files_waiting() -> list[MetricFamily]:
+    return [MetricFamily("wfapp_sftp_files_waiting", "gauge", "Files waiting on the SFTP host",
+                         ("host",), [(("localhost",), 3)])]
+
+
+@hookimpl
+def register_metrics() -> list[Any]:
+    return [_files_waiting]
 
 
 def poll() -> None:

@@ -17,6 +17,7 @@ from ..services import instances as service
 from ..services import outbox
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
+from ..workflows.diagram import path_overlay, state_diagram
 from . import bp
 from .common import MAX_ID, local_url
 from .forms import ACTIVE, AdvanceForm, DeleteForm, FilterForm, ResetForm, WhyNotForm
@@ -198,9 +199,11 @@ def show(instance_id: int) -> Page:
                                           why.why_type.data or "")
     else:
         about, verdicts = service.why_not(instance)
+    history = service.history(instance.id)
     return render_template(
         "instances/show.html", instance=instance, state=service.current_state(instance),
-        history=service.history(instance.id), events=service.events_of(instance.id),
+        diagram=state_diagram(instance.workflow, path_overlay(instance.state, history)),
+        history=history, events=service.events_of(instance.id),
         actions=service.manual_actions(instance), about=about, verdicts=verdicts, why=why,
         sample=sample, link=service.record_link(instance), labels=_labels(),
         deliveries=outbox.list_deliveries(instance_id=instance.id, limit=100)[0],

@@ -18,6 +18,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from ..triggers import Field
+from ..workflows.forms import code_rule
 
 MODES = [SelectChoice("per_record", "Per Record — one instance per source record"),
          SelectChoice("per_run", "Per Run — one instance per integration run")]
@@ -34,7 +35,7 @@ URL_HELP = Markup(
 class IntegrationForm(FlaskForm):
     """Code, description, the attached workflow and how records map onto instances."""
 
-    code = StringField("Code", validators=[DataRequired(), Length(max=20)],
+    code = StringField("Code", validators=[DataRequired(), Length(max=20), code_rule],
                        description="1–20 characters: A–Z, 0–9, _ and -; stored upper-case. "
                        "It cannot change once the integration exists.")
     description = StringField("Description", validators=[Length(max=100)])

@@ -25,6 +25,7 @@ from ..actions import ActionContext
 from ..engine import CompiledWorkflow, compile_workflow, timeout_due
 from ..extensions import db
 from ..models import Event, EventStatus, HistoryEntry, Instance, State, Transition, Workflow
+from . import tally
 from .events import partition_of
 from .outbox import apply_in_transaction, outbox_rows, write_outbox
 from .registry import get_registry
@@ -186,6 +187,8 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
         return False
     write_outbox(conn, deliveries)
     row = history_row(instance, instance.state, change, now)
+    if change.transition is not None:
+        tally.note(instance.workflow_id, change.transition, change.trigger_type, now)
     if history is None:
         conn.execute(insert(HISTORY), [row])
     else:

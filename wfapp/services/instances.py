@@ -104,7 +104,11 @@ def _filtered(filters: InstanceFilters) -> Select[Instance, str, str, str]:
     if filters.record_key:
         query = query.where(Instance.record_key == filters.record_key)
     if filters.run_id is not None:
-        query = query.where(Instance.run_id == filters.run_id)
+        # Per Run: the run's own instance. Per Record: the instances its records' events reached
+        # (an instance is keyed by record, not run; both indexed: event.run_id, instance.id).
+        touched = select(Event.instance_id).where(Event.run_id == filters.run_id,
+                                                  Event.instance_id.is_not(None))
+        query = query.where(or_(Instance.run_id == filters.run_id, Instance.id.in_(touched)))
     if filters.since is not None:
         query = query.where(Instance.entered_state_at <= filters.since)
     return query

@@ -26,6 +26,7 @@ from ..engine import build_context, capture_vars, event_view, select_transition
 from ..extensions import affected, db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
+from ..shutdown import stopping
 from .firing import (
     HISTORY,
     INSTANCE,
@@ -361,7 +362,9 @@ def process_pending(time_budget: float = 20.0, batch_size: int | None = None) ->
     size = batch_size or int(current_app.config.get("EVENT_BATCH_SIZE", 200))
     deadline = time.monotonic() + time_budget
     done = 0
-    while time.monotonic() < deadline:
+    # A worker told to stop (SIGTERM) ends after the batch it is in: the batch commits (or rolls
+    # back as a whole), the lease is released, and another worker takes the partition at once.
+    while time.monotonic() < deadline and not stopping():
         partitions = pending_partitions()
         if not partitions:
             break
@@ -376,13 +379,13 @@ def process_pending(time_budget: float = 20.0, batch_size: int | None = None) ->
                 while time.monotonic() < deadline:
                     count = _process_batch_safely(partition, size)
                     done += count
-                    if count < size:
+                    if count < size or stopping():
                         break
                     acquire_lease(name, owner, lease_seconds)
             finally:
                 db.session.rollback()
                 release_lease(name, owner)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or stopping():
                 break
         if not worked:
             break  # every partition with work is leased by another worker

@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 from ..engine import CompiledWorkflow, timeout_transition
 from ..extensions import affected, db
 from ..models import Workflow, utcnow
+from ..shutdown import stopping
 from .firing import (
     HISTORY,
     INSTANCE,
@@ -94,6 +95,8 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
     deadline = time.monotonic() + time_budget
     fired = 0
     while time.monotonic() < deadline:
+        if stopping():
+            break  # SIGTERM: the batches so far are committed; the next worker fires the rest
         moment = now or utcnow()
         rows = _due(moment, batch_size)
         if not rows:

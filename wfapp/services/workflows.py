@@ -65,6 +65,14 @@ def state_instance_counts(workflow: Workflow) -> dict[str, int]:
         .group_by(Instance.state)).all())
 
 
+def active_counts_by_state(workflow: Workflow) -> dict[str, int]:
+    """Active instances per state (an index-only count on ix_instance_workflow_active)."""
+    return dict(db.session.execute(
+        select(Instance.state, func.count())
+        .where(Instance.workflow_id == workflow.id, Instance.active.is_(True))
+        .group_by(Instance.state)).all())
+
+
 def sample_record_fields(workflow: Workflow, limit: int = 50) -> list[str]:
     """Field names of one instance's record data, for the conditions editor (one indexed row)."""
     data = db.session.scalar(

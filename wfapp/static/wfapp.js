@@ -319,3 +319,13 @@
     });
   });
 })();
+
+// Form errors: focus moves to the first invalid input, so keyboard and screen-reader users land
+// on what needs fixing (its error and help are announced through aria-describedby).
+(function () {
+  "use strict";
+  const first = document.querySelector('[aria-invalid="true"]');
+  if (first && typeof first.focus === "function") {
+    first.focus();
+  }
+})();

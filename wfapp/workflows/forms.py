@@ -12,21 +12,33 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, ValidationError
 
-from ..engine import RuleError
+from ..engine import RuleError, check_code
 from .trigger_fields import NumberField
 
 CODE_HELP = "1–20 characters: A–Z, 0–9, _ and -; stored upper-case."
 
 
+def code_rule(form: Any, field: Any) -> None:
+    """The engine's code rule, checked with the form's other fields so that every error of
+    the form shows at once (not the code's only after the others are fixed)."""
+    errors: list[RuleError] = []
+    value = (field.data or "").strip().upper()
+    if value:
+        check_code(value, field.name, errors)
+    if errors:
+        raise ValidationError(errors[0].message)
+
+
 class NewWorkflowForm(FlaskForm):
     """Code, description and the initial state every workflow starts with."""
 
-    code = StringField("Code", validators=[DataRequired(), Length(max=20)],
+    code = StringField("Code", validators=[DataRequired(), Length(max=20), code_rule],
                        description=CODE_HELP)
     description = StringField("Description", validators=[Length(max=100)])
-    initial_state = StringField("Initial State", validators=[DataRequired(), Length(max=20)],
+    initial_state = StringField("Initial State",
+                                validators=[DataRequired(), Length(max=20), code_rule],
                                 default="NEW",
                                 description="The state new instances start in; add more "
                                 "states on the card.")
@@ -47,7 +59,7 @@ class GeneralForm(FlaskForm):
 class StateForm(FlaskForm):
     """One row of the States sub-page."""
 
-    code = StringField("Code", validators=[DataRequired(), Length(max=20)],
+    code = StringField("Code", validators=[DataRequired(), Length(max=20), code_rule],
                        description=CODE_HELP)
     description = StringField("Description", validators=[Length(max=100)],
                               description="Shown in workflow instance views.")
@@ -67,7 +79,7 @@ class StateForm(FlaskForm):
 class TransitionForm(FlaskForm):
     """The general fields of a transition (the New page and the top of its detail page)."""
 
-    code = StringField("Code", validators=[DataRequired(), Length(max=20)],
+    code = StringField("Code", validators=[DataRequired(), Length(max=20), code_rule],
                        description=CODE_HELP)
     description = StringField("Description", validators=[Length(max=100)])
     from_state = SelectField("From State", choices=[], validate_choice=False,
@@ -86,7 +98,7 @@ class TransitionForm(FlaskForm):
 class CopyForm(FlaskForm):
     """Copy Workflow asks for the new code."""
 
-    new_code = StringField("New Code", validators=[DataRequired(), Length(max=20)],
+    new_code = StringField("New Code", validators=[DataRequired(), Length(max=20), code_rule],
                            description=CODE_HELP)
 
 

@@ -12,12 +12,12 @@ from ..choices import options
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
-from ..services import checks, definitions, outbox
+from ..services import checks, definitions, outbox, tally
 from ..services import workflows as service
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
-from .diagram import state_diagram
+from .diagram import Overlay, state_diagram
 from .forms import (
     ConfirmImportForm,
     CopyForm,
@@ -106,10 +106,24 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
         state_counts=service.state_instance_counts(workflow),
         active=service.active_instance_count(workflow),
         action_counts=outbox.counts_by_status(workflow.id),
-        diagram=state_diagram(workflow), checks=found,
+        counts=_show_counts(), diagram=state_diagram(workflow, _count_overlay(workflow)),
+        checks=found,
         lint_rows=lint_rows(workflow, found), delete_scenario_form=DeleteForm(),
         scenario_steps={s.get("name"): len(s.get("steps") or [])
                         for s in workflow.scenarios or []}), status
+
+
+def _show_counts() -> bool:
+    """Whether the diagram shows counts (`?counts=1`, the card's toggle)."""
+    return request.args.get("counts") == "1"
+
+
+def _count_overlay(workflow: Workflow) -> Overlay | None:
+    """Per-edge counts of the last 7 days (the tally) and active instances per state."""
+    if not _show_counts():
+        return None
+    return Overlay(edge_counts=tally.edge_counts(workflow.id),
+                   state_counts=service.active_counts_by_state(workflow))
 
 
 _ROW = re.compile(r"workflow\.(states|transitions)\[(\d+)\](.*)")

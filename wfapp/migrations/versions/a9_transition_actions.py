@@ -1,7 +1,7 @@
 """transition actions and their outbox
 
 Revision ID: a9actions
-Revises: b10_scenarios
+Revises: c11_0008
 Create Date: 2026-11-25 23:10:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'a9actions'
-down_revision = 'b10_scenarios'
+down_revision = 'c11_0008'
 branch_labels = None
 depends_on = None
 
