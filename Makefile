@@ -10,9 +10,9 @@ PORT ?= 5000
 
 run: $(VENV)/.installed instance/config.py
 	$(FLASK) db upgrade
-	$(FLASK) demo
+	WFAPP_DEMO_RECEIVER=true WFAPP_EXTERNAL_URL=$${WFAPP_EXTERNAL_URL:-http://$(HOST):$(PORT)} $(FLASK) demo
 	@echo "wfapp serves http://$(HOST):$(PORT)  (Ctrl+C stops it)"
-	WFAPP_EMBEDDED_WORKER=true WFAPP_DEMO_FEED_INTERVAL=$${WFAPP_DEMO_FEED_INTERVAL:-60} \
+	WFAPP_EMBEDDED_WORKER=true WFAPP_DEMO_RECEIVER=true WFAPP_DEMO_FEED_INTERVAL=$${WFAPP_DEMO_FEED_INTERVAL:-60} \
 		WFAPP_EXTERNAL_URL=$${WFAPP_EXTERNAL_URL:-http://$(HOST):$(PORT)} \
 		$(FLASK) run --host $(HOST) --port $(PORT)
 

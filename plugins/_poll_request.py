@@ -162,6 +162,10 @@ class Outcome:
     error: str | None
     status_code: int | None = None
     elapsed: float = 0.0
+    #: The response headers (lower-case names), when a response came.
+    headers: dict[str, str] | None = None
+    #: The body as text, at most EXCERPT characters, when a response came.
+    excerpt: str = ""
 
 
 def _excerpt(raw: bytes) -> str:
@@ -190,51 +194,59 @@ def _read(response: Any, max_bytes: int, deadline: float) -> bytes | None:
 
 
 def perform(pool: urllib3.PoolManager, method: str, url: str, headers: Mapping[str, str],
-            timeout: float, max_bytes: int) -> Outcome:
+            timeout: float, max_bytes: int, body: bytes | None = None,
+            require_json: bool = True) -> Outcome:
     """Make the request; never raises — a failure is an Outcome with its reason.
 
     Redirects are not followed (they would carry the headers, secrets included, elsewhere):
-    a 3xx is a failure like any other non-2xx answer.
+    a 3xx is a failure like any other non-2xx answer. With `require_json` False, a 2xx answer
+    that is not JSON succeeds with {"text": <excerpt>} as its payload.
     """
     started = time.monotonic()
     try:
         # A non-ASCII value (a record key with accents) goes out as UTF-8, not Latin-1.
         wire: dict[str, Any] = {k: v if v.isascii() else v.encode("utf-8")
                                 for k, v in headers.items()}
-        response = pool.request(method, url, headers=wire, retries=False,
+        # Only a request with a body names one: body=None changes how urllib3 sends a GET.
+        extra: dict[str, Any] = {"body": body} if body is not None else {}
+        response = pool.request(method, url, headers=wire, retries=False, **extra,
                                 redirect=False, preload_content=False,
                                 timeout=urllib3.Timeout(connect=timeout, read=timeout))
     except Exception as exc:  # noqa: BLE001 — every way a request can fail is a reason
         return Outcome(None, _reason(exc, timeout), None, time.monotonic() - started)
-    body: bytes | None = None
+    answer: dict[str, str] = {k.lower(): v for k, v in response.headers.items()}
+    raw: bytes | None = None
     try:
-        body = _read(response, max_bytes, started + timeout)
+        raw = _read(response, max_bytes, started + timeout)
     except Exception as exc:  # noqa: BLE001
         response.close()  # a half-read connection must not go back to the pool
         return Outcome(None, _reason(exc, timeout), response.status,
                        time.monotonic() - started)
     finally:
-        if body is None:
+        if raw is None:
             response.close()
         response.release_conn()
     elapsed = time.monotonic() - started
     status = response.status
-    if body is None:
-        return Outcome(None, f"response larger than {max_bytes} bytes", status, elapsed)
+    if raw is None:
+        return Outcome(None, f"response larger than {max_bytes} bytes", status, elapsed, answer)
+    excerpt = _excerpt(raw)
     if not 200 <= status < 300:
-        excerpt = _excerpt(body)
         return Outcome(None, f"HTTP {status}" + (f": {excerpt}" if excerpt else ""), status,
-                       elapsed)
-    if not body.strip():
-        return Outcome({}, None, status, elapsed)  # 204, HEAD: an answer without a body
+                       elapsed, answer, excerpt)
+    if not raw.strip():
+        # 204, HEAD: an answer without a body
+        return Outcome({}, None, status, elapsed, answer, excerpt)
     try:
-        value = parse_json(body)
+        value = parse_json(raw)
     except InputError as exc:
+        if not require_json:
+            return Outcome({"text": excerpt}, None, status, elapsed, answer, excerpt)
         kind = response.headers.get("Content-Type") or "no content type"
         return Outcome(None, f"response is not JSON ({kind[:60]}): {exc.message}", status,
-                       elapsed)
+                       elapsed, answer, excerpt)
     payload = value if isinstance(value, dict) else {"value": value}
-    return Outcome(payload, None, status, elapsed)
+    return Outcome(payload, None, status, elapsed, answer, excerpt)
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

@@ -39,6 +39,9 @@ CONFIGS = {
                       st.characters(exclude_characters="{}\r\n\x00",
                                     exclude_categories=("Cs",)), max_size=5), max_size=2),
                   "response_path": st.just("status")}),
+    "on_action_result": st.fixed_dictionaries(
+        {"action": st.sampled_from(["submit", "http_request", "notify"])},
+        optional={"outcome": st.sampled_from(["succeeded", "failed"])}),
     "on_bc_event": st.fixed_dictionaries({"resource": st.sampled_from(["salesOrders",
                                                                        "customers"])},
                                          optional={"change_types": st.lists(st.sampled_from(

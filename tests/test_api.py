@@ -304,7 +304,7 @@ def test_trigger_types(client, tokens):
     assert body["next"] is None
     assert [t["name"] for t in body["items"]] == ["manual", "on_import", "on_export",
                                                   "on_webhook", "on_scheduled_poll",
-                                                  "on_bc_event"]
+                                                  "on_bc_event", "on_action_result"]
     by_name = {t["name"]: t for t in body["items"]}
     assert by_name["manual"]["manual"] is True and by_name["manual"]["label"] == "Manual"
     poll = by_name["on_scheduled_poll"]

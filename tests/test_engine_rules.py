@@ -249,6 +249,9 @@ def test_every_error_is_collected():
 # --- trigger config, validated by each built-in plugin --------------------------------------------
 
 GOOD_AND_BAD_CONFIGS = [
+    ("on_action_result", {"action": "submit", "outcome": "failed"},
+     {"action": "submit", "outcome": "maybe"}, "outcome"),
+    ("on_action_result", {"action": "http_request"}, {"outcome": "succeeded"}, "action"),
     ("manual", {}, {"confirm": "yes"}, "confirm"),
     ("manual", {"button_label": "Ship it", "confirm": True}, {"button_label": "x" * 61},
      "button_label"),

@@ -34,7 +34,7 @@ def test_third_party_plugin_uses_every_hook(app, client):
     assert "sftp_host" in registry.integration_settings
     assert ("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll") in wfapp["schedules"]
     assert client.get("/sample/ping").get_json() == {"pong": True}
-    assert wfapp["plugin_manager"].hook.register_transition_actions() == [["notify"]]
+    assert registry.action_types["notify"].label == "Notify"
     with pytest.raises(UnknownTriggerType, match="on_fax"):
         registry.trigger_type("on_fax")
 
@@ -98,10 +98,10 @@ def test_without_the_plugin_its_trigger_type_is_unknown(app_config):
 
 def test_hook_register_trigger_types(app, client, tokens):
     registry = app.extensions["wfapp"]["registry"]
-    assert list(registry.trigger_types)[:6] == ["manual", "on_import", "on_export",
+    assert list(registry.trigger_types)[:7] == ["manual", "on_import", "on_export",
                                                "on_webhook", "on_scheduled_poll",
-                                               "on_bc_event"]
-    assert list(registry.trigger_types)[6:] == ["on_sftp_file"]
+                                               "on_bc_event", "on_action_result"]
+    assert list(registry.trigger_types)[7:] == ["on_sftp_file"]
     listed = client.get("/api/v1/trigger-types", headers=tokens["viewer"]).get_json()
     sftp = next(t for t in listed["items"] if t["name"] == "on_sftp_file")
     assert sftp["fields"][0]["name"] == "suffix" and sftp["fields"][0]["required"] is True
@@ -157,8 +157,12 @@ def test_hook_register_schedules(app):
 
 
 def test_hook_register_transition_actions(app):
-    assert app.extensions["wfapp"]["plugin_manager"].hook.register_transition_actions() == [
-        ["notify"]]
+    results = app.extensions["wfapp"]["plugin_manager"].hook.register_transition_actions()
+    names = [a.name for items in results for a in items]
+    assert "notify" in names and "http_request" in names
+    registry = app.extensions["wfapp"]["registry"]
+    assert list(registry.action_types)[:4] == ["http_request", "send_webhook", "set_variable",
+                                               "send_email"]
 
 
 def test_hook_register_metrics(app, client):

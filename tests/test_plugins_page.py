@@ -25,7 +25,7 @@ def test_admins_see_each_plugin_and_its_contributions(client, auth):
     response = client.get("/plugins")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert "7 loaded" in page
+    assert "9 loaded" in page
     sample = _section(page, "tests.plugins.sample_trigger")
     assert "PLUGINS" in sample and "built-in" not in sample
     assert "on_sftp_file" in sample and "On SFTP File" in sample and "suffix" in sample

@@ -26,6 +26,9 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "api.reset": "operator", "api.show_instance": "viewer", "api.show_run": "viewer",
     "api.trigger_types": "viewer", "api.list_versions": "viewer", "api.get_version": "viewer",
     "api.delete_version": "author", "api.migrate": "author", "api.get_migration": "viewer",
+    "api.list_actions": "viewer", "api.retry_action": "operator",
+    "demo_receiver.submit": PUBLIC,
+    "actions.index": "viewer", "actions.retry": "operator", "actions.give_up": "operator",
     "audit.index": "admin",
     "auth.login": PUBLIC, "auth.logout": "viewer", "auth.password": "viewer",
     "auth.users": "admin",
@@ -61,7 +64,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
         "event_id": 1, "run_id": 1, "number": 1, "migration_id": 1, "filename": "wfapp.css",
-        "action": "register"}
+        "action": "register", "delivery_id": 1}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

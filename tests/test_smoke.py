@@ -23,4 +23,5 @@ def test_bad_login(client, users):
 def test_trigger_types_registered(app):
     registry = app.extensions["wfapp"]["registry"]
     assert list(registry.trigger_types) == [
-        "manual", "on_import", "on_export", "on_webhook", "on_scheduled_poll", "on_bc_event"]
+        "manual", "on_import", "on_export", "on_webhook", "on_scheduled_poll", "on_bc_event",
+        "on_action_result"]

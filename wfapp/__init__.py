@@ -73,10 +73,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         queue.start(app.extensions["wfapp"]["schedules"])
 
     from . import formatting
+    from .actions_ui import bp as actions_bp
     from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
+    from .demo_receiver import bp as demo_receiver_bp
     from .events import bp as events_bp
     from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
@@ -86,7 +88,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp, ops_bp):
+                      runs_bp, audit_bp, admin_bp, ops_bp, actions_bp, demo_receiver_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json,
@@ -118,7 +120,8 @@ def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     """Periodic work: the sweep, the demo feed when on, and what plugins register."""
     schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
                  ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries"),
-                 ("retention", float(app.config["RETENTION_INTERVAL"]), "wfapp.jobs.retention")]
+                 ("retention", float(app.config["RETENTION_INTERVAL"]), "wfapp.jobs.retention"),
+("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))

@@ -43,12 +43,33 @@ JOB_TIMEOUT = 120
 # An event whose processing crashed or ran out of time this many times is marked failed (with
 # the reason) instead of being tried again, so it never blocks its partition or the workers.
 MAX_EVENT_ATTEMPTS = 3
+# The demo's stand-in fulfilment API (/demo/fulfilment/…, `make run` turns it on) and the share
+# of its answers that are a 503 with Retry-After, so retries show.
+DEMO_RECEIVER = False
+DEMO_RECEIVER_FLAKY = 0.2
 # The demo's simulated feed: an import run into SHOP_ORDERS every this many seconds (0 = off).
 DEMO_FEED_INTERVAL = 0
 # Scheduled polls: request threads per worker process (each integration is also held to its
 # own Poll Concurrency setting), and the largest response body a poll accepts.
 POLL_CONCURRENCY = 32
 POLL_MAX_RESPONSE_BYTES = 1024 * 1024
+# Transition actions (the outbox): delivery threads per worker process, deliveries running at
+# once per integration (across processes), seconds between checks for due deliveries, the lease
+# (visibility timeout) after which a delivery whose worker died is taken again, and the capped
+# exponential backoff between attempts (seconds; jittered; a Retry-After answer wins).
+ACTION_THREADS = 8
+ACTION_CONCURRENCY_PER_INTEGRATION = 4
+ACTION_INTERVAL = 2
+ACTION_LEASE_SECONDS = 120
+ACTION_BACKOFF_BASE = 2.0
+ACTION_BACKOFF_CAP = 600.0
+# SMTP for the send_email action (unset host: send_email fails with that reason).
+SMTP_HOST = None
+SMTP_PORT = 25
+SMTP_FROM = "wfapp@localhost"
+SMTP_USERNAME = None
+SMTP_PASSWORD = None
+SMTP_STARTTLS = False
 
 # --- sessions and log-in -------------------------------------------------------------------------
 # A session ends after this many minutes without a request (the user logs in again).

@@ -82,6 +82,48 @@ ORDER_SYNC: dict[str, Any] = {
     },
 }
 
+#: With the demo's own fulfilment API on (DEMO_RECEIVER): SUBMIT calls it, and its answer
+#: comes back as an On Action Result event.
+SUBMIT_ACTIONS = [
+    {"type": "set_variable", "config": {"values": {"submitted_by": "wfapp demo"}}},
+    {"id": "submit", "type": "http_request", "config": {
+        "method": "POST", "url": "{base}/demo/fulfilment/orders/{{record_key}}",
+        "body": {"order": "{{record_key}}", "number": "{{vars.order_no}}",
+                 "total": "{{data.total}}"},
+        "timeout_seconds": 10, "max_attempts": 5, "capture": {"fulfilment_id": "id"}}},
+]
+FULFIL_FAILED = {
+    "code": "FULFIL_FAILED", "description": "Fulfilment API refused the order",
+    "from_state": "PENDING", "to_state": "FAILED", "trigger_type": "on_action_result",
+    "enabled": True, "priority": 50,
+    "trigger_config": {"action": "submit", "outcome": "failed"}, "conditions": [],
+    "capture": {"refusal": "event.error"}}
+
+
+def demo_document(base_url: str | None) -> dict[str, Any]:
+    """The demo workflow; with `base_url`, SUBMIT calls the demo's fulfilment API there."""
+    import copy
+
+    document = copy.deepcopy(ORDER_SYNC)
+    if base_url:
+        transitions = document["workflow"]["transitions"]
+        submit = next(t for t in transitions if t["code"] == "SUBMIT")
+        submit["actions"] = _with_base(SUBMIT_ACTIONS, base_url.rstrip("/"))
+        transitions.append(copy.deepcopy(FULFIL_FAILED))
+    return document
+
+
+def _with_base(value: Any, base: str) -> Any:
+    """SUBMIT_ACTIONS with `{base}` filled in and `{{…}}` made the placeholders they stand for."""
+    if isinstance(value, str):
+        return value.replace("{base}", base).replace("{{", "{").replace("}}", "}")
+    if isinstance(value, list):
+        return [_with_base(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_base(v, base) for k, v in value.items()}
+    return value
+
+
 SHOP_ORDERS = {
     "code": "SHOP_ORDERS",
     "description": "Web shop orders to fulfilment",
@@ -101,8 +143,16 @@ def load_demo(instance_path: str) -> list[str]:
     """Create what the demo needs and is missing; return lines telling the user how to log in."""
     lines = []
     if db.session.scalar(select(Workflow.id).where(Workflow.code == "ORDER_SYNC")) is None:
-        import_document(ORDER_SYNC)
+        from flask import current_app
+
+        base = None
+        if current_app.config.get("DEMO_RECEIVER"):
+            base = current_app.config.get("EXTERNAL_URL") or "http://127.0.0.1:5000"
+        import_document(demo_document(base))
         lines.append("Loaded the demo workflow ORDER_SYNC.")
+        if base:
+            lines.append(f"SUBMIT calls the demo's fulfilment API at {base}/demo/fulfilment/ "
+                         "(see the Actions page).")
     webhook_secret = None
     if db.session.scalar(select(Integration.id).where(Integration.code == "SHOP_ORDERS")) is None:
         webhook_secret = signing.generate_secret()

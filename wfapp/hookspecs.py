@@ -46,7 +46,7 @@ def register_schedules() -> list[tuple[str, float, str]]:
 
 @hookspec
 def register_transition_actions() -> list[Any]:
-    """Return transition actions (steps run after a transition commits); reserved for actions."""
+    """Return `ActionType` objects: what a transition can do when it fires (see plugin_api)."""
 
 
 @hookspec

@@ -67,6 +67,20 @@ def sweep() -> dict[str, int]:
         db.session.remove()
 
 
+def deliver_actions() -> int:
+    """Wake this process's action executor: its threads deliver due outbox rows.
+
+    Returns at once (the deliveries run on the executor's threads), so a slow receiver holds
+    up neither event processing nor the sweep queued behind this job.
+    """
+    from .services.outbox import executor
+
+    try:
+        return executor().pump()
+    finally:
+        db.session.remove()
+
+
 def prune_deliveries() -> int:
     """Keep the delivery log to the newest rows per integration and channel."""
     from .services.deliveries import prune

@@ -85,6 +85,16 @@ class EventStatus(str, Enum):
     FAILED = "failed"
 
 
+class ActionStatus(str, Enum):
+    """Lifecycle of one action delivery (an outbox row)."""
+
+    PENDING = "pending"        # waiting for its (next) attempt
+    RUNNING = "running"        # leased by a worker until lease_until
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"          # its last attempt failed, or trying again cannot help
+    GAVE_UP = "gave_up"        # a person gave up on it
+
+
 class RunStatus(str, Enum):
     """Lifecycle of an import or export run."""
 
@@ -224,6 +234,8 @@ class Transition(Model):
     trigger_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     capture: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Ordered [{"id", "type", "config"}]: what the transition does when it fires.
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     workflow: Mapped[Workflow] = relationship(back_populates="transitions")
 
@@ -556,6 +568,50 @@ class InstanceTimer(Model):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class ActionDelivery(Model):
+    """The outbox: one side-effecting action of a fired transition, until it is delivered.
+
+    Written in the transaction that moved the instance; delivered after commit by queue jobs.
+    A worker takes a row by setting `lease_until` (a visibility timeout): if it dies
+    mid-delivery, the lease runs out and another worker delivers the row again, with the same
+    `idempotency_key`.
+    """
+
+    __tablename__ = "action_delivery"
+    __table_args__ = (
+        Index("ix_action_delivery_due", "status", "next_attempt_at"),
+        Index("ix_action_delivery_instance", "instance_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id", ondelete="CASCADE"))
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"),
+                                             index=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), index=True)
+    transition: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    action_id: Mapped[str] = mapped_column(String(40), default="")
+    type: Mapped[str] = mapped_column(String(40))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=ActionStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str] = mapped_column(String(100), default="")
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    response: Mapped[Any] = mapped_column(JSON)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TransitionTally(Model):

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from flask import Response, current_app, has_request_context, jsonify, request
 
 from . import signing
+from .actions import ActionContext, ActionResult, ActionType
 from .formatting import span
 from .hookspecs import hookimpl
 from .inputs import MAX_DEPTH as _MAX_DEPTH
@@ -33,15 +34,15 @@ from .services.schedule_summary import ScheduleSummary
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
-    "DeliveryOutcome", "DueInstance", "Field", "InputError", "IntegrationInfo", "MAX_RECORD_KEY",
-    "MISSING", "MetricFamily", "NewEvent", "Panel", "Role", "ScheduleSummary", "StorageUnavailable",
-    "StoredEvents", "TriggerType", "actor_name", "claim_due", "config", "count_delivery",
-    "counters", "csrf_exempt", "enqueue", "external_url", "find_integration", "finish_due",
-    "finish_due_batch", "glob_match", "hookimpl", "integrations", "job", "json_error",
-    "parse_json", "public", "recent_deliveries", "record_delivery", "release_due", "requires_role",
-    "resolve_path", "roles", "schedule_summary", "set_secret", "signing", "span", "state_get",
-    "state_items", "state_put", "state_remove", "state_update", "store_event_now", "store_events",
-    "utcnow",
+    "ActionContext", "ActionResult", "ActionType", "DeliveryOutcome", "DueInstance", "Field",
+    "InputError", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING", "MetricFamily", "NewEvent",
+    "Panel", "Role", "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType",
+    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
+    "external_url", "find_integration", "finish_due", "finish_due_batch", "glob_match", "hookimpl",
+    "integrations", "job", "json_error", "parse_json", "public", "recent_deliveries",
+    "record_delivery", "release_due", "requires_role", "resolve_path", "roles", "schedule_summary",
+    "set_secret", "signing", "span", "state_get", "state_items", "state_put", "state_remove",
+    "state_update", "store_event_now", "store_events", "utcnow",
 ]
 
 #: The longest record key an event may carry.

@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .actions import ActionType
 from .triggers import Field, Panel, TriggerType
 
 GROUP = "wfapp"
@@ -28,9 +29,12 @@ DEFAULT_PLUGINS = (
     "wfapp.builtin_plugins.on_webhook",
     "wfapp.builtin_plugins.on_scheduled_poll",
     "wfapp.builtin_plugins.on_bc_event",
+    "wfapp.builtin_plugins.on_action_result",
+    "wfapp.builtin_plugins.actions",
 )
 BUILTIN_ORDER = ["manual", "on_import", "on_export", "on_webhook", "on_scheduled_poll",
-                 "on_bc_event"]
+                 "on_bc_event", "on_action_result"]
+ACTION_ORDER = ["http_request", "send_webhook", "set_variable", "send_email"]
 
 
 # An integration's own fields; plugin settings sit beside them in the API, so names must differ.
@@ -45,7 +49,7 @@ TRIGGER_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # 64-character name column.
 SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "retention"})
+CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "retention", "actions"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -88,6 +92,7 @@ class Registry:
     integration_settings: dict[str, Field] = field(default_factory=dict)
     panels: list[Panel] = field(default_factory=list)
     plugins: list[PluginInfo] = field(default_factory=list)
+    action_types: dict[str, ActionType] = field(default_factory=dict)
     #: Metric collectors the plugins registered (GET /metrics runs them after the core's).
     metrics: list[Any] = field(default_factory=list)
 
@@ -101,6 +106,10 @@ class Registry:
     def choices(self) -> list[tuple[str, str]]:
         """(identifier, label) pairs for a drop-down of trigger types."""
         return [(t.name, t.label) for t in self.trigger_types.values()]
+
+    def action_choices(self) -> list[tuple[str, str]]:
+        """(identifier, label) pairs for a drop-down of action types."""
+        return [(a.name, a.label) for a in self.action_types.values()]
 
 
 class PluginManager(pluggy.PluginManager):
@@ -349,7 +358,18 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             seen_schedules.add(schedule[0])
             info(name).schedules.append(schedule)
     for name, items in _results(pm, "register_transition_actions"):
-        info(name).actions.extend(items)
+        for action in items:
+            if not isinstance(action, ActionType):
+                raise PluginError(f"plugin {name!r}: register_transition_actions() returned "
+                                  f"{action!r}, which is not an ActionType")
+            if action.name in registry.action_types:
+                raise PluginError(f"plugin {name!r}: action type {action.name!r} is already "
+                                  "registered")
+            registry.action_types[action.name] = action
+            info(name).actions.append(action.name)
+    action_order = {name: i for i, name in enumerate(ACTION_ORDER)}
+    registry.action_types = dict(
+        sorted(registry.action_types.items(), key=lambda kv: (action_order.get(kv[0], 99), kv[0])))
     for name, items in _results(pm, "register_metrics"):
         for collector in items:
             if not callable(collector):

@@ -9,6 +9,9 @@ from flask import Blueprint, jsonify, request
 from markupsafe import escape
 
 from wfapp.plugin_api import (
+    ActionContext,
+    ActionResult,
+    ActionType,
     Field,
     InputError,
     MetricFamily,
@@ -85,9 +88,20 @@ def register_schedules() -> list[tuple[str, float, str]]:
     return [("sftp-poll", 60.0, "tests.plugins.sample_trigger.poll")]
 
 
+class Notify(ActionType):
+    """A side-effecting action that records what it was asked to do (in NOTIFIED)."""
+
+    def deliver(self, config: Any, context: ActionContext) -> ActionResult:
+        NOTIFIED.append((context.instance_id, context.transition, config.get("channel")))
+        return ActionResult(True, response={"notified": config.get("channel")})
+
+
+NOTIFIED: list[tuple[int, str, Any]] = []
+
+
 @hookimpl
 def register_transition_actions() -> list[Any]:
-    return ["notify"]
+    return [Notify("notify", "Notify", fields=(Field("channel", "Channel"),))]
 
 
 def _files_waiting() -> list[MetricFamily]:

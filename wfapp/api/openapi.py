@@ -163,6 +163,18 @@ SCHEMAS: dict[str, Any] = {
                    "properties": {"id": {"type": "integer"}, "at": TIME, "actor": STRING,
                                   "action": STRING, "object_type": STRING,
                                   "object_key": STRING, "details": ANY_OBJECT}},
+    "ActionDelivery": {
+        "type": "object",
+        "required": ["id", "instance_id", "transition", "type", "status", "attempts"],
+        "properties": {
+            "id": {"type": "integer"}, "instance_id": {"type": "integer"},
+            "workflow": _nullable("string"), "integration": _nullable("string"),
+            "transition": STRING, "action_id": _nullable("string"), "type": STRING,
+            "status": {"enum": ["pending", "running", "succeeded", "failed", "gave_up"]},
+            "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+            "next_attempt_at": TIME, "last_status_code": _nullable("integer"),
+            "last_error": _nullable("string"), "request": ANY_OBJECT, "response": {},
+            "created_at": TIME, "finished_at": TIME}},
     "LintItem": {"type": "object", "required": ["code", "message", "path"],
                  "properties": {"code": STRING, "message": STRING, "path": STRING}},
     "LintReport": {"type": "object", "required": ["errors", "warnings"],
@@ -369,6 +381,17 @@ def _core_paths() -> dict[str, Any]:
         "/events/{event_id}/replay": {"post": _op(
             "Queue a skipped or failed event again", _ok(_ref("Event")),
             parameters=[_path("event_id", ID_PATH)], role="operator")},
+        "/actions": {"get": _op(
+            "Deliveries of transition actions, newest first", _ok(_list_of("ActionDelivery")),
+            parameters=[
+                _query("status", "delivery status", {"enum": ["pending", "running", "succeeded",
+                                                              "failed", "gave_up"]}),
+                _query("workflow", "workflow code"), _query("integration", "integration code"),
+                _query("instance_id", "instance id", ID_QUERY), _query("type", "action type"),
+                LIMIT, _query("cursor", "the `next` value of the previous page", ID_QUERY)])},
+        "/actions/{delivery_id}/retry": {"post": _op(
+            "Retry a pending, failed or given-up delivery now", _ok(_ref("ActionDelivery")),
+            parameters=[_path("delivery_id", ID_PATH)], role="operator")},
         "/trigger-types": {"get": _op("The registered trigger types",
                                       _ok(_list_of("TriggerType")))},
         "/audit": {"get": _op("The audit log, newest first", _ok(_list_of("AuditEntry")),

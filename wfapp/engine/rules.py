@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..actions import ACTION_ID_PATTERN, ActionType
 from ..triggers import TriggerType
 from .conditions import OPERATORS, VALUELESS
 from .patterns import check_pattern
@@ -17,6 +18,7 @@ CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 FIELD_RE = re.compile(
     r"(?:event|record)(?:\.[^.\s]+)+|instance\.(?:state|record_key|run_id)|instance\.vars(?:\.[^.\s]+)+"
 )
+ACTION_ID_RE = re.compile(ACTION_ID_PATTERN)
 MAX_DESCRIPTION = 100
 #: Bounds that keep values storable (a 32-bit priority column) and timers computable.
 MIN_PRIORITY, MAX_PRIORITY = -1_000_000, 1_000_000
@@ -37,6 +39,7 @@ class Limits:
     value_length: int = 1000    # characters of a condition value (or of one item of a list)
     list_items: int = 500       # items of an `in` / `not_in` value
     path_length: int = 200      # characters of a condition field or a captured path
+    actions: int = 20           # per transition
 
 
 DEFAULT_LIMITS = Limits()
@@ -82,9 +85,12 @@ def check_description(value: Any, path: str, errors: list[RuleError]) -> None:
 
 def validate_workflow(
     wf: Mapping[str, Any], trigger_types: Mapping[str, TriggerType], prefix: str = "workflow",
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits = DEFAULT_LIMITS, action_types: Mapping[str, ActionType] | None = None,
 ) -> list[RuleError]:
-    """Check a normalized workflow definition against every rule; return all that are broken."""
+    """Check a normalized workflow definition against every rule; return all that are broken.
+
+    Transition actions are checked against `action_types` (none is known when it is None).
+    """
     errors: list[RuleError] = []
     check_code(wf.get("code"), f"{prefix}.code", errors)
     check_description(wf.get("description"), f"{prefix}.description", errors)
@@ -127,7 +133,49 @@ def validate_workflow(
     for i, transition in enumerate(transitions):
         _check_transition(transition, f"{prefix}.transitions[{i}]", state_codes, final_codes,
                           trigger_types, errors, limits)
+        check_actions(transition.get("actions"), f"{prefix}.transitions[{i}].actions",
+                      action_types or {}, errors, limits)
     return errors
+
+
+def check_actions(actions: Any, path: str, action_types: Mapping[str, ActionType],
+                  errors: list[RuleError], limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check a transition's `actions`: a list of {id, type, config}, ids unique, configs valid."""
+    if actions is None:
+        return
+    if not isinstance(actions, list):
+        errors.append(RuleError(path, "must be a list of actions"))
+        return
+    if len(actions) > limits.actions:
+        errors.append(RuleError(path, f"a transition may have at most {limits.actions} "
+                                f"actions; this one has {len(actions)}"))
+        return
+    seen: set[str] = set()
+    for i, action in enumerate(actions):
+        where = f"{path}[{i}]"
+        if not isinstance(action, Mapping):
+            errors.append(RuleError(where, "must be an object with type and config"))
+            continue
+        for key in action:
+            if key not in ("id", "type", "config"):
+                errors.append(RuleError(f"{where}.{key}", "unknown field"))
+        ident = action.get("id")
+        if ident not in (None, ""):
+            if not isinstance(ident, str) or not ACTION_ID_RE.fullmatch(ident):
+                errors.append(RuleError(f"{where}.id", "must be 1–40 letters, digits, _ . or -"))
+            elif ident in seen:
+                errors.append(RuleError(f"{where}.id", f"duplicate action id {ident!r}"))
+            else:
+                seen.add(ident)
+        kind = action.get("type")
+        found = action_types.get(kind) if isinstance(kind, str) else None
+        if found is None:
+            known = ", ".join(action_types) or "none"
+            errors.append(RuleError(f"{where}.type",
+                                    f"unknown action type {kind!r}; known: {known}"))
+            continue
+        for name, message in found.validate(action.get("config") or {}):
+            errors.append(RuleError(f"{where}.config" + (f".{name}" if name else ""), message))
 
 
 def _unique_codes(rows: list[Mapping[str, Any]], path: str, errors: list[RuleError]) -> set[str]:

@@ -85,6 +85,8 @@ class CompiledTransition:
     config: Mapping[str, Any]
     conditions: tuple[CompiledCondition, ...]
     capture: Mapping[str, str]
+    #: [{"id", "type", "config"}] in order: what the transition does when it fires.
+    actions: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def compile_workflow(wf: Mapping[str, Any]) -> CompiledWorkflow:
         transitions[t["code"]] = CompiledTransition(
             t["code"], t.get("description") or "", t["from_state"], t["to_state"],
             t["trigger_type"], bool(t.get("enabled", True)), int(t.get("priority", 0)),
-            dict(t.get("trigger_config") or {}), conditions, dict(t.get("capture") or {}))
+            dict(t.get("trigger_config") or {}), conditions, dict(t.get("capture") or {}),
+            tuple(dict(a) for a in t.get("actions") or ()))
     ordered = sorted(transitions.values(), key=lambda t: (t.priority, t.code))
     candidates: dict[tuple[str, str], list[CompiledTransition]] = {}
     outgoing: dict[str, list[CompiledTransition]] = {}
@@ -198,10 +201,16 @@ def explain(
     workflow: CompiledWorkflow, state: str, source: str | None, event: Mapping[str, Any],
     context: Context, trigger_types: Mapping[str, TriggerType],
 ) -> list[Verdict]:
-    """For each transition leaving `state`: the first reason it would not fire, or that it fires."""
+    """For each transition leaving `state`: the first reason it would not fire, or that it fires.
+
+    Which one fires is what `select_transition` decides (the worker's own decision), so the
+    explanation can never name another transition than the one the worker fires.
+    """
     verdicts = []
     chosen = False
     info = workflow.states.get(state)
+    decided = (select_transition(workflow, state, source, event, context, trigger_types)
+               .transition if source is not None and workflow.enabled else None)
     for t in workflow.outgoing.get(state, ()):
         reason = ""
         if info is not None and info.is_final:
@@ -223,9 +232,10 @@ def explain(
                 failed = next((c for c in t.conditions if not c.holds(context)), None)
                 if failed is not None:
                     reason = explain_condition(failed.as_dict(), context)
-        fires = not reason and not chosen
-        if not reason and chosen:
-            reason = "would match, but a transition with a lower priority number fires first"
+        fires = decided is not None and t.code == decided.code
+        if not reason and not fires:
+            reason = ("would match, but a transition with a lower priority number fires first"
+                      if chosen or decided is not None else "does not match this event")
         chosen = chosen or fires
         verdicts.append(Verdict(t.code, t.description, t.to_state, t.trigger_type, fires,
                                 reason or "fires"))

@@ -37,7 +37,9 @@ def index() -> str | tuple[str, int]:
     """Stored events, newest first, with filters and keyset pages."""
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
-    form.source.choices = options([("", "All"), *sources])
+    # Timeouts and resets are moves without a trigger type; they are sources of the ledger too.
+    form.source.choices = options([("", "All"), *sources, ("timeout", "Timeout"),
+                                   ("reset", "Reset")])
     rows: list[Event] = []
     cursor, problems = None, []
     if form.validate():

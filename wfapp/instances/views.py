@@ -14,6 +14,7 @@ from ..choices import options as choice_options
 from ..models import Instance, Role, utcnow
 from ..security import actor_name, requires_role
 from ..services import instances as service
+from ..services import outbox
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from ..workflows.diagram import path_overlay, state_diagram
@@ -205,6 +206,7 @@ def show(instance_id: int) -> Page:
         history=history, events=service.events_of(instance.id),
         actions=service.manual_actions(instance), about=about, verdicts=verdicts, why=why,
         sample=sample, link=service.record_link(instance), labels=_labels(),
+        deliveries=outbox.list_deliveries(instance_id=instance.id, limit=100)[0],
         seconds_left=int((instance.timeout_due_at - utcnow()).total_seconds())
         if instance.timeout_due_at else None)
 

@@ -108,4 +108,4 @@ def navigation() -> dict[str, Any]:
     """The main menu, shown on every page."""
     return {"nav_items": [("integrations.index", "Integrations"), ("workflows.index", "Workflows"),
                           ("instances.index", "Instances"), ("events.index", "Events"),
-                          ("runs.index", "Runs")]}
+                          ("actions.index", "Actions"), ("runs.index", "Runs")]}

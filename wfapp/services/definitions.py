@@ -26,7 +26,7 @@ FORMAT = "wfapp.workflow/v1"
 STATE_KEYS = ("code", "description", "is_initial", "is_final", "timeout_hours",
               "on_timeout_transition")
 TRANSITION_KEYS = ("code", "description", "from_state", "to_state", "trigger_type", "enabled",
-                   "priority", "trigger_config", "conditions", "capture")
+                   "priority", "trigger_config", "conditions", "capture", "actions")
 
 
 @cache
@@ -46,8 +46,29 @@ def _number(value: float | None) -> int | float | None:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _with_actions(row: dict[str, Any], actions: Any) -> dict[str, Any]:
+    """A transition's export row, with `actions` only when it has some (older files stay alike)."""
+    if actions:
+        row["actions"] = [_action(a) for a in actions]
+    return row
+
+
+def _action(action: Any) -> dict[str, Any]:
+    """One action as exported: {"id"?, "type", "config"}."""
+    out: dict[str, Any] = {}
+    if action.get("id"):
+        out["id"] = action["id"]
+    out["type"] = action.get("type")
+    out["config"] = dict(action.get("config") or {})
+    return out
+
+
 def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
-    """The `workflow` part of the export document, every key present, in a stable order."""
+    """The `workflow` part of the export document, every key present, in a stable order.
+
+    A transition's `actions` appear only when it has some, so a workflow without actions
+    exports exactly as it did before actions existed.
+    """
     return {
         "code": workflow.code,
         "description": workflow.description or "",
@@ -65,7 +86,7 @@ def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
             for s in workflow.states
         ],
         "transitions": [
-            {
+            _with_actions({
                 "code": t.code,
                 "description": t.description or "",
                 "from_state": t.from_state,
@@ -76,7 +97,7 @@ def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
                 "trigger_config": dict(t.trigger_config or {}),
                 "conditions": [dict(c) for c in t.conditions or []],
                 "capture": dict(t.capture or {}),
-            }
+            }, t.actions)
             for t in workflow.transitions
         ],
     }
@@ -181,6 +202,8 @@ def normalize(wf: dict[str, Any]) -> dict[str, Any]:
             "trigger_config": dict(t.get("trigger_config") or {}),
             "conditions": [dict(c) for c in t.get("conditions") or []],
             "capture": dict(t.get("capture") or {}),
+            "actions": [_action(a) if isinstance(a, dict) else a
+                        for a in t.get("actions") or []],
         })
     return {
         "code": normalize_code(wf.get("code")),
@@ -198,7 +221,8 @@ def check_document(document: Any) -> dict[str, Any]:
     if errors:
         raise ValidationFailed(errors + _rule_errors_elsewhere(document, errors))
     wf = normalize(document["workflow"])
-    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
+    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits(),
+                               action_types=get_registry().action_types)
     if "scenarios" in document:
         errors += check_saved_cases(document["scenarios"], get_registry().trigger_types)[1]
     if errors:
@@ -218,7 +242,8 @@ def _rule_errors_elsewhere(document: Any, found: list[RuleError]) -> list[RuleEr
     """Rule errors in places the schema did not complain about, so one answer lists both."""
     try:
         errors = validate_workflow(normalize(document["workflow"]),
-                                   get_registry().trigger_types, limits=definition_limits())
+                                   get_registry().trigger_types, limits=definition_limits(),
+                                   action_types=get_registry().action_types)
     except (TypeError, AttributeError, KeyError, ValueError):
         return []  # the shape is too broken for the rules; the schema errors say why
     return [e for e in errors if not any(_related(e.path, f.path) for f in found)]
@@ -283,7 +308,9 @@ def _sync(workflow: Workflow, rows: list[Any], wanted: list[dict[str, Any]], mod
             row = model(workflow=workflow)
             rows.append(row)
         for key in keys:
-            setattr(row, key, item[key])
+            # Definitions built before actions existed (and exports of transitions without
+            # any) carry no `actions` key.
+            setattr(row, key, list(item.get(key) or []) if key == "actions" else item[key])
         row.position = position
     rows.sort(key=lambda r: r.position)
 
@@ -296,7 +323,8 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any],
     following the version they run on, so a definition that drops a state some of them are in
     is accepted: they stay where they are until migrated.
     """
-    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits())
+    errors = validate_workflow(wf, get_registry().trigger_types, limits=definition_limits(),
+                               action_types=get_registry().action_types)
     if errors:
         db.session.rollback()
         raise ValidationFailed(errors)

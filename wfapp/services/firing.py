@@ -2,29 +2,38 @@
 
 Event processing, timeouts, manual fires and resets all change an instance through `move()`:
 an UPDATE guarded by the instance's version (so two workers can never both move it) plus an
-append-only history row. Compiled definitions come from `versions.compiled_workflow`, by the
-workflow version an instance follows.
+append-only history row. Moves that no stored event caused (a manual fire, a timeout, a reset)
+are written to the events ledger by `record_move()` in the same transaction, and wait for the
+events of their instance that were received before them (`waiting_events()`), so an instance
+sees its changes in the order they happened. Compiled definitions come from
+`versions.compiled_workflow`, by the workflow version an instance follows.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from ..actions import ActionContext
 from ..engine import CompiledWorkflow, timeout_due
-from ..models import HistoryEntry, Instance
+from ..models import Event, EventStatus, HistoryEntry, Instance
 from . import tally
+from .events import partition_of
+from .outbox import apply_in_transaction, outbox_rows, write_outbox
+from .registry import get_registry
 
 # Re-exported: the callers that move instances take their definitions from here.
 from .versions import compiled_workflow  # noqa: F401
 
 INSTANCE = Instance.__table__
 HISTORY = HistoryEntry.__table__
+EVENT = Event.__table__
 NOTES_LIMIT = 500
 
 @dataclass
@@ -103,10 +112,28 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
          now: datetime, history: list[dict[str, Any]] | None = None) -> bool:
     """Compare-and-set the instance into `change.to_state`; False when someone moved it first.
 
-    The history row goes to `history` when given (written in bulk by the caller) or is
-    inserted at once. Re-entering a state restarts its timer.
+    The one function every change of an instance goes through. In the caller's transaction it
+    also applies the transition's in-transaction actions (set_variable) and writes the outbox
+    rows of its other actions — only when the compare-and-set succeeded. The history row goes
+    to `history` when given (written in bulk by the caller) or is inserted at once. Re-entering
+    a state restarts its timer.
     """
     target = workflow.states[change.to_state]
+    transition = workflow.transitions.get(change.transition) \
+        if change.transition and change.trigger_type != "reset" else None
+    deliveries: list[dict[str, Any]] = []
+    if transition is not None and transition.actions:
+        # Actions: set_variable changes the variables this UPDATE writes; the others become
+        # outbox rows in this same transaction, delivered once it commits.
+        action_types = get_registry().action_types
+        context = ActionContext(
+            instance.id, workflow.code, "", instance.record_key, instance.run_id,
+            transition.code, instance.state, change.to_state,
+            dict(change.vars if change.vars is not None else instance.vars),
+            dict(change.data if change.data is not None else instance.data))
+        change.vars = context.vars = apply_in_transaction(transition, context, action_types)
+        deliveries = outbox_rows(transition, context, instance.workflow_id,
+                                 instance.integration_id, change.event_id, now, action_types)
     values: dict[str, Any] = {
         "state": change.to_state, "active": not target.is_final, "entered_state_at": now,
         "timeout_due_at": timeout_due(now, target), "last_trigger": change.trigger_type,
@@ -123,6 +150,7 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
         .values(**values))
     if result.rowcount != 1:
         return False
+    write_outbox(conn, deliveries)
     row = history_row(instance, instance.state, change, now)
     if change.transition is not None:
         tally.note(instance.workflow_id, change.transition, change.trigger_type, now)
@@ -159,3 +187,82 @@ def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkfl
         instance, None, Move(initial.code, None, trigger_type, actor, event_id,
                              "instance created"), now)])
     return instance
+
+
+def waiting_events(conn: Connection, instance: InstanceRow, before: datetime | None = None
+                   ) -> int:
+    """How many events for this instance are still pending (received at or before `before`)."""
+    key = (EVENT.c.record_key == instance.record_key if instance.record_key is not None
+           else EVENT.c.run_id == instance.run_id)
+    query = select(func.count()).select_from(EVENT).where(
+        EVENT.c.status == EventStatus.PENDING.value,
+        EVENT.c.partition == partition_of(instance.integration_id, instance.record_key,
+                                          instance.run_id),
+        EVENT.c.integration_id == instance.integration_id, key)
+    if before is not None:
+        query = query.where(EVENT.c.received_at <= before)
+    return int(conn.execute(query).scalar_one())
+
+
+def ledger_row(instance: InstanceRow, source: str, event_type: str, payload: dict[str, Any],
+               result: str, now: datetime) -> dict[str, Any]:
+    """The events-ledger row of a change no stored event caused (manual, timeout, reset).
+
+    Stored already processed, in the instance's partition, with a unique dedupe key.
+    """
+    return {"integration_id": instance.integration_id, "source": source,
+            "type": event_type[:100], "record_key": instance.record_key,
+            "run_id": instance.run_id, "payload": payload, "record": None,
+            "dedupe_key": f"{source}:{uuid.uuid4().hex}",
+            "partition": partition_of(instance.integration_id, instance.record_key,
+                                      instance.run_id),
+            "received_at": now, "status": EventStatus.PROCESSED.value, "result": result[:1000],
+            "instance_id": instance.id, "processed_at": now, "attempts": 1}
+
+
+def write_ledger(conn: Connection, rows: list[dict[str, Any]],
+                 history: list[dict[str, Any]]) -> None:
+    """Insert ledger rows in one statement; point the history rows (not yet inserted) at them.
+
+    Each history row of an instance without an event id gets the id of that instance's ledger
+    row (a change writes one ledger row per instance).
+    """
+    if not rows:
+        return
+    ids = conn.execute(insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True),
+                       rows).scalars().all()
+    by_instance = {row["instance_id"]: event_id for row, event_id in zip(rows, ids, strict=True)}
+    for row in history:
+        if row["event_id"] is None and row["instance_id"] in by_instance:
+            row["event_id"] = by_instance[row["instance_id"]]
+
+
+def record_move(conn: Connection, instance: InstanceRow, source: str, event_type: str,
+                payload: dict[str, Any], result: str, now: datetime,
+                history: list[dict[str, Any]]) -> None:
+    """Write one change no stored event caused to the events ledger (see `ledger_row`)."""
+    write_ledger(conn, [ledger_row(instance, source, event_type, payload, result, now)],
+                 history)
+
+
+def pending_before(conn: Connection, instances: list[Any]) -> dict[tuple[int, Any, Any], datetime]:
+    """For instances (rows with integration_id, record_key, run_id): their oldest pending event."""
+    partitions = {partition_of(i.integration_id, i.record_key, i.run_id) for i in instances}
+    if not partitions:
+        return {}
+    rows = conn.execute(
+        select(EVENT.c.integration_id, EVENT.c.record_key, EVENT.c.run_id,
+               func.min(EVENT.c.received_at))
+        .where(EVENT.c.status == EventStatus.PENDING.value,
+               EVENT.c.partition.in_(sorted(partitions)),
+               or_(EVENT.c.record_key.is_not(None), EVENT.c.run_id.is_not(None)))
+        .group_by(EVENT.c.integration_id, EVENT.c.record_key, EVENT.c.run_id))
+    out: dict[tuple[int, Any, Any], datetime] = {}
+    for integration_id, record_key, run_id, oldest in rows:
+        # Per Record instances are keyed by record key, Per Run ones by run id.
+        if record_key is not None:
+            out[(integration_id, record_key, None)] = oldest
+        if run_id is not None:
+            key = (integration_id, None, run_id)
+            out[key] = min(oldest, out.get(key, oldest))
+    return out

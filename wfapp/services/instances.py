@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..engine import (
@@ -36,7 +36,15 @@ from ..models import (
 )
 from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
-from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
+from .firing import (
+    INSTANCE,
+    Move,
+    compiled_workflow,
+    load_instance,
+    move,
+    record_move,
+    waiting_events,
+)
 from .firing import InstanceRow as LoadedInstance
 from .registry import get_registry
 
@@ -228,12 +236,28 @@ def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkf
     return conn, row, workflow
 
 
-def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
-           ) -> Instance:
-    """Move the instance and commit; a lost race is a Conflict the person can retry."""
-    if not move(conn, workflow, row, change, utcnow()):
+def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move,
+           event_type: str, payload: dict[str, Any]) -> Instance:
+    """Move the instance, write the move to the events ledger and commit.
+
+    A lost race is a Conflict the person can retry; so are events for this instance that are
+    still waiting in the inbox: they were received first and are applied first.
+    """
+    now = utcnow()
+    waiting = waiting_events(conn, row)
+    if waiting:
+        db.session.rollback()
+        raise Conflict(f"{waiting} event(s) received earlier are still waiting to be applied "
+                       "to this instance; retry in a moment")
+    before = row.state
+    history: list[dict[str, Any]] = []
+    if not move(conn, workflow, row, change, now, history):
         db.session.rollback()
         raise Conflict("the instance changed meanwhile; look again and retry")
+    what = f"fired {change.transition}" if change.transition else "reset"
+    record_move(conn, row, change.trigger_type, event_type, payload,
+                f"{what}: {before} → {change.to_state}", now, history)
+    conn.execute(insert(HistoryEntry.__table__), history)
     db.session.commit()
     return get_instance(row.id)
 
@@ -249,7 +273,8 @@ def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str
         raise Conflict(problem)
     return _apply(conn, workflow, row, Move(
         transition.to_state, transition.code, "manual", actor, notes=comment or "",
-        vars=capture_vars(transition, context, row.vars)))
+        vars=capture_vars(transition, context, row.vars)), transition.code,
+        {"transition": transition.code, "comment": comment or "", "actor": actor})
 
 
 def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> Instance:
@@ -264,7 +289,8 @@ def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> 
                                           "this workflow")])
     audit.record("reset", "instance", str(instance_id),
                  {"from": row.state, "to": code, "note": note.strip()}, who=actor)
-    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()))
+    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()),
+                  code, {"state": code, "note": note.strip(), "actor": actor})
 
 
 def delete_instance(instance_id: int, actor: str) -> None:

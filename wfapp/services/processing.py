@@ -39,6 +39,7 @@ from .firing import (
     notes_excerpt,
     row_to_instance,
 )
+from .outbox import RESULT_SOURCE
 from .registry import get_registry
 
 EVENT = Event.__table__
@@ -261,10 +262,24 @@ def _process_one(conn: Connection, event: Any, integration: Any,
                 None, record or {}, WORKER_ACTOR, event.source, now, event.id)
             instances[key] = instance
             created = True
+    captured = (event.payload or {}).get("vars") if event.source == RESULT_SOURCE else None
     trigger_types = get_registry().trigger_types
     view = event_view(event.source, event.type, event.payload or {}, event.record_key, record,
                       record_status)
     for _attempt in range(5):
+        if isinstance(captured, dict) and captured:
+            # An action's captured response values become variables before deciding, so the
+            # On Action Result transition's conditions see them; kept even if none fires.
+            merged = {**instance.vars, **captured}
+            if _set_vars(conn, instance, merged):
+                captured = None
+            else:
+                fresh = conn.execute(select(*INSTANCE_COLUMNS)
+                                     .where(INSTANCE.c.id == instance.id)).first()
+                if fresh is None:
+                    return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
+                instance = instances[key] = row_to_instance(fresh)
+                continue
         context = build_context(event.payload or {},
                                 record if record is not None else instance.data,
                                 instance.context())
@@ -293,6 +308,16 @@ def _process_one(conn: Connection, event: Any, integration: Any,
             return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
         instance = instances[key] = row_to_instance(fresh)
     return Outcome(EventStatus.FAILED, "instance kept changing under this event; replay it")
+
+
+def _set_vars(conn: Connection, instance: InstanceRow, values: dict[str, Any]) -> bool:
+    """Compare-and-set the instance's variables; False when someone changed it first."""
+    done = conn.execute(update(INSTANCE).where(INSTANCE.c.id == instance.id,
+                                               INSTANCE.c.version == instance.version)
+                        .values(vars=values, version=instance.version + 1)).rowcount
+    if done == 1:
+        instance.vars, instance.version = values, instance.version + 1
+    return done == 1
 
 
 def _process_batch_safely(partition: int, size: int) -> int:

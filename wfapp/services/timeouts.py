@@ -2,35 +2,46 @@
 
 Timers are the `timeout_due_at` column (indexed only where set). A batch of due instances is
 locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so sweeps on many hosts share the work, and
-moved with one set-based UPDATE per (workflow, version, state) whose guard — still in that
-state and version and still due — is the compare-and-set: an instance that someone else moved
-(or whose timer restarted) is left alone, so running the sweep twice at once fires nothing twice.
+each is moved by `firing.move()` — the same compare-and-set as every other change, so an
+instance that someone else moved (or whose timer restarted) is left alone and running the sweep
+twice at once fires nothing twice. Each timeout is written to the events ledger (source
+`timeout`); an instance with events received before its timer fell due still waiting in the
+inbox is left for a later sweep, so the timeout is applied after them, in order.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from ..engine import CompiledWorkflow, timeout_due, timeout_transition
-from ..extensions import db
+from ..engine import CompiledWorkflow, timeout_transition
+from ..extensions import affected, db
 from ..models import Workflow, utcnow
 from ..shutdown import stopping
-from . import tally
-from .firing import HISTORY, INSTANCE, compiled_workflow
+from .firing import (
+    HISTORY,
+    INSTANCE,
+    INSTANCE_COLUMNS,
+    Move,
+    compiled_workflow,
+    ledger_row,
+    move,
+    pending_before,
+    row_to_instance,
+    write_ledger,
+)
 
 SWEEP_ACTOR = "sweep"
+TIMEOUT = "timeout"
 WORKFLOW = Workflow.__table__
 
 
 def _due(now: datetime, limit: int) -> list[Any]:
     query = (
-        select(INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.workflow_version,
-               INSTANCE.c.state, INSTANCE.c.version)
+        select(*INSTANCE_COLUMNS, INSTANCE.c.timeout_due_at)
         .join(WORKFLOW, WORKFLOW.c.id == INSTANCE.c.workflow_id)
         .where(INSTANCE.c.timeout_due_at <= now, WORKFLOW.c.enabled.is_(True))
         .order_by(INSTANCE.c.timeout_due_at)
@@ -41,43 +52,41 @@ def _due(now: datetime, limit: int) -> list[Any]:
     return list(db.session.execute(query))
 
 
-def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: datetime,
-                history: list[dict[str, Any]]) -> int:
-    """Move every due instance of one (workflow, version, state) in one guarded UPDATE."""
+def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
+              history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> bool:
+    """Fire one instance's On Timeout Transition (or record why not); True when it moved."""
+    conn = db.session.connection()
+    instance = row_to_instance(row)
+    state = instance.state
     info = workflow.states.get(state)
     code = info.on_timeout_transition if info else None
-    transition, note = timeout_transition(workflow, state)
-    versions = {row.id: row.version for row in rows}
-    # Still on this version too: a migration that moved it meanwhile decides by another.
-    guard = [INSTANCE.c.id.in_(list(versions)), INSTANCE.c.state == state,
-             INSTANCE.c.workflow_version == workflow.version, INSTANCE.c.timeout_due_at <= now]
-    conn = db.session.connection()
+    transition, why = timeout_transition(workflow, state)
+    payload = {"state": state, "due_at": row.timeout_due_at.isoformat(),
+               "timeout_hours": info.timeout_hours if info else None}
     if transition is None:
-        # Leave the instances where they are, say why once, and stop their timers.
-        moved = conn.execute(update(INSTANCE).where(*guard)
-                             .values(timeout_due_at=None, version=INSTANCE.c.version + 1)
-                             .returning(INSTANCE.c.id)).scalars().all()
-        history.extend({"instance_id": i, "at": now, "from_state": state, "to_state": state,
-                        "transition": code, "trigger_type": "timeout", "actor": SWEEP_ACTOR,
-                        "event_id": None, "notes": note} for i in moved)
-        return 0
-    target = workflow.states[transition.to_state]
-    moved = conn.execute(
-        update(INSTANCE).where(*guard).values(
-            state=target.code, active=not target.is_final, entered_state_at=now,
-            timeout_due_at=timeout_due(now, target), last_trigger="timeout",
-            last_transition=transition.code, version=INSTANCE.c.version + 1,
-            completed_at=now if target.is_final else None)
-        .returning(INSTANCE.c.id)).scalars().all()
-    if moved:
-        tally.note(rows[0].workflow_id, transition.code, "timeout", now, len(moved))
+        # Leave the instance where it is, say why once, and stop its timer (guarded like a move).
+        note = why
+        stopped = affected(conn.execute(
+            update(INSTANCE).where(INSTANCE.c.id == instance.id,
+                                   INSTANCE.c.version == instance.version)
+            .values(timeout_due_at=None, version=INSTANCE.c.version + 1)))
+        if stopped == 1:
+            stop = [{"instance_id": instance.id, "at": now, "from_state": state,
+                     "to_state": state, "transition": code, "trigger_type": TIMEOUT,
+                     "actor": SWEEP_ACTOR, "event_id": None, "notes": note}]
+            ledger.append(ledger_row(instance, TIMEOUT, code or "", payload, note, now))
+            history.extend(stop)
+        return False
     hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
     note = f"timed out after {hours} h in {state}"
-    history.extend({"instance_id": i, "at": now, "from_state": state,
-                    "to_state": target.code, "transition": transition.code,
-                    "trigger_type": "timeout", "actor": SWEEP_ACTOR, "event_id": None,
-                    "notes": note} for i in moved)
-    return len(moved)
+    mine: list[dict[str, Any]] = []
+    change = Move(transition.to_state, transition.code, TIMEOUT, SWEEP_ACTOR, notes=note)
+    if not move(conn, workflow, instance, change, now, mine):
+        return False
+    ledger.append(ledger_row(instance, TIMEOUT, transition.code, payload,
+                             f"fired {transition.code}: {state} → {transition.to_state}", now))
+    history.extend(mine)
+    return True
 
 
 def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
@@ -93,20 +102,31 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
         if not rows:
             db.session.commit()
             break
-        # Each instance times out by the definition of the version it follows.
-        groups: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
-        for row in rows:
-            groups[(row.workflow_id, row.workflow_version, row.state)].append(row)
+        waiting = pending_before(db.session.connection(), rows)
         history: list[dict[str, Any]] = []
-        workflows = {key: compiled_workflow(*key) for key in {(w, v) for w, v, _ in groups}}
-        for (workflow_id, version, state), members in groups.items():
-            workflow = workflows[(workflow_id, version)]
+        ledger: list[dict[str, Any]] = []
+        workflows: dict[tuple[int, int], CompiledWorkflow | None] = {}
+        deferred = 0
+        for row in rows:
+            key = (row.integration_id, row.record_key, None) if row.record_key is not None \
+                else (row.integration_id, None, row.run_id)
+            oldest = waiting.get(key)
+            if oldest is not None and oldest <= row.timeout_due_at:
+                deferred += 1  # events from before the timer fell due go first
+                continue
+            # Each instance times out by the definition of the version it follows.
+            version_key = (row.workflow_id, row.workflow_version)
+            if version_key not in workflows:
+                workflows[version_key] = compiled_workflow(*version_key)
+            workflow = workflows[version_key]
             if workflow is not None:
-                fired += _fire_group(workflow, state, members, moment, history)
+                fired += _fire_one(workflow, row, moment, history, ledger)
+        # One statement for the batch's ledger rows, then one for its history rows.
+        write_ledger(db.session.connection(), ledger, history)
         if history:
             db.session.connection().execute(insert(HISTORY), history)
         db.session.commit()
-        if len(rows) < batch_size:
+        if len(rows) < batch_size or deferred == len(rows):
             break
     return fired
 

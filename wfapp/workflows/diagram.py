@@ -111,7 +111,10 @@ def _edges(workflow: Workflow) -> list[Edge]:
     for t in workflow.transitions:
         if t.from_state in codes and t.to_state in codes:
             edge = grouped.setdefault((t.from_state, t.to_state), Edge(t.from_state, t.to_state))
-            edge.labels.append((t.code, bool(t.enabled)))
+            # The edge says what the transition does when it fires, not only its name.
+            kinds = [str(a.get("id") or a.get("type")) for a in getattr(t, "actions", None) or []]
+            label = t.code + (f" → {', '.join(kinds)}" if kinds else "")
+            edge.labels.append((label, bool(t.enabled)))
     return list(grouped.values())
 
 

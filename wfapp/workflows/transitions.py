@@ -3,6 +3,7 @@ captured variables) and delete."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -175,6 +176,8 @@ def _save_transition(workflow: Workflow, current: Transition) -> Response | tupl
     stored = dict(current.trigger_config or {})
     conditions = parse_conditions(request.form)
     capture = parse_captures(request.form)
+    actions_text = request.form.get("actions_json", "")
+    actions, actions_error = parse_actions(actions_text)
     if _type_changed(form):
         flash("Trigger type changed: fill in its fields, then Save.", "info")
         return _render_transition(workflow, current, form, _carried_config(form, stored),
@@ -185,10 +188,12 @@ def _save_transition(workflow: Workflow, current: Transition) -> Response | tupl
     errors: list[RuleError] = []
     capture_errors: dict[str, str] = {}
     rows = [dict(c, errors={}) for c in conditions]
-    if form.validate() & config_form.validate():
+    if actions_error:
+        errors.append(RuleError("actions", actions_error))
+    if form.validate() & config_form.validate() and not actions_error:
         fields = {name: getattr(form, name).data for name in GENERAL}
         fields.update(trigger_config=config_from_form(trigger, config_form, keep),
-                      conditions=conditions, capture=capture)
+                      conditions=conditions, capture=capture, actions=actions)
         index = next(i for i, t in enumerate(workflow.transitions) if t.code == current.code)
         try:
             service.save_transition(workflow.code, current.code, fields)
@@ -201,15 +206,31 @@ def _save_transition(workflow: Workflow, current: Transition) -> Response | tupl
             flash_checks(workflow.code)
             return redirect(url_for("workflows.transition", code=workflow.code, tcode=tcode))
     return _render_transition(workflow, current, form, config_form, rows, capture,
-                              capture_errors, errors, 422)
+                              capture_errors, errors, 422, actions_text)
+
+
+def parse_actions(text: str) -> tuple[list[Any], str]:
+    """The Actions box: a JSON list of {id, type, config} (empty = none), or why it is not."""
+    if not text.strip():
+        return [], ""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return [], f"not valid JSON: {exc}"
+    if not isinstance(value, list):
+        return [], "must be a JSON list of actions, e.g. [{\"type\": \"http_request\", " \
+                   "\"config\": {…}}]"
+    return value, ""
 
 
 def _render_transition(workflow: Workflow, current: Transition, form: TransitionForm,
                        config_form: Form, conditions: list[dict[str, Any]],
                        capture: dict[str, str], capture_errors: dict[str, str] | None = None,
-                       errors: list[RuleError] | None = None, status: int = 200
-                       ) -> tuple[str, int]:
+                       errors: list[RuleError] | None = None, status: int = 200,
+                       actions_text: str | None = None) -> tuple[str, int]:
     """The detail page with whatever the user typed and the errors placed on their rows."""
+    if actions_text is None:
+        actions_text = json.dumps(current.actions, indent=2) if current.actions else ""
     used_by = [s.code for s in workflow.states if s.on_timeout_transition == current.code]
     rows = [{**c, "errors": c.get("errors", {}), "value_text": value_text(c.get("value"))}
             for c in conditions]
@@ -220,6 +241,7 @@ def _render_transition(workflow: Workflow, current: Transition, form: Transition
         conditions=rows, capture=capture, capture_errors=capture_errors or {},
         errors=errors or [], operators=OPERATORS, operator_labels=OPERATOR_LABELS,
         suggestions=_suggestions(workflow), used_by=used_by, delete_form=DeleteForm(),
+        actions_text=actions_text, action_types=get_registry().action_types,
         failed=status == 422), status
 
 

@@ -12,7 +12,7 @@ from ..choices import options
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
-from ..services import checks, definitions, tally, versions
+from ..services import checks, definitions, outbox, tally, versions
 from ..services import workflows as service
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
@@ -106,6 +106,7 @@ def _render_card(workflow: Workflow, general: GeneralForm | None = None,
         state_counts=service.state_instance_counts(workflow),
         versions=versions.list_versions(workflow),
         active=service.active_instance_count(workflow),
+        action_counts=outbox.counts_by_status(workflow.id),
         counts=_show_counts(), diagram=state_diagram(workflow, _count_overlay(workflow)),
         checks=found,
         lint_rows=lint_rows(workflow, found), delete_scenario_form=DeleteForm(),

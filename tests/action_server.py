@@ -1,0 +1,113 @@
+"""A real local HTTP receiver for action tests: scripted answers per path, every request recorded.
+
+`server.script("/submit/A1", [500, "drop", (429, {"Retry-After": "1"}), 200])` answers the
+next requests to that path in turn (the last answer repeats): a status code, `"drop"` (the
+connection is closed without an answer), `("sleep", seconds)` then 200, or (status, headers).
+A 2xx answer's body is `server.bodies.get(path, {"ok": True, "id": "C-1"})`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ActionServer  # type: ignore[assignment]
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0]
+        self.server.record(Received(self.command, self.path, dict(self.headers), body,
+                                    time.monotonic()))
+        answer = self.server.next_answer(path)
+        headers: dict[str, str] = {}
+        if answer == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if isinstance(answer, tuple) and answer[0] == "sleep":
+            time.sleep(float(answer[1]))
+            answer = 200
+        if isinstance(answer, tuple):
+            answer, headers = answer
+        status = int(answer)
+        ok = 200 <= status < 300
+        payload = self.server.bodies.get(path, {"ok": True, "id": "C-1"}) if ok else \
+            {"error": f"scripted {status}"}
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class ActionServer(ThreadingHTTPServer):
+    """The receiver; use as a context manager (it serves on 127.0.0.1 on a free port)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        self.scripts: dict[str, list[Any]] = {}
+        self.bodies: dict[str, Any] = {}
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # dropped connections are scripted
+
+    def __enter__(self) -> ActionServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def script(self, path: str, answers: list[Any]) -> None:
+        """The answers for the next requests to `path` (the last one repeats)."""
+        with self.lock:
+            self.scripts[path] = list(answers)
+
+    def next_answer(self, path: str) -> Any:
+        with self.lock:
+            answers = self.scripts.get(path) or [200]
+            return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def record(self, item: Received) -> None:
+        with self.lock:
+            self.received.append(item)
+
+    def requests(self, path: str | None = None) -> list[Received]:
+        """The requests received (to `path` only, when given), in order."""
+        with self.lock:
+            return [r for r in self.received if path is None or r.path.split("?")[0] == path]
