@@ -39,96 +39,13 @@ from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
 from .firing import InstanceRow as LoadedInstance
 from .registry import get_registry
 
-MAX_PAGE = 500
-
-
-@dataclass
-class InstanceFilters:
-    """The filters of the Workflow Instances page and API."""
-
-    workflow: str | None = None
-    integration: str | None = None
-    state: str | None = None
-    active: bool | None = None
-    record_key: str | None = None
-    run_id: int | None = None
-    since: datetime | None = None  # in state since (entered at or before)
-
-
-def encode_cursor(entered: datetime, instance_id: int) -> str:
-    """An opaque keyset cursor."""
-    raw = json.dumps([entered.isoformat(), instance_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """Read a cursor made by encode_cursor; ValidationFailed when it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        entered, instance_id = json.loads(raw)
-        return datetime.fromisoformat(entered), int(instance_id)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise ValidationFailed([RuleError("cursor", "is not a cursor this list gave out")]
-                               ) from None
-
-
-def _filtered(filters: InstanceFilters) -> Select[Any]:
-    query = (select(Instance, Integration.code, Workflow.code, State.description)
-             .join(Integration, Integration.id == Instance.integration_id)
-             .join(Workflow, Workflow.id == Instance.workflow_id)
-             .outerjoin(State, and_(State.workflow_id == Instance.workflow_id,
-                                    State.code == Instance.state)))
-    # Filter on the instance's own columns (ids looked up first), so the planner can walk the
-    # (workflow_id | integration_id, [state,] entered_state_at, id) indexes in page order.
-    if filters.workflow:
-        workflow_id = db.session.scalar(
-            select(Workflow.id).where(Workflow.code == filters.workflow.strip().upper()))
-        query = query.where(Instance.workflow_id == (workflow_id or -1))
-    if filters.integration:
-        integration_id = db.session.scalar(
-            select(Integration.id).where(Integration.code == filters.integration.strip().upper()))
-        query = query.where(Instance.integration_id == (integration_id or -1))
-    if filters.state:
-        query = query.where(Instance.state == filters.state.strip().upper())
-    if filters.active is not None:
-        query = query.where(Instance.active.is_(filters.active))
-    if filters.record_key:
-        query = query.where(Instance.record_key == filters.record_key)
-    if filters.run_id is not None:
-        query = query.where(Instance.run_id == filters.run_id)
-    if filters.since is not None:
-        query = query.where(Instance.entered_state_at <= filters.since)
-    return query
-
-
-@dataclass
-class InstanceRow:
-    """One line of the Workflow Instances list."""
-
-    instance: Instance
-    integration_code: str
-    workflow_code: str
-    state_description: str
-
-
-def list_instances(filters: InstanceFilters, limit: int = 50, cursor: str | None = None
-                   ) -> tuple[list[InstanceRow], str | None]:
-    """A page of instances, longest in their state first, with the cursor of the next page."""
-    limit = max(1, min(limit, MAX_PAGE))
-    query = _filtered(filters)
-    if cursor:
-        entered, instance_id = decode_cursor(cursor)
-        query = query.where(or_(Instance.entered_state_at > entered,
-                                and_(Instance.entered_state_at == entered,
-                                     Instance.id > instance_id)))
-    rows = db.session.execute(
-        query.order_by(Instance.entered_state_at, Instance.id).limit(limit + 1)).all()
-    items = [InstanceRow(r[0], r[1], r[2], r[3] or "") for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1].instance
-        next_cursor = encode_cursor(last.entered_state_at, last.id)
-    return items, next_cursor
+# The list lives in instance_list; its names stay importable from here.
+from .instance_list import (  # noqa: E402,F401
+    MAX_PAGE,
+    InstanceFilters,
+    InstanceRow,
+    list_instances,
+)
 
 
 def get_instance(instance_id: int) -> Instance:
