@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
 from ..engine import (
@@ -28,16 +25,12 @@ from ..models import (
     Event,
     HistoryEntry,
     Instance,
-    Integration,
-    State,
-    Workflow,
     utcnow,
 )
 from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
 from .firing import INSTANCE, Move, compiled_workflow, load_instance, move
 from .firing import InstanceRow as LoadedInstance
-from .registry import get_registry
 
 # The list lives in instance_list; its names stay importable from here.
 from .instance_list import (  # noqa: E402,F401
@@ -46,6 +39,7 @@ from .instance_list import (  # noqa: E402,F401
     InstanceRow,
     list_instances,
 )
+from .registry import get_registry
 
 
 def get_instance(instance_id: int) -> Instance:
