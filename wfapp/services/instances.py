@@ -141,28 +141,35 @@ def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, ch
     return get_instance(row.id)
 
 
+def manual_refusal(workflow: CompiledWorkflow | None, code: str, state: str) -> str | None:
+    """Why Manual transition `code` cannot fire from `state` (None when it can, conditions
+    aside): the one check that firing by hand and a bulk dry run share."""
+    transition = workflow.transitions.get(code) if workflow else None
+    if workflow is None or transition is None:
+        return f"transition {code!r} does not exist in this workflow"
+    if transition.trigger_type != "manual":
+        return f"transition {code} is not a Manual transition"
+    if not workflow.enabled:
+        return f"workflow {workflow.code} is disabled"
+    if not transition.enabled:
+        return f"transition {code} is disabled"
+    if transition.from_state != state:
+        return f"transition {code} leaves {transition.from_state}; the instance is in {state}"
+    if state in workflow.states and workflow.states[state].is_final:
+        return f"the instance is in final state {state}"
+    return None
+
+
 def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:
     """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
     conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
-    transition = workflow.transitions.get(code) if workflow else None
-    problem = None
-    if transition is None:
-        problem = f"transition {code!r} does not exist in this workflow"
-    elif transition.trigger_type != "manual":
-        problem = f"transition {code} is not a Manual transition"
-    elif not workflow.enabled:
-        problem = f"workflow {workflow.code} is disabled"
-    elif not transition.enabled:
-        problem = f"transition {code} is disabled"
-    elif transition.from_state != row.state:
-        problem = f"transition {code} leaves {transition.from_state}; the instance is in " \
-                  f"{row.state}"
-    elif workflow.states[row.state].is_final:
-        problem = f"the instance is in final state {row.state}"
+    problem = manual_refusal(workflow, code, row.state)
     if problem:
         db.session.rollback()
         raise Conflict(problem)
+    assert workflow is not None  # manual_refusal said so
+    transition = workflow.transitions[code]
     context = build_context({"comment": comment}, row.data, row.context())
     failed = next((c for c in transition.conditions if not c.holds(context)), None)
     if failed is not None:
