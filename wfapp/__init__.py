@@ -81,11 +81,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
     from .main import bp as main_bp
+    from .operations import bp as operations_bp
     from .runs import bp as runs_bp
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp):
+                      runs_bp, audit_bp, admin_bp, operations_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)

@@ -161,6 +161,29 @@ register_action(BulkAction("delete", "instances", lambda params: {},
 register_action(BulkAction("replay", "events", lambda params: {}, _replay_refusals, _replay))
 
 
+def advance_options(filters: InstanceFilters) -> list[tuple[str, str]]:
+    """(code, label) of the Manual transitions some matching instance can fire, the ones
+    leaving the most matching instances first."""
+    counts: dict[tuple[str, str], int] = {}
+    for workflow_id, state, count in _groups(filters):
+        for action in instance_service.manual_from(workflow_id, state):
+            key = (action.code, f"{action.code} · {action.label} ({state} → {action.to_state})")
+            counts[key] = counts.get(key, 0) + count
+    return [key for key, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def reset_options(filters: InstanceFilters) -> list[tuple[str, str]]:
+    """(code, label) of the states every matching instance's workflow has."""
+    common: dict[str, str] | None = None
+    for workflow_id in {g[0] for g in _groups(filters)}:
+        workflow = compiled_workflow(workflow_id)
+        states = {c: f"{c} · {s.description}" for c, s in (workflow.states.items()
+                                                           if workflow else ())}
+        common = states if common is None else {c: d for c, d in common.items()
+                                                if c in states}
+    return sorted((common or {}).items())
+
+
 @dataclass
 class Plan:
     """The dry run's answer, and the operation started (None for a dry run)."""
@@ -207,28 +230,33 @@ def _ids(target: str, filters: Any) -> Any:
     return event_service.event_where(select(Event.id), filters)
 
 
+def matched(target: str, filters: Any) -> int:
+    """How many rows the filter matches (exactly: an operation's total)."""
+    return db.session.scalar(select(func.count()).select_from(
+        _ids(target, filters).subquery())) or 0
+
+
 def plan(target: str, action_name: str, filters: Any, params: dict[str, Any], dry_run: bool,
          actor: str) -> Plan:
     """Count and check what the action would do; unless `dry_run`, start it as a queue job."""
     action = _action(target, action_name)
     checked = action.check(params)
-    ids = _ids(target, filters).subquery()
-    matched = db.session.scalar(select(func.count()).select_from(ids)) or 0
+    count = matched(target, filters)
     refused = action.refusals(filters, checked)[:MAX_REFUSED]
-    result = Plan(matched, refused)
+    result = Plan(count, refused)
     if dry_run:
         return result
-    if matched == 0:
+    if count == 0:
         raise Conflict("no rows match this filter; nothing to do")
     operation = BulkOperation(target=target, action=action.name, filter=_filter_dict(filters),
                               params=checked, status=OperationStatus.QUEUED.value,
-                              total=matched, done=0, failed=0, cursor=0, errors=[],
+                              total=count, done=0, failed=0, cursor=0, errors=[],
                               created_by=actor[:64], created_at=utcnow())
     db.session.add(operation)
     db.session.flush()
     audit.record("bulk_start", "operation", str(operation.id),
                  {"target": target, "action": action.name, "filter": operation.filter,
-                  "params": checked, "matched": matched,
+                  "params": checked, "matched": count,
                   "refused": [r.as_dict() for r in refused]}, who=actor)
     db.session.commit()
     from ..queue import get_queue  # the queue sits above services; imported where it is used

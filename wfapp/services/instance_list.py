@@ -304,3 +304,16 @@ def iter_rows(filters: InstanceFilters, sort: str | None = None, chunk: int = 10
             return
         cursor = page.next
         db.session.expunge_all()  # a long download must not hold every row in memory
+
+
+def filter_choices(workflow: str | None) -> dict[str, list[str]]:
+    """The known values of the drop-down filters: workflow and integration codes, and the
+    state codes of the chosen workflow (of every workflow when none is chosen)."""
+    states = select(State.code).distinct().order_by(State.code)
+    if workflow:
+        states = states.join(Workflow, Workflow.id == State.workflow_id).where(
+            Workflow.code == workflow.strip().upper())
+    return {"workflow": list(db.session.scalars(select(Workflow.code).order_by(Workflow.code))),
+            "integration": list(db.session.scalars(select(Integration.code)
+                                                   .order_by(Integration.code))),
+            "state": list(db.session.scalars(states))}

@@ -84,6 +84,11 @@ def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAc
             for t in workflow.candidates.get((state_code, "manual"), ())]
 
 
+def manual_from(workflow_id: int, state_code: str) -> list[ManualAction]:
+    """The Manual transitions an instance of this workflow in this state can fire now."""
+    return _manual(compiled_workflow(workflow_id), state_code)
+
+
 def manual_actions(instance: Instance) -> list[ManualAction]:
     """The enabled Manual transitions leaving the instance's state (none in a final state)."""
     return _manual(compiled_workflow(instance.workflow_id), instance.state)
