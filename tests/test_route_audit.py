@@ -44,6 +44,11 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "workflows.new_transition": "author", "workflows.state": "author",
     "workflows.transition": {"GET": "viewer", "POST": "author"},
     "admin.plugins": "admin", "api.openapi": PUBLIC,
+    "api.bulk_instances": "operator", "api.bulk_events": "operator",
+    "api.show_operation": "viewer", "api.cancel_operation": "operator",
+    "instances.export_csv": "viewer", "operations.new_instances": "operator",
+    "operations.new_events": "operator", "operations.show": "viewer",
+    "operations.progress": "viewer", "operations.cancel": "operator",
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
     "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",
@@ -51,7 +56,8 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "bc_api.api_status": "viewer", "bc_api.api_unregister": "author",
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
-        "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register"}
+        "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register",
+        "operation_id": 1}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

@@ -28,6 +28,7 @@ class EventFilterForm(FlaskForm):
     run_id = IntegerField("Run", validators=[Optional(), an_id])
     instance_id = IntegerField("Instance", validators=[Optional(), an_id])
     cursor = IntegerField("Cursor", validators=[Optional(), an_id])
+    before = IntegerField("Before", validators=[Optional(), an_id])
 
 
 class ReplayForm(FlaskForm):
