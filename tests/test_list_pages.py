@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -102,7 +101,7 @@ def test_advance_all_from_the_page(client, auth, app):
     get_queue().drain()
     db.session.expire_all()  # the job ran in its own session
     shown = _text(client, f"/operations/{operation.id}")
-    assert re.search(r"id=\"op-status\">done<", shown) and "id=\"op-done\">8<" in shown, shown[shown.find("<main"):][:3000]
+    assert 'id="op-status">done<' in shown and 'id="op-done">8<' in shown
     assert db.session.scalar(select(func.count()).select_from(Instance)
                              .where(Instance.state == "DONE")) == 8
     # Viewers see progress but cannot start one.
