@@ -49,6 +49,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "instances.export_csv": "viewer", "operations.new_instances": "operator",
     "operations.new_events": "operator", "operations.show": "viewer",
     "operations.progress": "viewer", "operations.cancel": "operator",
+    "alerts.index": "viewer", "alerts.add_rule": "author", "alerts.delete_rule": "author",
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
     "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",
@@ -57,7 +58,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
         "event_id": 1, "run_id": 1, "filename": "wfapp.css", "action": "register",
-        "operation_id": 1}
+        "operation_id": 1, "rule_id": 1}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

@@ -74,6 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import formatting
     from .admin import bp as admin_bp
+    from .alerts import bp as alerts_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
@@ -86,7 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp, operations_bp):
+                      runs_bp, audit_bp, admin_bp, operations_bp, alerts_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json)
@@ -116,7 +117,8 @@ def _register_plugin_blueprints(app: Flask, registry: Any) -> None:
 def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     """Periodic work: the sweep, the demo feed when on, and what plugins register."""
     schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
-                 ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries")]
+                 ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries"),
+                 ("alerts", float(app.config["ALERT_INTERVAL"]), "wfapp.jobs.evaluate_alerts")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))

@@ -108,3 +108,13 @@ def _resume_operations() -> None:
                 not queue.once(f"bulk-resume:{operation_id}", every):
             continue
         queue.enqueue(JOB, operation_id)
+
+
+def evaluate_alerts() -> dict[str, int]:
+    """Scheduled: check the alert rules, opening and resolving alerts."""
+    from .services.alerts import evaluate
+
+    try:
+        return evaluate()
+    finally:
+        db.session.remove()

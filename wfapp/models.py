@@ -582,3 +582,4 @@ class Alert(Model):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     integration: Mapped[Integration] = relationship()
+    rule: Mapped[AlertRule] = relationship()
