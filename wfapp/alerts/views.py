@@ -24,7 +24,8 @@ class RuleForm(FlaskForm):
     """A new alert rule on the integration card."""
 
     kind = SelectField("Alert when", choices=list(service.KIND_LABELS.items()),
-                       validate_choice=False, validators=[AnyOf(list(service.KIND_LABELS), message="choose a kind")])
+                       validate_choice=False,
+                       validators=[AnyOf(list(service.KIND_LABELS), message="choose a kind")])
     state = StringField("State", validators=[Optional(), Length(max=20)],
                         description="Instances in one state: its code (empty: any active "
                         "state).")
