@@ -84,7 +84,7 @@ def load(instances: int, events: int) -> None:
                    (ARRAY['NEW','HOLD','HOLD','WAIT','DONE','DONE','DONE','DONE','DONE','DONE'])
                        [1 + i % 10],
                    i % 10 < 4,
-                   now() - make_interval(secs => (i * 7919) % 8640000),
+                   now() - make_interval(secs => (i::bigint * 7919) % 8640000),
                    '{}'::json, json_build_object('ref', 'REF-' || i),
                    'on_import', CASE WHEN i % 10 = 0 THEN NULL ELSE 'HOLD' END, 1,
                    now() - interval '100 days'
