@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     cast,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -113,7 +114,7 @@ def _var_condition(name: str, value: str) -> ColumnElement[bool]:
             pass
         if value in ("true", "false"):
             options.append(value == "true")
-        return or_(*(doc.op("@>")(cast(json.dumps({name: v}), JSONB)) for v in options))
+        return or_(*(doc.op("@>")(literal({name: v}, JSONB)) for v in options))
     extracted = func.json_extract(Instance.vars, f'$."{name}"')
     try:
         number = float(value)
