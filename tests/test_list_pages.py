@@ -109,3 +109,39 @@ def test_advance_all_from_the_page(client, auth, app):
     auth.login("viewer")
     assert client.get(start).status_code == 403
     assert client.get(f"/operations/{operation.id}.json").json["done"] == 8
+
+
+def test_replay_all_from_the_events_page(client, auth, app):
+    from wfapp.models import Event
+
+    make_stuck(6)
+    db.session.execute(Event.__table__.update().values(status="failed", result="boom"))
+    db.session.commit()
+    auth.login("operator")
+    listing = _text(client, "/events/?status=failed")
+    assert "6 matching" in listing
+    start = _link(listing, "Replay all matching")
+    dry = _text(client, start)
+    assert re.search(r'id="dry-matched">6<', dry)
+    response = client.post(start, data={})
+    assert response.status_code == 302 and "/operations/" in response.headers["Location"]
+    get_queue().drain()
+    db.session.expire_all()
+    operation = db.session.scalar(select(BulkOperation))
+    assert (operation.target, operation.status, operation.done) == ("events", "done", 6)
+
+
+def test_cancel_from_the_progress_page(client, auth, app):
+    make_stuck(5)
+    auth.login("operator")
+    start = "/operations/new/instances?action=delete&state=HOLD"
+    assert 'id="dry-matched">5<' in _text(client, start)
+    location = client.post(start, data={}).headers["Location"]
+    page = _text(client, location)
+    assert 'id="op-cancel"' in page
+    client.post(location + "/cancel", data={})
+    get_queue().drain()
+    db.session.expire_all()
+    page = _text(client, location)
+    assert 'id="op-status">cancelled<' in page and 'id="op-cancel"' not in page
+    assert db.session.scalar(select(func.count()).select_from(Instance)) == 5  # none deleted
