@@ -294,6 +294,7 @@ class Instance(Model):
         # PostgreSQL, record_key text_pattern_ops and a GIN index on vars::jsonb).
         Index("ix_instance_active_entered", "active", "entered_state_at", "id"),
         Index("ix_instance_state_sort", "state", "id"),
+        Index("ix_instance_active_state_sort", "active", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -349,6 +350,7 @@ class Event(Model):
         Index("ix_event_integration_id", "integration_id", "id"),
         Index("ix_event_status_id", "status", "id"),
         Index("ix_event_source_id", "source", "id"),
+        Index("ix_event_integration_status", "integration_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

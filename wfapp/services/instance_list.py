@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -253,12 +254,11 @@ def list_page(filters: InstanceFilters, limit: int = 50, cursor: str | None = No
     ascending = descending == backwards
     query = _joined(filters)
     if at is not None:
-        if ascending:
-            query = query.where(or_(column > at.value,
-                                    and_(column == at.value, Instance.id > at.id)))
-        else:
-            query = query.where(or_(column < at.value,
-                                    and_(column == at.value, Instance.id < at.id)))
+        # A row-value comparison, which PostgreSQL turns into an index range (an OR of two
+        # comparisons would be a filter on a scan from the first row: slow on deep pages).
+        key_now, key_at = tuple_(column, Instance.id), tuple_(literal(at.value, column.type),
+                                                             literal(at.id, Instance.id.type))
+        query = query.where(key_now > key_at if ascending else key_now < key_at)
     order = (column.asc(), Instance.id.asc()) if ascending else (column.desc(),
                                                                    Instance.id.desc())
     found = db.session.execute(query.order_by(*order).limit(limit + 1)).all()

@@ -21,6 +21,9 @@ def upgrade():
     with op.batch_alter_table('instance', schema=None) as batch_op:
         batch_op.create_index('ix_instance_active_entered', ['active', 'entered_state_at', 'id'])
         batch_op.create_index('ix_instance_state_sort', ['state', 'id'])
+        # Final states hold most instances: sorting the (default) active ones by state must not
+        # walk past all of them first.
+        batch_op.create_index('ix_instance_active_state_sort', ['active', 'state', 'id'])
     # Nullable sort columns sort as '' (the list's keyset compares coalesce(column, '')).
     op.execute("CREATE INDEX ix_instance_key_sort ON instance (coalesce(record_key, ''), id)")
     op.execute("CREATE INDEX ix_instance_last_transition_sort "
@@ -34,6 +37,8 @@ def upgrade():
                    "((vars::jsonb) jsonb_path_ops)")
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.create_index('ix_event_source_id', ['source', 'id'])
+        # "Failed events of this integration": the list's filter and the alert rule's count.
+        batch_op.create_index('ix_event_integration_status', ['integration_id', 'status', 'id'])
 
     op.create_table(
         'bulk_operation',
@@ -90,6 +95,7 @@ def downgrade():
     op.drop_table('alert_rule')
     op.drop_table('bulk_operation')
     with op.batch_alter_table('event', schema=None) as batch_op:
+        batch_op.drop_index('ix_event_integration_status')
         batch_op.drop_index('ix_event_source_id')
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX ix_instance_vars")
@@ -97,5 +103,6 @@ def downgrade():
     op.execute("DROP INDEX ix_instance_last_transition_sort")
     op.execute("DROP INDEX ix_instance_key_sort")
     with op.batch_alter_table('instance', schema=None) as batch_op:
+        batch_op.drop_index('ix_instance_active_state_sort')
         batch_op.drop_index('ix_instance_state_sort')
         batch_op.drop_index('ix_instance_active_entered')
