@@ -145,3 +145,27 @@ def test_cancel_from_the_progress_page(client, auth, app):
     page = _text(client, location)
     assert 'id="op-status">cancelled<' in page and 'id="op-cancel"' not in page
     assert db.session.scalar(select(func.count()).select_from(Instance)) == 5  # none deleted
+
+
+def test_api_pages_every_row_once_in_each_sort(client, tokens, app):
+    from wfapp.models import Instance
+
+    keys = make_stuck(37)
+    # Ties on every sort column: half the instances share one time and one last transition.
+    db.session.execute(Instance.__table__.update().where(Instance.id % 2 == 0).values(
+        entered_state_at=db.session.scalar(select(func.min(Instance.entered_state_at))),
+        last_transition=None))
+    db.session.commit()
+    for sort in ("entered", "-entered", "state", "-state", "record_key", "-record_key",
+                 "last_transition", "-last_transition"):
+        seen, url, pages = [], f"/api/v1/instances?limit=10&sort={sort}", []
+        while url:
+            answer = client.get(url, headers=tokens["viewer"]).json
+            pages.append(answer)
+            seen += [i["record_key"] for i in answer["items"]]
+            url = f"/api/v1/instances?limit=10&sort={sort}&cursor={answer['next']}" \
+                if answer["next"] else ""
+        assert sorted(seen) == sorted(keys) and len(seen) == 37, sort
+        back = client.get(f"/api/v1/instances?limit=10&sort={sort}&cursor="
+                          f"{pages[-1]['previous']}", headers=tokens["viewer"]).json
+        assert back["items"] == pages[-2]["items"], sort
