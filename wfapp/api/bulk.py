@@ -119,8 +119,8 @@ def bulk_instances() -> tuple[Response, int]:
                       "to_version", "dry_run"}, {"action"})
     check_types(body, {"action": (str,), "dry_run": (bool,)})
     filters = instance_filters(body)
-    params = {k: body[k] for k in ("transition", "comment", "state", "note", "to_version")
-              if k in body}
+    params: dict[str, Any] = {k: body[k] for k in ("transition", "comment", "state", "note",
+                                                    "to_version") if k in body}
     plan = bulk.plan("instances", body["action"], filters, params,
                      bool(body.get("dry_run", False)), actor_name())
     return jsonify(_plan_answer(plan)), 200 if plan.operation_id is None else 202

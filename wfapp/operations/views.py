@@ -35,7 +35,7 @@ def _operation_or_404(operation_id: int) -> BulkOperation:
         abort(404, description=error.message)
 
 
-def _args() -> dict[str, str]:
+def _args() -> dict[str, Any]:
     return {k: v for k, v in request.args.items() if k not in ("cursor", "sort", "action")
             and v}
 

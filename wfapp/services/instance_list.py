@@ -42,7 +42,7 @@ MAX_VAR_FILTERS = 3
 # Sort keys the list offers. Nullable columns sort as '' (an expression index matches it), so
 # a keyset comparison never meets a NULL. A literal '' (not a bind parameter) keeps the query's
 # expression identical to the index's.
-_EMPTY = literal_column("''")
+_EMPTY: ColumnElement[str] = literal_column("''")
 SORTS: dict[str, Any] = {
     "entered": Instance.entered_state_at,
     "state": Instance.state,
@@ -133,7 +133,7 @@ def filtered_ids(filters: InstanceFilters) -> Select[Any]:
     return _where(select(Instance.id), filters)
 
 
-def _where(query: Select[Any], filters: InstanceFilters) -> Select[Any]:
+def _where(query: Any, filters: InstanceFilters) -> Any:
     # Filter on the instance's own columns (ids looked up first), so the planner can walk the
     # (workflow_id | integration_id, [state,] entered_state_at, id) indexes in page order.
     if filters.workflow:
@@ -261,7 +261,7 @@ def list_page(filters: InstanceFilters, limit: int = 50, cursor: str | None = No
         query = query.where(key_now > key_at if ascending else key_now < key_at)
     order = (column.asc(), Instance.id.asc()) if ascending else (column.desc(),
                                                                    Instance.id.desc())
-    found = db.session.execute(query.order_by(*order).limit(limit + 1)).all()
+    found = list(db.session.execute(query.order_by(*order).limit(limit + 1)).all())
     more = len(found) > limit
     found = found[:limit]
     if backwards:
