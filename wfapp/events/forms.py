@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import IntegerField, SelectField
 from wtforms.validators import AnyOf, Length, Optional
 
 from ..instances.common import an_id, no_nul
@@ -18,7 +18,8 @@ class EventFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
+    integration = SelectField("Integration", choices=[], validate_choice=False,
+                              validators=[Optional(), Length(max=20), no_nul])
     status = SelectField("Status", choices=STATUSES, default="", validate_choice=False,
                          validators=[AnyOf([v for v, _ in STATUSES],
                                            message="must be pending, processed, skipped or "

@@ -9,6 +9,7 @@ from ..instances.common import MAX_ID, local_url
 from ..models import Event, Role
 from ..security import requires_role
 from ..services import events as service
+from ..services import instance_list
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
@@ -37,6 +38,8 @@ def index() -> str | tuple[str, int]:
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
     form.source.choices = [("", "All"), *sources]
+    form.integration.choices = [("", "All"), *((c, c) for c in instance_list.filter_choices(
+        None)["integration"])]
     rows: list[Event] = []
     cursor, previous, problems = None, None, []
     total, more = 0, False
