@@ -121,3 +121,24 @@ def test_replay_events_by_filter(client, tokens, app):
     replays = db.session.scalar(select(func.count()).select_from(AuditEntry)
                                 .where(AuditEntry.action == "replay"))
     assert replays == 4
+
+
+def test_rq_workers_two_jobs_of_one_operation_act_once(rq_app, tokens, client):
+    """On RQ: two jobs of one operation in two worker processes at once, in short slices."""
+    from tests.services import start_worker
+
+    make_stuck(150)
+    started = _post(client, tokens["operator"], "/api/v1/instances/bulk",
+                    {"filter": {"state": "HOLD"}, "action": "advance",
+                     "transition": "RELEASE"}).json
+    get_queue().enqueue(bulk.JOB, started["operation_id"])  # a duplicate job, as a retry
+    workers = [start_worker(rq_app.config, WFAPP_BULK_TIME_BUDGET="0.2") for _ in range(2)]
+    for worker in workers:
+        out, _ = worker.communicate(timeout=180)
+        assert worker.returncode == 0, out
+    db.session.expire_all()
+    operation = db.session.get(BulkOperation, started["operation_id"])
+    assert (operation.status, operation.done, operation.failed) == ("done", 150, 0)
+    fired = db.session.scalar(select(func.count()).select_from(HistoryEntry)
+                              .where(HistoryEntry.transition == "RELEASE"))
+    assert fired == 150  # each instance advanced exactly once
