@@ -569,7 +569,12 @@ class Alert(Model):
     """An alert a rule raised; open until the rule no longer holds (then `resolved_at`)."""
 
     __tablename__ = "alert"
-    __table_args__ = (Index("ix_alert_open", "resolved_at", "id"),)
+    __table_args__ = (
+        Index("ix_alert_open", "resolved_at", "id"),
+        Index("ix_alert_one_open", "rule_id", unique=True,
+              postgresql_where=text("resolved_at IS NULL"),
+              sqlite_where=text("resolved_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rule.id", ondelete="CASCADE"),

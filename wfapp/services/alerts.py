@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..engine import RuleError
 from ..extensions import db
@@ -198,7 +199,10 @@ def evaluate(now: datetime | None = None) -> dict[str, int]:
                          who="scheduler")
             counts["resolved"] += 1
         counts["open"] += int(finding.holds)
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:  # an overlapping evaluation opened this rule's alert first
+            db.session.rollback()
     return counts
 
 

@@ -88,6 +88,9 @@ def upgrade():
     )
     op.create_index('ix_alert_rule_id', 'alert', ['rule_id'])
     op.create_index('ix_alert_open', 'alert', ['resolved_at', 'id'])
+    # At most one open alert per rule, even if two evaluations overlap.
+    op.execute("CREATE UNIQUE INDEX ix_alert_one_open ON alert (rule_id) "
+               "WHERE resolved_at IS NULL")
 
 
 def downgrade():
