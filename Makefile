@@ -21,11 +21,14 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,server]'
+	@# setuptools warns about every editable install of a package with mapped folders; noise
+	@# for someone who only wants to run the app.
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[test,server]'
 	touch $@
 
 # A secret for the local demo, generated once; production sets WFAPP_SECRET_KEY instead.

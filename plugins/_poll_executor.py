@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +85,7 @@ class PollExecutor:
         self.stopping = False
         self.storing = False
         #: Counts (claimed, stored, failed) and seconds the pump spent (claim_s, store_s).
-        self.stats: Counter[str] = Counter()
+        self.stats: dict[str, float] = defaultdict(float)
 
     # --- the scheduled job's side ---------------------------------------------------------------
 

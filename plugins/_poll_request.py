@@ -175,7 +175,8 @@ def _read(response: Any, max_bytes: int, deadline: float) -> bytes | None:
     `read1` returns as soon as some bytes arrive, so a server that drips its answer is cut off
     at the deadline (give or take one read timeout), not after every byte's own timeout.
     """
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = response.read1(CHUNK)
         if not chunk:
@@ -198,7 +199,8 @@ def perform(pool: urllib3.PoolManager, method: str, url: str, headers: Mapping[s
     started = time.monotonic()
     try:
         # A non-ASCII value (a record key with accents) goes out as UTF-8, not Latin-1.
-        wire = {k: v if v.isascii() else v.encode("utf-8") for k, v in headers.items()}
+        wire: dict[str, Any] = {k: v if v.isascii() else v.encode("utf-8")
+                                for k, v in headers.items()}
         response = pool.request(method, url, headers=wire, retries=False,
                                 redirect=False, preload_content=False,
                                 timeout=urllib3.Timeout(connect=timeout, read=timeout))

@@ -158,7 +158,8 @@ def poll(item: DueInstance, secrets: dict[str, str], pool: urllib3.PoolManager,
         url = fill_url(str(cfg.get("url") or ""), item)
         headers = fill_headers(cfg.get("headers") or {}, item, secrets)
     except TemplateError as exc:
-        outcome_error, status, elapsed = f"cannot build the request: {exc}", None, 0.0
+        outcome_error: str | None = f"cannot build the request: {exc}"
+        status, elapsed = None, 0.0
         payload = None
     else:
         timeout = float(cfg.get("timeout_seconds") or DEFAULT_TIMEOUT)

@@ -45,7 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Every <int:…> in a route is an id: larger than a BIGINT holds is 404, not a database error.
     app.url_map.converters["int"] = IdConverter
     from .plugins import build_registry, config_flag, get_plugin_manager
-    from .queue import make_queue
+    from .queue import EmbeddedQueue, make_queue
     from .secretbox import SecretBox
     from .throttle import Throttle
 
@@ -69,7 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["wfapp"] = {"plugin_manager": pm, "registry": registry, "queue": queue,
                                "schedules": _schedules(app, registry),
                                "secretbox": SecretBox(app.config), "throttle": Throttle(app)}
-    if queue.embedded and app.config.get("EMBEDDED_WORKER"):
+    if isinstance(queue, EmbeddedQueue) and app.config.get("EMBEDDED_WORKER"):
         queue.start(app.extensions["wfapp"]["schedules"])
 
     from . import formatting

@@ -135,11 +135,11 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
     from flask import g
     from rq import SimpleWorker
 
-    from .queue import get_queue
+    from .queue import RedisQueue, get_queue
 
     g.actor = "worker"  # what jobs change is recorded as the worker's doing
     queue = get_queue()
-    if queue.embedded:
+    if not isinstance(queue, RedisQueue):
         click.echo("Error: set WFAPP_REDIS_URL to run workers; without Redis the web process "
                    "runs jobs itself (the embedded queue).", err=True)
         sys.exit(1)

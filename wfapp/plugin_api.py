@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from flask import current_app, has_request_context, jsonify, request
-from werkzeug.wrappers import Response
+from flask import Response, current_app, has_request_context, jsonify, request
 
 from . import signing
 from .formatting import span

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from flask import Flask, current_app
 from limits import RateLimitItem, parse
@@ -35,7 +36,7 @@ class Throttle:
     def __init__(self, app: Flask) -> None:
         uri = app.config.get("REDIS_URL")
         options = {"socket_timeout": 2, "socket_connect_timeout": 2} if uri else {}
-        self.storage: Storage = storage_from_string(uri or "memory://", **options)
+        self.storage = cast(Storage, storage_from_string(uri or "memory://", **options))
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.rules = Rules(parse(app.config["LOGIN_LIMIT_ACCOUNT"]),
                            parse(app.config["LOGIN_LIMIT_ADDRESS"]),

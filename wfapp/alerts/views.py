@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 from wtforms import SelectField, StringField
 from wtforms.validators import AnyOf, Length, Optional
 
+from ..choices import options
 from ..instances.common import local_url
 from ..models import Role
 from ..security import actor_name, requires_role
@@ -23,7 +24,7 @@ from . import bp
 class RuleForm(FlaskForm):
     """A new alert rule on the integration card."""
 
-    kind = SelectField("Alert when", choices=list(service.KIND_LABELS.items()),
+    kind = SelectField("Alert when", choices=options(service.KIND_LABELS.items()),
                        validate_choice=False,
                        validators=[AnyOf(list(service.KIND_LABELS), message="choose a kind")])
     state = StringField("State", validators=[Optional(), Length(max=20)],

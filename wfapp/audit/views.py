@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from flask import render_template, request
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Length, Optional
 
+from ..choices import options
 from ..inputs import parse_id
 from ..models import Role
 from ..security import requires_role
@@ -45,9 +47,10 @@ def index() -> tuple[str, int] | str:
     """Audit rows, newest first, with filters and keyset pages."""
     form = AuditFilterForm(formdata=request.args)
     seen = service.choices()
-    form.action.choices = [("", "All"), *((a, a) for a in seen["action"])]
-    form.object_type.choices = [("", "All"), *((t, t) for t in seen["object_type"])]
-    rows, cursor, problems = [], None, []
+    form.action.choices = options([("", "All"), *((a, a) for a in seen["action"])])
+    form.object_type.choices = options([("", "All"), *((t, t) for t in seen["object_type"])])
+    rows: list[Any] = []
+    cursor, problems = None, []
     raw_cursor = request.args.get("cursor")
     cursor_id = parse_id(raw_cursor) if raw_cursor else None
     if raw_cursor and cursor_id is None:

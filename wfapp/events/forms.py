@@ -6,10 +6,11 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField
 from wtforms.validators import AnyOf, Length, Optional
 
+from ..choices import options
 from ..instances.common import an_id, no_nul
 
-STATUSES = [("", "All"), ("pending", "Pending"), ("processed", "Processed"),
-            ("skipped", "Skipped"), ("failed", "Failed")]
+STATUSES = options([("", "All"), ("pending", "Pending"), ("processed", "Processed"),
+            ("skipped", "Skipped"), ("failed", "Failed")])
 
 
 class EventFilterForm(FlaskForm):
@@ -21,7 +22,7 @@ class EventFilterForm(FlaskForm):
     integration = SelectField("Integration", choices=[], validate_choice=False,
                               validators=[Optional(), Length(max=20), no_nul])
     status = SelectField("Status", choices=STATUSES, default="", validate_choice=False,
-                         validators=[AnyOf([v for v, _ in STATUSES],
+                         validators=[AnyOf([c.value for c in STATUSES],
                                            message="must be pending, processed, skipped or "
                                            "failed")])
     source = SelectField("Source", choices=[], default="", validate_choice=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..instances.common import MAX_ID, local_url
 from ..models import Event, Role
 from ..security import requires_role
@@ -37,9 +38,9 @@ def index() -> str | tuple[str, int]:
     """Stored events, newest first, with filters and keyset pages."""
     form = EventFilterForm(formdata=request.args)
     sources = get_registry().choices()
-    form.source.choices = [("", "All"), *sources]
-    form.integration.choices = [("", "All"), *((c, c) for c in instance_list.filter_choices(
-        None)["integration"])]
+    form.source.choices = options([("", "All"), *sources])
+    form.integration.choices = options([("", "All"), *((c, c) for c in instance_list.filter_choices(
+        None)["integration"])])
     rows: list[Event] = []
     cursor, previous, problems = None, None, []
     total, more = 0, False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import request
 
+from ..choices import options
 from ..services import instance_list
 from ..services.errors import ValidationFailed
 from ..services.instance_list import InstanceFilters
@@ -13,7 +14,7 @@ from .forms import ACTIVE, FilterForm
 def read_filters(form: FilterForm) -> tuple[InstanceFilters | None, list[str]]:
     """The list's filters from its validated form and `var.<name>` arguments (or problems)."""
     for name, choices in instance_list.filter_choices(form.workflow.data).items():
-        form[name].choices = [("", "All"), *((c, c) for c in choices)]
+        form[name].choices = options([("", "All"), *((c, c) for c in choices)])
     if not form.validate():
         return None, [f"{form[name].label.text}: {'; '.join(messages)}"
                       for name, messages in form.errors.items()]

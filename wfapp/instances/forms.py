@@ -26,6 +26,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
+from ..choices import options
 from .common import an_id, no_nul
 
 ACTIVE = {"yes": True, "no": False, "all": None, "": None}
@@ -57,8 +58,8 @@ class FilterForm(FlaskForm):
                                validators=[Optional()],
                                description="Instances that entered their state at or before "
                                "this time.")
-    active = SelectField("Active", choices=[("yes", "Active"), ("no", "Finished"),
-                                            ("all", "All")],
+    active = SelectField("Active", choices=options([("yes", "Active"), ("no", "Finished"),
+                                                    ("all", "All")]),
                          default="yes", validate_choice=False,
                          validators=[AnyOf(list(ACTIVE), message="must be yes, no or all")])
     record_key = StringField("Record Key", validators=[Optional(), Length(max=200), no_nul],
@@ -70,7 +71,8 @@ class FilterForm(FlaskForm):
         description="A captured workflow variable, e.g. tracking_no.")
     var_value = StringField("Value", validators=[Optional(), Length(max=200), no_nul])
     run_id = IntegerField("Run", validators=[Optional(), an_id])
-    size = SelectField("Rows", choices=[(str(n), str(n)) for n in PAGE_SIZES], default="50",
+    size = SelectField("Rows", choices=options((str(n), str(n)) for n in PAGE_SIZES),
+                       default="50",
                        validators=[AnyOf([str(n) for n in PAGE_SIZES],
                                          message="must be 25, 50, 100 or 200")])
 

@@ -18,6 +18,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from ..choices import options as choice_options
 from ..models import Instance, Role, utcnow
 from ..security import actor_name, requires_role
 from ..services import instance_list
@@ -152,7 +153,7 @@ def advance() -> Page:
         return redirect(back)
     options = service.common_manual_actions(instances)
     form = AdvanceForm()
-    form.transition.choices = [(a.code, a.label) for a in options]
+    form.transition.choices = choice_options((a.code, a.label) for a in options)
     if form.validate_on_submit():
         code = form.transition.data.strip().upper()
         _each(instances, lambda i: service.fire_manual(i, code, form.comment.data or "",
@@ -177,8 +178,8 @@ def reset() -> Page:
         return redirect(back)
     workflows = {i.workflow_id for i in instances}
     form = ResetForm()
-    form.state.choices = [(s.code, f"{s.code} · {s.description}")
-                          for s in instances[0].workflow.states] if len(workflows) == 1 else []
+    form.state.choices = choice_options([(s.code, f"{s.code} · {s.description}")
+                          for s in instances[0].workflow.states]) if len(workflows) == 1 else []
     if len(workflows) == 1 and form.validate_on_submit():
         state, note = form.state.data, form.note.data.strip()
         _each(instances, lambda i: service.reset_instance(i, state, note, actor_name()),
@@ -218,7 +219,7 @@ def show(instance_id: int) -> Page:
     instance = _instance_or_404(instance_id)
     sample = "why_payload" in request.args
     why = WhyNotForm(formdata=request.args if sample else None)
-    why.why_source.choices = get_registry().choices()
+    why.why_source.choices = choice_options(get_registry().choices())
     if sample and why.validate():
         about, verdicts = service.why_not(instance, why.payload(), why.why_source.data,
                                           why.why_type.data or "")
@@ -240,7 +241,7 @@ def fire(instance_id: int) -> Response:
     instance = _instance_or_404(instance_id)
     code = (request.form.get("transition") or "").strip().upper()
     form = AdvanceForm()
-    form.transition.choices = [(code, code)]
+    form.transition.choices = choice_options([(code, code)])
     if not form.validate_on_submit():
         for messages in form.errors.values():
             flash(f"Not fired: {'; '.join(messages)}", "danger")

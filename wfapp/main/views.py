@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -35,7 +35,7 @@ def _found(query: str) -> list[tuple[Hit, str]]:
     out = []
     for hit in search(query, role=current_user.role):
         try:
-            out.append((hit, url_for(hit.endpoint, **dict(hit.args))))
+            out.append((hit, url_for(hit.endpoint, **cast(dict[str, Any], dict(hit.args)))))
         except BuildError:
             continue
     return out

@@ -8,6 +8,7 @@ from flask import abort, flash, jsonify, redirect, render_template, request, url
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..events.forms import EventFilterForm
 from ..inputs import MAX_ID
 from ..instances.filters import read_filters
@@ -64,24 +65,24 @@ def new_instances() -> Page:
     form: FlaskForm
     if action == "advance":
         form = AdvanceAllForm()
-        form.transition.choices = bulk.advance_options(filters)
+        pairs = bulk.advance_options(filters)
+        form.transition.choices = options(pairs)
         params = {"transition": form.transition.data or "", "comment": form.comment.data or ""}
     elif action == "reset":
         form = ResetAllForm()
-        form.state.choices = bulk.reset_options(filters)
+        pairs = bulk.reset_options(filters)
+        form.state.choices = options(pairs)
         params = {"state": form.state.data or "", "note": form.note.data or ""}
     else:
-        form, params = ConfirmForm(), {}
+        form, params, pairs = ConfirmForm(), {}, []
     if form.validate_on_submit():
         started = _start("instances", action, filters, params)
         if started is not None:
             return started
     # The dry run: with the chosen transition or state once there is one.
+    first = pairs[0][0] if pairs else ""
     dry_params = params if request.method == "POST" else {
-        "transition": (getattr(form, "transition", None) and form.transition.choices and
-                       form.transition.choices[0][0]) or "",
-        "state": (getattr(form, "state", None) and form.state.choices and
-                  form.state.choices[0][0]) or "", "note": "dry run", "comment": ""}
+        "transition": first, "state": first, "note": "dry run", "comment": ""}
     try:
         dry = bulk.plan("instances", action, filters, dry_params, True, actor_name())
     except ServiceError:  # no transition or state to choose: only the count to show
@@ -98,7 +99,7 @@ def new_instances() -> Page:
 def new_events() -> Page:
     """Replay all events matching the Events list's filter: the dry run, then the operation."""
     filter_form = EventFilterForm(formdata=request.args)
-    filter_form.source.choices = [("", "All"), *get_registry().choices()]
+    filter_form.source.choices = options([("", "All"), *get_registry().choices()])
     back = url_for("events.index", **_args())
     if not filter_form.validate():
         flash("These filters cannot be used.", "danger")

@@ -6,7 +6,9 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import RadioField, SelectField
 
-DIRECTIONS = [("import", "Import"), ("export", "Export")]
+from ..choices import options
+
+DIRECTIONS = options([("import", "Import"), ("export", "Export")])
 
 
 class RunForm(FlaskForm):

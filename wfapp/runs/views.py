@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..engine import RuleError
 from ..instances.common import MAX_ID
 from ..models import Integration, Role, Run
@@ -52,14 +53,14 @@ def new() -> Page:
     """Run Import / Run Export: upload a JSON or CSV file of records; nothing is stored unless
     every record is valid."""
     form = RunForm()
-    form.integration.choices = [(i.code, f"{i.code} · {i.description}")
-                                for i in list_integrations()]
+    form.integration.choices = options([(i.code, f"{i.code} · {i.description}")
+                                for i in list_integrations()])
     if request.method == "GET":
         code = request.args.get("integration", "").strip().upper()
         if code:
             _integration_or_404(code)
             form.integration.data = code
-        if request.args.get("direction") in dict(DIRECTIONS):
+        if request.args.get("direction") in {c.value for c in DIRECTIONS}:
             form.direction.data = request.args["direction"]
     errors: list[RuleError] = []
     if form.validate_on_submit():

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from ..engine import RuleError
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import BulkOperation, Event, EventStatus, Instance, OperationStatus, utcnow
 from . import audit
 from . import events as event_service
@@ -286,10 +286,10 @@ def progress(operation: BulkOperation) -> dict[str, Any]:
 def cancel(operation_id: int, actor: str) -> BulkOperation:
     """Stop an operation between two rows; what it did so far stays done."""
     operation = get_operation(operation_id)
-    changed = db.session.execute(update(OPERATION).where(
+    changed = affected(db.session.execute(update(OPERATION).where(
         OPERATION.c.id == operation_id,
         OPERATION.c.status.in_([OperationStatus.QUEUED.value, OperationStatus.RUNNING.value]))
-        .values(status=OperationStatus.CANCELLED.value, finished_at=utcnow())).rowcount
+        .values(status=OperationStatus.CANCELLED.value, finished_at=utcnow())))
     if changed != 1:
         db.session.rollback()
         raise Conflict(f"operation {operation_id} is {operation.status}; only a queued or "
@@ -311,10 +311,10 @@ def _claim_row(operation_id: int, row_id: int, *, failed: bool) -> bool:
         # together with the change (one transaction), so a retry redoes both, never one twice.
         # On a busy disk this is most of the time a row takes.
         db.session.execute(text("SET LOCAL synchronous_commit = off"))
-    return db.session.execute(update(OPERATION).where(
+    return affected(db.session.execute(update(OPERATION).where(
         OPERATION.c.id == operation_id, OPERATION.c.cursor < row_id,
         OPERATION.c.status == OperationStatus.RUNNING.value)
-        .values({OPERATION.c.cursor: row_id, counter: counter + 1})).rowcount == 1
+        .values({OPERATION.c.cursor: row_id, counter: counter + 1}))) == 1
 
 
 def run(operation_id: int, time_budget: float = 20.0, chunk: int = CHUNK) -> bool:
@@ -371,9 +371,9 @@ def _record_failure(operation_id: int, row_id: int, message: str) -> None:
 
 
 def _finish(operation_id: int) -> bool:
-    finished = db.session.execute(update(OPERATION).where(
+    finished = affected(db.session.execute(update(OPERATION).where(
         OPERATION.c.id == operation_id, OPERATION.c.status == OperationStatus.RUNNING.value)
-        .values(status=OperationStatus.DONE.value, finished_at=utcnow())).rowcount
+        .values(status=OperationStatus.DONE.value, finished_at=utcnow())))
     if finished:
         operation = get_operation(operation_id)
         audit.record("bulk_done", "operation", str(operation_id),

@@ -37,7 +37,7 @@ def get(key: Any, max_age: float, load: Callable[[], T]) -> T:
     now = time.monotonic()
     found = store.get(key)
     if found is not None and found[1] == _generation and now - found[0] < max_age:
-        return found[2]  # type: ignore[no-any-return]
+        return found[2]
     generation = _generation
     value = load()
     if len(store) > 10_000:  # integrations are few; never let a flood of codes grow it

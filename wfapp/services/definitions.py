@@ -280,7 +280,7 @@ def save_definition(workflow: Workflow | None, wf: dict[str, Any]) -> Workflow:
         db.session.rollback()
         raise ValidationFailed(errors)
     creating = workflow is None
-    before = None if creating else workflow_to_dict(workflow)
+    before = None if workflow is None else workflow_to_dict(workflow)
     if workflow is None:
         workflow = Workflow()
         db.session.add(workflow)

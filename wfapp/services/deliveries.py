@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import Delivery, DeliveryCounter, DeliveryOutcome, Event, utcnow
 
 KEEP_PER_CHANNEL = 500
@@ -123,6 +123,6 @@ def prune(keep: int = KEEP_PER_CHANNEL) -> int:
             result = db.session.execute(delete(Delivery).where(
                 Delivery.integration_id == integration_id, Delivery.channel == channel,
                 Delivery.id <= cutoff))
-            deleted += result.rowcount or 0
+            deleted += affected(result)
     db.session.commit()
     return deleted

@@ -37,6 +37,8 @@ def compiled_workflow(workflow_id: int) -> CompiledWorkflow | None:
     if cached is not None and cached[0] == stamp:
         return cached[1]
     workflow = db.session.get(Workflow, workflow_id, populate_existing=True)
+    if workflow is None:  # deleted since the stamp was read
+        return None
     states = db.session.scalars(select(State).where(State.workflow_id == workflow_id)
                                 .order_by(State.position)).all()
     transitions = db.session.scalars(select(Transition).where(

@@ -19,7 +19,7 @@ from ..engine import (
     explain,
     explain_condition,
 )
-from ..extensions import db
+from ..extensions import affected, db
 from ..formatting import record_url
 from ..models import (
     Event,
@@ -127,13 +127,14 @@ def record_link(instance: Instance) -> str | None:
                       instance.run_id, instance.vars or {}, instance.data or {})
 
 
-def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow | None]:
+def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkflow]:
     """Read an instance for a change by a person (its row locked on PostgreSQL)."""
     conn = db.session.connection()
     row = load_instance(conn, instance_id, lock=True)
-    if row is None:
+    workflow = None if row is None else compiled_workflow(row.workflow_id)
+    if row is None or workflow is None:  # the workflow too: it may be deleted meanwhile
         raise NotFound(f"instance {instance_id} does not exist")
-    return conn, row, compiled_workflow(row.workflow_id)
+    return conn, row, workflow
 
 
 def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
@@ -209,7 +210,7 @@ def delete_instance(instance_id: int, actor: str) -> None:
                "state": instance.state, "vars": instance.vars}
     # The row count says whether this request deleted it: of several deletes at once, one
     # succeeds (and is audited), the others find nothing.
-    deleted = db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)).rowcount
+    deleted = affected(db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)))
     if deleted != 1:
         db.session.rollback()
         raise NotFound(f"instance {instance_id} does not exist")

@@ -193,7 +193,7 @@ def _plugin_setting_errors(fields: dict[str, Any], stored: dict[str, Any]) -> li
               if setting.type != "secret"}
     merged.update({k: v for k, v in stored.items() if k in settings})
     merged.update({k: v for k, v in fields.items() if k in settings})
-    errors = []
+    errors: list[RuleError] = []
     for trigger in get_registry().trigger_types.values():
         errors.extend(RuleError(name, message) for name, message in trigger.check_settings(
             merged, changed=frozenset(k for k in fields if k in settings)))

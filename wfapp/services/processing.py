@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..engine import build_context, capture_vars, select_transition
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
 from .firing import (
@@ -61,7 +61,7 @@ def acquire_lease(name: str, owner: str, seconds: float) -> bool:
     condition = or_(LEASE.c.expires_at.is_(None), LEASE.c.expires_at < now, LEASE.c.owner == owner)
     result = db.session.execute(
         update(LEASE).where(LEASE.c.name == name, condition).values(**values))
-    if result.rowcount == 0:
+    if affected(result) == 0:
         exists = db.session.scalar(select(LEASE.c.name).where(LEASE.c.name == name))
         if exists is not None:
             db.session.commit()

@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import Instance, InstanceTimer, Integration, Transition, Workflow, utcnow
 from .registry import get_registry
 
@@ -161,7 +161,7 @@ def sync(trigger_type: str) -> tuple[int, int]:
                                     or_(not_(current), not_(known)))
     else:
         stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type)
-    dropped = db.session.execute(stale).rowcount or 0
+    dropped = affected(db.session.execute(stale))
     made = 0
     columns = ["instance_id", "workflow_id", "integration_id", "transition", "trigger_type",
                "entered_at", "due_at", "failures", "last_error"]

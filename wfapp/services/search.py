@@ -4,6 +4,7 @@ description, workflow instances by record key."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import and_, func, or_, select
 
@@ -101,8 +102,9 @@ def _coded(model: type[Workflow] | type[Integration], words: list[str], limit: i
     conditions = [or_(func.lower(model.code).like(_like(w), escape="\\"),
                       func.lower(model.description).like(_like(w), escape="\\"))
                   for w in words]
-    return list(db.session.scalars(select(model).where(and_(*conditions))
-                                   .order_by(model.code).limit(limit)))
+    rows = db.session.scalars(select(model).where(and_(*conditions))
+                              .order_by(model.code).limit(limit))
+    return cast(list[Workflow] | list[Integration], list(rows))
 
 
 def _instances(query: str, limit: int) -> list[Instance]:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from ..engine import RuleError, check_code, normalize_code
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import Instance, Integration, Workflow
 from . import audit
 from .definitions import get_workflow, save_definition, workflow_to_dict
@@ -264,7 +264,7 @@ def delete_workflow(code: str, actor: str) -> list[str]:
     # A plain DELETE whose row count says whether this request is the one that deleted it:
     # of several deletes at once, one succeeds (and is audited) and the others find nothing.
     # States, transitions and finished instances go with it (ON DELETE CASCADE).
-    deleted = db.session.execute(delete(Workflow).where(Workflow.id == workflow_id)).rowcount
+    deleted = affected(db.session.execute(delete(Workflow).where(Workflow.id == workflow_id)))
     if deleted != 1:
         db.session.rollback()
         raise NotFound(f"workflow {code!r} does not exist")

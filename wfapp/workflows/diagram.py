@@ -10,6 +10,7 @@ double border, disabled transitions are dashed and greyed.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -182,7 +183,7 @@ def _label_line(x: float, index: int, code: str, enabled: bool) -> str:
     return f'<tspan x="{x}" dy="{index and LINE_H}"{style}>{escape(code)}{suffix}</tspan>'
 
 
-def _edge(edge: Edge, pos: dict[str, tuple[float, float]], column: dict[str, int],
+def _edge(edge: Edge, pos: Mapping[str, tuple[float, float]], column: dict[str, int],
           lane: float) -> str:
     """One arrow with its stacked label; `lane` is the y of a back arrow or a side arrow's rank."""
     (sx, sy), (tx, ty) = pos[edge.source], pos[edge.target]

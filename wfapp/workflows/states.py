@@ -7,6 +7,7 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..choices import options
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import requires_role
@@ -22,9 +23,9 @@ def _state_form(workflow: Workflow, state_code: str | None, formdata: Any = None
     state = workflow.state(state_code) if state_code else None
     form = StateForm(formdata=formdata, obj=state)
     leaving = [t for t in workflow.transitions if state is not None and t.from_state == state.code]
-    form.on_timeout_transition.choices = [("", "(none)")] + [
+    form.on_timeout_transition.choices = options([("", "(none)")] + [
         (t.code, f"{t.code} → {t.to_state}" + ("" if t.enabled else " (disabled)"))
-        for t in leaving]
+        for t in leaving])
     if formdata is None and state is not None:
         form.on_timeout_transition.data = state.on_timeout_transition or ""
     return form

@@ -9,6 +9,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 from wtforms import Form
 
+from ..choices import options
 from ..engine import OPERATOR_LABELS, OPERATORS, RuleError, field_suggestions
 from ..models import Role, Transition, Workflow
 from ..security import requires_role
@@ -38,11 +39,11 @@ def _transition_form(workflow: Workflow, formdata: Any = None, obj: Any = None
     states = [(s.code, f"{s.code} · {s.description}" if s.description else s.code)
               for s in workflow.states]
     finals = {s.code for s in workflow.states if s.is_final}
-    form.from_state.choices = [s for s in states if s[0] not in finals]
-    form.to_state.choices = states
-    form.trigger_type.choices = get_registry().choices()
+    form.from_state.choices = options(s for s in states if s[0] not in finals)
+    form.to_state.choices = options(states)
+    form.trigger_type.choices = options(get_registry().choices())
     if not form.trigger_type.data and form.trigger_type.choices:
-        form.trigger_type.data = form.trigger_type.choices[0][0]
+        form.trigger_type.data = form.trigger_type.choices[0].value
     return form
 
 

@@ -51,6 +51,7 @@ class NumberField(StringField):
     def __init__(self, *args: Any, whole: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.whole = whole
+        self.data: float | None = None
 
     def process_formdata(self, valuelist: list[Any]) -> None:
         """Parse the posted text; a message on the field when it is not a number."""

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from ..choices import options
 from ..engine import RuleError
 from ..models import Role, Workflow
 from ..security import actor_name, requires_role
@@ -77,8 +78,8 @@ def new() -> BaseResponse | tuple[str, int]:
 def _general_form(workflow: Workflow, formdata: Any = None) -> GeneralForm:
     """The General fields; Initial State offers this workflow's states."""
     form = GeneralForm(formdata=formdata, obj=None if formdata else workflow)
-    form.initial_state.choices = [(s.code, f"{s.code} · {s.description}" if s.description
-                                   else s.code) for s in workflow.states if not s.is_final]
+    form.initial_state.choices = options([(s.code, f"{s.code} · {s.description}" if s.description
+                                   else s.code) for s in workflow.states if not s.is_final])
     if formdata is None:
         form.initial_state.data = workflow.initial_state
     return form
