@@ -56,6 +56,12 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "admin.retention": "admin",
     # Probes and the scraper have no login; /metrics applies METRICS_ALLOW / METRICS_TOKEN.
     "ops.healthz": PUBLIC, "ops.readyz": PUBLIC, "ops.metrics": PUBLIC,
+    "api.bulk_instances": "operator", "api.bulk_events": "operator",
+    "api.show_operation": "viewer", "api.cancel_operation": "operator",
+    "instances.export_csv": "viewer", "operations.new_instances": "operator",
+    "operations.new_events": "operator", "operations.show": "viewer",
+    "operations.progress": "viewer", "operations.cancel": "operator",
+    "alerts.index": "viewer", "alerts.add_rule": "author", "alerts.delete_rule": "author",
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
     "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",
@@ -64,7 +70,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
 }
 ARGS = {"code": "ORDER_SYNC", "state_code": "NEW", "tcode": "SUBMIT", "instance_id": 1,
         "event_id": 1, "run_id": 1, "number": 1, "migration_id": 1, "filename": "wfapp.css",
-        "action": "register", "delivery_id": 1}
+        "action": "register", "delivery_id": 1, "operation_id": 1, "rule_id": 1}
 
 
 def _routes(app: Any) -> list[tuple[str, str, str]]:

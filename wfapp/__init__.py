@@ -75,6 +75,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import formatting
     from .actions_ui import bp as actions_bp
     from .admin import bp as admin_bp
+    from .alerts import bp as alerts_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
@@ -83,12 +84,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .instances import bp as instances_bp
     from .integrations import bp as integrations_bp
     from .main import bp as main_bp
+    from .operations import bp as operations_bp
     from .ops import bp as ops_bp
     from .runs import bp as runs_bp
     from .workflows import bp as workflows_bp
 
     for blueprint in (main_bp, auth_bp, workflows_bp, integrations_bp, instances_bp, events_bp,
-                      runs_bp, audit_bp, admin_bp, ops_bp, actions_bp, demo_receiver_bp):
+                      runs_bp, audit_bp, admin_bp, ops_bp, actions_bp, demo_receiver_bp,
+                      operations_bp, alerts_bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters.update(duration=formatting.duration, timestamp=formatting.timestamp,
                                  pretty_json=formatting.pretty_json,
@@ -121,7 +124,8 @@ def _schedules(app: Flask, registry: Any) -> list[tuple[str, float, str]]:
     schedules = [("sweep", float(app.config["SWEEP_INTERVAL"]), "wfapp.jobs.sweep"),
                  ("delivery-prune", 600.0, "wfapp.jobs.prune_deliveries"),
                  ("retention", float(app.config["RETENTION_INTERVAL"]), "wfapp.jobs.retention"),
-("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions")]
+                 ("actions", float(app.config["ACTION_INTERVAL"]), "wfapp.jobs.deliver_actions"),
+                 ("alerts", float(app.config["ALERT_INTERVAL"]), "wfapp.jobs.evaluate_alerts")]
     if app.config.get("DEMO_FEED_INTERVAL"):
         schedules.append(("demo-feed", float(app.config["DEMO_FEED_INTERVAL"]),
                           "wfapp.demo.feed"))

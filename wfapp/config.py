@@ -38,6 +38,12 @@ LEASE_SECONDS = 60
 EVENT_BATCH_SIZE = 200
 # Seconds one processing or sweep job works before handing over to a fresh job.
 JOB_TIME_BUDGET = 20
+# Seconds one slice of a bulk operation works before queueing the next slice.
+BULK_TIME_BUDGET = 5
+# The sweep gives an unfinished bulk operation a new job at most this often (a lost job).
+BULK_RESUME_SECONDS = 120
+# Seconds between evaluations of the alert rules.
+ALERT_INTERVAL = 60
 # RQ stops a job that runs longer than this many seconds (an event stuck in a plugin's code).
 JOB_TIMEOUT = 120
 # An event whose processing crashed or ran out of time this many times is marked failed (with

@@ -62,6 +62,7 @@ def sweep() -> dict[str, int]:
             requeued = 1
         if fired:
             log.info("sweep fired %d timeouts", fired)
+        _resume_operations()
         return {"timeouts_fired": fired, "requeued": requeued}
     finally:
         db.session.remove()
@@ -111,6 +112,21 @@ def run_migration(migration_id: int) -> bool:
         db.session.remove()
 
 
+def run_operation(operation_id: int) -> bool:
+    """Work on a bulk operation for a slice of time; queue the next slice until it is done."""
+    from .services.bulk import JOB, run
+
+    try:
+        finished = run(operation_id, float(current_app.config.get("BULK_TIME_BUDGET", 5)))
+        if not finished:
+            # Short slices, each a new job: no job outlives its timeout, and on the embedded
+            # queue event processing gets its turn between slices.
+            get_queue().enqueue(JOB, operation_id)
+        return finished
+    finally:
+        db.session.remove()
+
+
 def retention() -> dict[str, int]:
     """Purge what the retention settings no longer keep; roll up finished days of the tally."""
     from .services import retention as policy
@@ -120,5 +136,33 @@ def retention() -> dict[str, int]:
         removed = policy.purge(time_budget=float(current_app.config.get("JOB_TIME_BUDGET", 20)))
         removed["tally_rows"] = tally.compact()
         return removed
+    finally:
+        db.session.remove()
+
+
+def _resume_operations() -> None:
+    """Give an unfinished bulk operation whose job was lost (a killed worker) a new one.
+
+    A second job of one operation is harmless (rows are claimed by the cursor), so this only
+    keeps it rare: at most one resume per operation per RESUME_SECONDS across all processes.
+    """
+    from .services.bulk import JOB, unfinished
+
+    queue = get_queue()
+    every = float(current_app.config.get("BULK_RESUME_SECONDS", 120))
+    for operation_id in unfinished():
+        # The first call only marks the operation (it was just queued by whoever started it).
+        if queue.once(f"bulk-seen:{operation_id}", 10 * every) or \
+                not queue.once(f"bulk-resume:{operation_id}", every):
+            continue
+        queue.enqueue(JOB, operation_id)
+
+
+def evaluate_alerts() -> dict[str, int]:
+    """Scheduled: check the alert rules, opening and resolving alerts."""
+    from .services.alerts import evaluate
+
+    try:
+        return evaluate()
     finally:
         db.session.remove()

@@ -313,6 +313,12 @@ class Instance(Model):
         Index("ix_instance_completed", "completed_at",
               postgresql_where=text("completed_at IS NOT NULL"),
               sqlite_where=text("completed_at IS NOT NULL")),
+        # Sortable columns and the default "active" filter (migration d11_lists, which also
+        # adds expression indexes on coalesce(record_key | last_transition, '') and, on
+        # PostgreSQL, record_key text_pattern_ops and a GIN index on vars::jsonb).
+        Index("ix_instance_active_entered", "active", "entered_state_at", "id"),
+        Index("ix_instance_state_sort", "state", "id"),
+        Index("ix_instance_active_state_sort", "active", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -415,6 +421,8 @@ class Event(Model):
               sqlite_where=text("status = 'pending'")),
         Index("ix_event_integration_id", "integration_id", "id"),
         Index("ix_event_status_id", "status", "id"),
+        Index("ix_event_source_id", "source", "id"),
+        Index("ix_event_integration_status", "integration_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -632,3 +640,89 @@ class TransitionTally(Model):
     trigger_type: Mapped[str] = mapped_column(String(40))
     day: Mapped[datetime] = mapped_column(UTCDateTime)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OperationStatus(str, Enum):
+    """Lifecycle of a bulk operation."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class BulkOperation(Model):
+    """One bulk action over every instance (or event) a filter matched, run by a queue job.
+
+    `cursor` is the last id handled: rows are taken in id order above it, and the cursor moves
+    in the same transaction as the change to each row, so a retried job never acts twice.
+    """
+
+    __tablename__ = "bulk_operation"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    target: Mapped[str] = mapped_column(String(16))  # instances | events
+    action: Mapped[str] = mapped_column(String(16))
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=OperationStatus.QUEUED.value)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertKind(str, Enum):
+    """What an alert rule watches."""
+
+    STUCK = "stuck_in_state"
+    FAILED_EVENTS = "failed_events"
+    BC_EXPIRING = "bc_subscription_expiring"
+
+
+class AlertRule(Model):
+    """A rule on an integration's card: when it holds, an alert is open."""
+
+    __tablename__ = "alert_rule"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str | None] = mapped_column(String(20))
+    threshold: Mapped[float] = mapped_column(Float, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    integration: Mapped[Integration] = relationship()
+
+
+class Alert(Model):
+    """An alert a rule raised; open until the rule no longer holds (then `resolved_at`)."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        Index("ix_alert_open", "resolved_at", "id"),
+        Index("ix_alert_one_open", "rule_id", unique=True,
+              postgresql_where=text("resolved_at IS NULL"),
+              sqlite_where=text("resolved_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rule.id", ondelete="CASCADE"),
+                                         index=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integration.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[float] = mapped_column(Float, default=0)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    integration: Mapped[Integration] = relationship()
+    rule: Mapped[AlertRule] = relationship()

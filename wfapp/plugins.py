@@ -49,7 +49,8 @@ TRIGGER_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # 64-character name column.
 SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "retention", "actions"})
+CORE_SCHEDULES = frozenset({"sweep", "delivery-prune", "demo-feed", "retention", "actions",
+                            "alerts"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 

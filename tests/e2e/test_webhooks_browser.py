@@ -38,7 +38,7 @@ def test_generate_a_secret_copy_the_curl_and_run_it(page, live_server):
     out = subprocess.run(["bash", "-c", paid], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "event_id" in out.stdout, out.stderr
     wait_for_state("EX-1001", "PAID")
-    page.goto("/instances/?integration=SHOP")
+    page.goto("/instances/?integration=SHOP&active=all")  # it is in a final state now
     assert "EX-1001" in page.locator("main").inner_text()
     # Back on the card the secret is gone for good; the deliveries show the two events.
     page.goto("/integrations/SHOP")

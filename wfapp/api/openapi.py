@@ -39,12 +39,66 @@ def _list_of(name: str) -> dict[str, Any]:
                            "next": _nullable("string")}}
 
 
+def _counted_list_of(name: str) -> dict[str, Any]:
+    """A list page with the previous page's cursor and a total counted up to a bound."""
+    out = _list_of(name)
+    out["required"] = ["items", "next", "previous", "total", "total_is_lower_bound"]
+    out["properties"].update({"previous": _nullable("string"), "total": {"type": "integer"},
+                              "total_is_lower_bound": {"type": "boolean"}})
+    return out
+
+
 STRING = {"type": "string"}
 TIME = _nullable({"type": "string", "format": "date-time"})
 CODE = {"type": "string", "minLength": 1, "maxLength": 20, "pattern": "^[A-Za-z0-9_-]+$"}
 ANY_OBJECT = {"type": "object"}
 
+INSTANCE_FILTER = {
+    "type": "object", "additionalProperties": False,
+    "patternProperties": {"^var\\.": STRING},
+    "properties": {"workflow": STRING, "integration": STRING, "state": STRING,
+                   "active": {"type": "boolean"}, "record_key": STRING,
+                   "record_key_prefix": STRING, "run_id": {"type": "integer", "minimum": 1},
+                   "since": {"type": "string", "format": "date-time"},
+                   "vars": {"type": "object", "additionalProperties": STRING}}}
+BULK_SCHEMAS: dict[str, Any] = {
+    "InstancesBulk": {"type": "object", "required": ["action"], "additionalProperties": False,
+                      "properties": {
+                          "filter": INSTANCE_FILTER,
+                          "action": {"enum": ["advance", "reset", "delete", "migrate"]},
+                          "transition": STRING, "comment": STRING, "state": STRING,
+                          "note": STRING, "to_version": {"type": "integer"},
+                          "dry_run": {"type": "boolean"}}},
+    "EventsBulk": {"type": "object", "required": ["action"], "additionalProperties": False,
+                   "properties": {
+                       "filter": {"type": "object", "additionalProperties": False,
+                                  "properties": {
+                                      "integration": STRING, "status": STRING,
+                                      "source": STRING,
+                                      "run_id": {"type": "integer", "minimum": 1},
+                                      "instance_id": {"type": "integer", "minimum": 1}}},
+                       "action": {"enum": ["replay"]}, "dry_run": {"type": "boolean"}}},
+    "BulkPlan": {"type": "object", "required": ["operation_id", "matched", "refused"],
+                 "properties": {"operation_id": _nullable("integer"),
+                                "matched": {"type": "integer"},
+                                "refused": {"type": "array", "items": {
+                                    "type": "object", "required": ["count", "reason"],
+                                    "properties": {"count": {"type": "integer"},
+                                                   "reason": STRING, "workflow": STRING,
+                                                   "state": STRING, "status": STRING}}}}},
+    "Operation": {"type": "object", "required": ["status", "total", "done", "failed"],
+                  "properties": {"id": {"type": "integer"},
+                                 "status": {"enum": ["queued", "running", "done",
+                                                     "cancelled"]},
+                                 "total": {"type": "integer"}, "done": {"type": "integer"},
+                                 "failed": {"type": "integer"}, "target": STRING,
+                                 "action": STRING, "params": ANY_OBJECT,
+                                 "filter": ANY_OBJECT, "errors": {"type": "array"},
+                                 "created_by": STRING}},
+}
+
 SCHEMAS: dict[str, Any] = {
+    **BULK_SCHEMAS,
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
         "properties": {"code": STRING, "message": STRING, "details": {}}}}},
@@ -346,13 +400,38 @@ def _core_paths() -> dict[str, Any]:
             parameters=[_path("code")], body=_body(_ref("RunRequest")), role="operator")},
         "/runs/{run_id}": {"get": _op("A run and the progress of its events", _ok(_ref("Run")),
                                       parameters=[_path("run_id", ID_PATH)])},
-        "/instances": {"get": _op("Instances", _ok(_list_of("Instance")), parameters=[
-            _query("workflow", "workflow code"), _query("integration", "integration code"),
-            _query("state", "state code"),
-            _query("active", "active only (true) or finished only (false)",
-                   {"enum": ["true", "false"]}),
-            _query("record_key", "record key"), _query("run_id", "run id", ID_QUERY),
-            LIMIT, CURSOR])},
+        "/instances": {"get": {**_op(
+            "Instances; `var.<name>=<value>` (up to 3) filters by a captured workflow variable",
+            _ok(_counted_list_of("Instance")), parameters=[
+                _query("workflow", "workflow code"), _query("integration", "integration code"),
+                _query("state", "state code"),
+                _query("active", "active only (true) or finished only (false)",
+                       {"enum": ["true", "false"]}),
+                _query("record_key", "record key"),
+                _query("record_key_prefix", "record keys starting with this"),
+                _query("run_id", "run id", ID_QUERY),
+                _query("sort", "order (a leading - for descending; default entered)",
+                       {"enum": [f"{d}{k}" for k in ("entered", "state", "record_key",
+                                                     "last_transition") for d in ("", "-")]}),
+                LIMIT, _query("cursor", "the `next` or `previous` value of a page")])}},
+        "/instances/bulk": {"post": _op(
+            "One action on every instance a filter matches: a dry run (200, operation_id "
+            "null) or a queued operation (202)", {**_ok(_ref("BulkPlan")), "202": {
+                "description": "started", "content": {"application/json": {
+                    "schema": _ref("BulkPlan")}}}},
+            body=_body(_ref("InstancesBulk")), role="operator")},
+        "/events/bulk": {"post": _op(
+            "Replay every event a filter matches (dry run or queued operation)",
+            {**_ok(_ref("BulkPlan")), "202": {"description": "started", "content": {
+                "application/json": {"schema": _ref("BulkPlan")}}}},
+            body=_body(_ref("EventsBulk")), role="operator")},
+        "/operations/{operation_id}": {"get": _op(
+            "A bulk operation's progress", _ok(_ref("Operation")),
+            parameters=[_path("operation_id", ID_PATH)])},
+        "/operations/{operation_id}/cancel": {"post": _op(
+            "Cancel a queued or running bulk operation (409 once finished)",
+            _ok(_ref("Operation")), parameters=[_path("operation_id", ID_PATH)],
+            role="operator")},
         "/instances/{instance_id}": {
             "get": _op("An instance with its history", _ok(_ref("Instance")),
                        parameters=[_path("instance_id", ID_PATH)]),
@@ -371,13 +450,15 @@ def _core_paths() -> dict[str, Any]:
                         "additionalProperties": False,
                         "properties": {"state": STRING, "note": STRING}}),
             role="operator")},
-        "/events": {"get": _op("Stored events, newest first", _ok(_list_of("Event")), parameters=[
+        "/events": {"get": _op("Stored events, newest first", _ok(_counted_list_of("Event")),
+                               parameters=[
             _query("integration", "integration code"),
             _query("status", "event status",
                    {"enum": ["pending", "processed", "skipped", "failed"]}),
             _query("source", "trigger type"), _query("run_id", "run id", ID_QUERY),
             _query("instance_id", "instance id", ID_QUERY), LIMIT,
-            _query("cursor", "the `next` value of the previous page", ID_QUERY)])},
+            _query("cursor", "the `next` value of the previous page", ID_QUERY),
+            _query("before", "the `previous` value of the next page", ID_QUERY)])},
         "/events/{event_id}/replay": {"post": _op(
             "Queue a skipped or failed event again", _ok(_ref("Event")),
             parameters=[_path("event_id", ID_PATH)], role="operator")},

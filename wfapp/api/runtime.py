@@ -12,8 +12,10 @@ from ..models import Event, HistoryEntry, Instance, Role, Run
 from ..security import actor_name, requires_role
 from ..services import audit as audit_service
 from ..services import events as event_service
+from ..services import instance_list
 from ..services import instances as instance_service
 from ..services.errors import ValidationFailed
+from ..services.instance_list import check_vars
 from ..services.integrations import get_integration
 from ..services.runs import get_run, run_progress, start_run
 from . import bp
@@ -75,19 +77,31 @@ def show_run(run_id: int) -> Response:
     return jsonify(run_to_dict(get_run(run_id)))
 
 
-@bp.get("/instances")
-def list_instances() -> Response:
-    """Instances by the page's filters; keyset pagination with `cursor`."""
-    query_args(("workflow", "integration", "state", "active", "record_key", "run_id", "limit",
-                "cursor"))
-    filters = instance_service.InstanceFilters(
+def instance_filters_from_args() -> instance_service.InstanceFilters:
+    """The instances filters from the query string, `var.<name>=<value>` included."""
+    variables = {key[4:]: value for key, value in request.args.items() if key.startswith("var.")}
+    return instance_service.InstanceFilters(
         workflow=request.args.get("workflow") or None,
         integration=request.args.get("integration") or None,
         state=request.args.get("state") or None, active=bool_arg("active"),
-        record_key=request.args.get("record_key") or None, run_id=id_arg("run_id"))
-    rows, cursor = instance_service.list_instances(filters, limit_arg(),
-                                                   request.args.get("cursor") or None)
-    return jsonify({"items": [instance_to_dict(r.instance) for r in rows], "next": cursor})
+        record_key=request.args.get("record_key") or None, run_id=id_arg("run_id"),
+        record_key_prefix=request.args.get("record_key_prefix") or None,
+        vars=check_vars(variables))
+
+
+@bp.get("/instances")
+def list_instances() -> Response:
+    """Instances by the page's filters and sort; keyset pages both ways and a bounded total."""
+    query_args(("workflow", "integration", "state", "active", "record_key", "run_id", "limit",
+                "cursor", "sort", "record_key_prefix",
+                *(k for k in request.args if k.startswith("var."))))
+    filters = instance_filters_from_args()
+    page = instance_list.list_page(filters, limit_arg(), request.args.get("cursor") or None,
+                                   request.args.get("sort") or None)
+    total, more = instance_list.count(filters)
+    return jsonify({"items": [instance_to_dict(r.instance) for r in page.rows],
+                    "next": page.next, "previous": page.previous,
+                    "total": total, "total_is_lower_bound": more})
 
 
 @bp.get("/instances/<int:instance_id>")
@@ -134,16 +148,24 @@ def delete(instance_id: int) -> tuple[str, int]:
 
 @bp.get("/events")
 def list_events() -> Response:
-    """Stored events, newest first; filters integration, status, source, run_id."""
-    query_args(("integration", "status", "source", "run_id", "instance_id", "limit", "cursor"))
+    """Stored events, newest first; filters integration, status, source, run_id, instance_id.
+
+    `cursor` continues below an id (the next page), `before` above one (the previous page).
+    """
+    query_args(("integration", "status", "source", "run_id", "instance_id", "limit", "cursor",
+                "before"))
     filters = event_service.EventFilters(
         integration=request.args.get("integration") or None,
         status=request.args.get("status") or None,
         source=request.args.get("source") or None, run_id=id_arg("run_id"),
         instance_id=id_arg("instance_id"))
-    rows, cursor = event_service.list_events(filters, limit_arg(), id_arg("cursor"))
+    rows, cursor, previous = event_service.list_events_page(
+        filters, limit_arg(), id_arg("cursor"), id_arg("before"))
+    total, more = event_service.count_events(filters)
     return jsonify({"items": [event_to_dict(e) for e in rows],
-                    "next": str(cursor) if cursor is not None else None})
+                    "next": str(cursor) if cursor is not None else None,
+                    "previous": str(previous) if previous is not None else None,
+                    "total": total, "total_is_lower_bound": more})
 
 
 @bp.post("/events/<int:event_id>/replay")

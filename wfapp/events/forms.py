@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import IntegerField, SelectField
 from wtforms.validators import AnyOf, Length, Optional
 
 from ..choices import options
@@ -19,7 +19,8 @@ class EventFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
+    integration = SelectField("Integration", choices=[], validate_choice=False,
+                              validators=[Optional(), Length(max=20), no_nul])
     status = SelectField("Status", choices=STATUSES, default="", validate_choice=False,
                          validators=[AnyOf([c.value for c in STATUSES],
                                            message="must be pending, processed, skipped or "
@@ -29,6 +30,7 @@ class EventFilterForm(FlaskForm):
     run_id = IntegerField("Run", validators=[Optional(), an_id])
     instance_id = IntegerField("Instance", validators=[Optional(), an_id])
     cursor = IntegerField("Cursor", validators=[Optional(), an_id])
+    before = IntegerField("Before", validators=[Optional(), an_id])
 
 
 class ReplayForm(FlaskForm):

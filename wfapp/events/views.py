@@ -10,6 +10,7 @@ from ..instances.common import MAX_ID, local_url
 from ..models import Event, Role
 from ..security import requires_role
 from ..services import events as service
+from ..services import instance_list
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from . import bp
@@ -40,15 +41,20 @@ def index() -> str | tuple[str, int]:
     # Timeouts and resets are moves without a trigger type; they are sources of the ledger too.
     form.source.choices = options([("", "All"), *sources, ("timeout", "Timeout"),
                                    ("reset", "Reset")])
+    form.integration.choices = options([("", "All"), *((c, c) for c in instance_list.filter_choices(
+        None)["integration"])])
     rows: list[Event] = []
-    cursor, problems = None, []
+    cursor, previous, problems = None, None, []
+    total, more = 0, False
     if form.validate():
         filters = service.EventFilters(
             integration=form.integration.data or None, status=form.status.data or None,
             source=form.source.data or None, run_id=form.run_id.data,
             instance_id=form.instance_id.data)
         try:
-            rows, cursor = service.list_events(filters, PAGE_SIZE, form.cursor.data)
+            rows, cursor, previous = service.list_events_page(
+                filters, PAGE_SIZE, form.cursor.data, form.before.data)
+            total, more = service.count_events(filters)
         except ValidationFailed as error:
             problems = [f"{e.path}: {e.message}" for e in error.errors]
     else:
@@ -56,8 +62,9 @@ def index() -> str | tuple[str, int]:
                     for name, messages in form.errors.items()]
     page = render_template(
         "events/index.html", form=form, rows=rows, cursor=cursor, problems=problems,
+        previous=previous, total=total, more=more,
         labels=_labels(), replay_form=ReplayForm(),
-        args={k: v for k, v in request.args.items() if k != "cursor" and v})
+        args={k: v for k, v in request.args.items() if k not in ("cursor", "before") and v})
     return (page, 400) if problems else page
 
 

@@ -22,6 +22,7 @@ from wtforms.validators import (
     InputRequired,
     Length,
     Optional,
+    Regexp,
     ValidationError,
 )
 
@@ -33,28 +34,56 @@ SINCE_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m
                  "%Y-%m-%d"]
 
 
+PAGE_SIZES = [25, 50, 100, 200]
+VAR_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
 class FilterForm(FlaskForm):
-    """The filters of the Workflow Instances list (a GET form: no CSRF token)."""
+    """The filters of the Workflow Instances list (a GET form: no CSRF token).
+
+    Workflow, integration and state are drop-downs of the known values (set by the view); a
+    value typed into the URL that is not among them still filters (and finds nothing).
+    """
 
     class Meta:
         csrf = False
 
-    workflow = StringField("Workflow", validators=[Optional(), Length(max=20), no_nul])
-    integration = StringField("Integration", validators=[Optional(), Length(max=20), no_nul])
-    state = StringField("State", validators=[Optional(), Length(max=20), no_nul])
+    workflow = SelectField("Workflow", choices=[], validate_choice=False,
+                           validators=[Optional(), Length(max=20), no_nul])
+    integration = SelectField("Integration", choices=[], validate_choice=False,
+                              validators=[Optional(), Length(max=20), no_nul])
+    state = SelectField("State", choices=[], validate_choice=False,
+                        validators=[Optional(), Length(max=20), no_nul])
     since = DateTimeLocalField("In State Since (UTC)", format=SINCE_FORMATS,
                                validators=[Optional()],
                                description="Instances that entered their state at or before "
                                "this time.")
-    active = SelectField("Active", choices=options([("all", "All"), ("yes", "Yes"), ("no", "No")]),
-                         default="all", validate_choice=False,
+    active = SelectField("Active", choices=options([("yes", "Active"), ("no", "Finished"),
+                                                    ("all", "All")]),
+                         default="yes", validate_choice=False,
                          validators=[AnyOf(list(ACTIVE), message="must be yes, no or all")])
-    record_key = StringField("Record Key", validators=[Optional(), Length(max=200), no_nul])
+    record_key = StringField("Record Key", validators=[Optional(), Length(max=200), no_nul],
+                             description="The exact key.")
+    record_key_prefix = StringField("Key starts with",
+                                    validators=[Optional(), Length(max=200), no_nul])
+    var_name = StringField("Variable", validators=[
+        Optional(), Regexp(VAR_NAME_RE, message="must be a variable name (letters, digits, _)")],
+        description="A captured workflow variable, e.g. tracking_no.")
+    var_value = StringField("Value", validators=[Optional(), Length(max=200), no_nul])
     run_id = IntegerField("Run", validators=[Optional(), an_id])
+    size = SelectField("Rows", choices=options((str(n), str(n)) for n in PAGE_SIZES),
+                       default="50",
+                       validators=[AnyOf([str(n) for n in PAGE_SIZES],
+                                         message="must be 25, 50, 100 or 200")])
 
     def since_utc(self) -> datetime | None:
         """The In State Since bound as an aware UTC time (the field is read as UTC)."""
         return self.since.data.replace(tzinfo=UTC) if self.since.data else None
+
+    def validate_var_value(self, field: Field) -> None:
+        """A variable value needs the variable's name."""
+        if field.data and not self.var_name.data:
+            raise ValidationError("name the variable too")
 
 
 class AdvanceForm(FlaskForm):

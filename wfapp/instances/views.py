@@ -7,20 +7,30 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from ..choices import options as choice_options
 from ..models import Instance, Role, utcnow
 from ..security import actor_name, requires_role
+from ..services import instance_list, outbox
 from ..services import instances as service
-from ..services import outbox
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
 from ..workflows.diagram import path_overlay, state_diagram
 from . import bp
 from .common import MAX_ID, local_url
-from .forms import ACTIVE, AdvanceForm, DeleteForm, FilterForm, ResetForm, WhyNotForm
+from .export import csv_rows
+from .filters import read_filters
+from .forms import AdvanceForm, DeleteForm, FilterForm, ResetForm, WhyNotForm
 
 PAGE_SIZE = 50
 MAX_SELECTED = 500
@@ -88,32 +98,49 @@ def _each(instances: Sequence[Instance], change: Callable[[int], Any], done_text
         flash(f"{done_text} {', '.join(done)}.", "success")
 
 
+def _filter_args() -> dict[str, str]:
+    """The list's query arguments but the page position (for links that keep the filter)."""
+    return {k: v for k, v in request.args.items() if k not in ("cursor", "sort") and v}
+
+
 @bp.route("/")
 def index() -> Page:
-    """The Workflow Instances list: filters, keyset pages and the actions on selected rows."""
+    """The Workflow Instances list: filters, sortable keyset pages, a bounded total, and the
+    actions on selected rows or on every row the filter matches."""
     form = FilterForm(formdata=request.args)
-    rows: list[service.InstanceRow] = []
-    cursor, problems = None, []
-    if form.validate():
-        filters = service.InstanceFilters(
-            workflow=form.workflow.data or None, integration=form.integration.data or None,
-            state=form.state.data or None, active=ACTIVE[form.active.data or ""],
-            record_key=form.record_key.data or None, run_id=form.run_id.data,
-            since=form.since_utc())
+    page = instance_list.Page([], None, None)
+    total, more = 0, False
+    filters, problems = read_filters(form)
+    sort = request.args.get("sort") or "entered"
+    if filters is not None:
         try:
-            rows, cursor = service.list_instances(filters, PAGE_SIZE, request.args.get("cursor"))
+            page = instance_list.list_page(filters, int(form.size.data or PAGE_SIZE),
+                                           request.args.get("cursor"), sort)
+            total, more = instance_list.count(filters)
         except ValidationFailed as error:
             problems = [f"{e.path}: {e.message}" for e in error.errors]
-    else:
-        problems = [f"{form[name].label.text}: {'; '.join(messages)}"
-                    for name, messages in form.errors.items()]
-    instances = [row.instance for row in rows]
-    page = render_template(
-        "instances/index.html", form=form, rows=rows, cursor=cursor, problems=problems,
+    instances = [row.instance for row in page.rows]
+    html = render_template(
+        "instances/index.html", form=form, rows=page.rows, cursor=page.next,
+        previous=page.previous, problems=problems, total=total, more=more, sort=sort,
+        sorts=instance_list.SORT_LABELS,
         manual=service.manual_actions_by_instance(instances),
         links={i.id: service.record_link(i) for i in instances}, labels=_labels(),
-        args={k: v for k, v in request.args.items() if k != "cursor" and v})
-    return (page, 400) if problems else page
+        args=_filter_args())
+    return (html, 400) if problems else html
+
+
+@bp.route("/export.csv")
+def export_csv() -> Page:
+    """The filtered list as CSV, streamed page by page (every matching row, list order)."""
+    form = FilterForm(formdata=request.args)
+    filters, problems = read_filters(form)
+    if filters is None:
+        return "; ".join(problems), 400
+    sort = request.args.get("sort") or "entered"
+    return Response(stream_with_context(csv_rows(filters, sort, _labels())),
+                    mimetype="text/csv", headers={
+                        "Content-Disposition": "attachment; filename=instances.csv"})
 
 
 @bp.route("/advance", methods=["GET", "POST"])

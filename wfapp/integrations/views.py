@@ -12,7 +12,7 @@ from wtforms.fields.choices import SelectChoice
 from ..engine import RuleError
 from ..models import Integration, Role
 from ..security import requires_role
-from ..services import secrets
+from ..services import alerts, secrets
 from ..services.errors import NotFound, ValidationFailed
 from ..services.integrations import (
     attached_workflow,
@@ -102,6 +102,8 @@ def _render(integration: Integration | None, form: IntegrationForm,
         setting_errors=setting_errors or {}, failed=status == 422,
         workflow=attached_workflow(integration) if integration is not None else None,
         runs=list_runs(integration, limit=10) if integration is not None else [],
+        alert_rules=[(r, alerts.describe(r)) for r in alerts.rules_of(integration.id)]
+        if integration is not None else [], alert_kinds=alerts.KIND_LABELS,
         panels=_panels(integration) if integration is not None else []), status
 
 

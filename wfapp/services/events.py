@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..engine import RuleError
@@ -235,18 +235,25 @@ class EventFilters:
     instance_id: int | None = None
 
 
-def list_events(filters: EventFilters, limit: int = 50, cursor: int | None = None
-                ) -> tuple[list[Event], int | None]:
-    """A page of events, newest first; the cursor is the id to continue below."""
-    errors = []
+# Events are a log: past a thousand, "more than 1,000" says enough, and counting further
+# through millions of rows would cost more than the page itself.
+EVENT_COUNT_BOUND = 1_000
+
+
+def check_event_filters(filters: EventFilters) -> None:
+    """ValidationFailed when a filter value cannot be one (an unknown status)."""
     if filters.status and filters.status not in [s.value for s in EventStatus]:
-        errors.append(RuleError("status", "must be pending, processed, skipped or failed"))
-    if errors:
-        raise ValidationFailed(errors)
-    query = select(Event).order_by(Event.id.desc()).limit(max(1, min(limit, 500)) + 1)
+        raise ValidationFailed([RuleError("status", "must be pending, processed, skipped or "
+                                                    "failed")])
+
+
+def event_where(query: Any, filters: EventFilters) -> Any:
+    """Add the filters to a query over the event table (ids looked up first, no joins)."""
+    check_event_filters(filters)
     if filters.integration:
-        query = query.join(Integration, Integration.id == Event.integration_id).where(
-            Integration.code == filters.integration.strip().upper())
+        integration_id = db.session.scalar(select(Integration.id).where(
+            Integration.code == filters.integration.strip().upper()))
+        query = query.where(Event.integration_id == (integration_id or -1))
     if filters.status:
         query = query.where(Event.status == filters.status)
     if filters.source:
@@ -255,8 +262,42 @@ def list_events(filters: EventFilters, limit: int = 50, cursor: int | None = Non
         query = query.where(Event.run_id == filters.run_id)
     if filters.instance_id is not None:
         query = query.where(Event.instance_id == filters.instance_id)
+    return query
+
+
+def list_events(filters: EventFilters, limit: int = 50, cursor: int | None = None,
+                before: int | None = None) -> tuple[list[Event], int | None]:
+    """A page of events, newest first; the cursor is the id to continue below.
+
+    `before` (an id) gives the page just above it instead: the previous page.
+    """
+    rows, next_id, _ = list_events_page(filters, limit, cursor, before)
+    return rows, next_id
+
+
+def list_events_page(filters: EventFilters, limit: int = 50, cursor: int | None = None,
+                     before: int | None = None
+                     ) -> tuple[list[Event], int | None, int | None]:
+    """A page of events, newest first: (rows, next cursor, previous cursor (`before`))."""
+    size = max(1, min(limit, 500))
+    query = event_where(select(Event), filters)
+    if before is not None:
+        rows = list(db.session.scalars(query.where(Event.id > before)
+                                       .order_by(Event.id.asc()).limit(size + 1)))
+        more_above = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        return rows, (rows[-1].id if rows else None), (rows[0].id if rows and more_above
+                                                       else None)
     if cursor is not None:
         query = query.where(Event.id < cursor)
-    rows = list(db.session.scalars(query))
-    size = max(1, min(limit, 500))
-    return rows[:size], (rows[size - 1].id if len(rows) > size else None)
+    rows = list(db.session.scalars(query.order_by(Event.id.desc()).limit(size + 1)))
+    next_id = rows[size - 1].id if len(rows) > size else None
+    rows = rows[:size]
+    return rows, next_id, (rows[0].id if rows and cursor is not None else None)
+
+
+def count_events(filters: EventFilters, bound: int = EVENT_COUNT_BOUND) -> tuple[int, bool]:
+    """How many events match: (exact, False), or (bound, True) when there are more."""
+    limited = event_where(select(Event.id), filters).limit(bound + 1).subquery()
+    total = db.session.scalar(select(func.count()).select_from(limited)) or 0
+    return (bound, True) if total > bound else (total, False)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..engine import (
@@ -29,9 +26,6 @@ from ..models import (
     Event,
     HistoryEntry,
     Instance,
-    Integration,
-    State,
-    Workflow,
     utcnow,
 )
 from . import audit
@@ -46,102 +40,15 @@ from .firing import (
     waiting_events,
 )
 from .firing import InstanceRow as LoadedInstance
+
+# The list lives in instance_list; its names stay importable from here.
+from .instance_list import (  # noqa: E402,F401
+    MAX_PAGE,
+    InstanceFilters,
+    InstanceRow,
+    list_instances,
+)
 from .registry import get_registry
-
-MAX_PAGE = 500
-
-
-@dataclass
-class InstanceFilters:
-    """The filters of the Workflow Instances page and API."""
-
-    workflow: str | None = None
-    integration: str | None = None
-    state: str | None = None
-    active: bool | None = None
-    record_key: str | None = None
-    run_id: int | None = None
-    since: datetime | None = None  # in state since (entered at or before)
-
-
-def encode_cursor(entered: datetime, instance_id: int) -> str:
-    """An opaque keyset cursor."""
-    raw = json.dumps([entered.isoformat(), instance_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """Read a cursor made by encode_cursor; ValidationFailed when it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        entered, instance_id = json.loads(raw)
-        return datetime.fromisoformat(entered), int(instance_id)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise ValidationFailed([RuleError("cursor", "is not a cursor this list gave out")]
-                               ) from None
-
-
-def _filtered(filters: InstanceFilters) -> Select[Instance, str, str, str]:
-    query = (select(Instance, Integration.code, Workflow.code, State.description)
-             .join(Integration, Integration.id == Instance.integration_id)
-             .join(Workflow, Workflow.id == Instance.workflow_id)
-             .outerjoin(State, and_(State.workflow_id == Instance.workflow_id,
-                                    State.code == Instance.state)))
-    # Filter on the instance's own columns (ids looked up first), so the planner can walk the
-    # (workflow_id | integration_id, [state,] entered_state_at, id) indexes in page order.
-    if filters.workflow:
-        workflow_id = db.session.scalar(
-            select(Workflow.id).where(Workflow.code == filters.workflow.strip().upper()))
-        query = query.where(Instance.workflow_id == (workflow_id or -1))
-    if filters.integration:
-        integration_id = db.session.scalar(
-            select(Integration.id).where(Integration.code == filters.integration.strip().upper()))
-        query = query.where(Instance.integration_id == (integration_id or -1))
-    if filters.state:
-        query = query.where(Instance.state == filters.state.strip().upper())
-    if filters.active is not None:
-        query = query.where(Instance.active.is_(filters.active))
-    if filters.record_key:
-        query = query.where(Instance.record_key == filters.record_key)
-    if filters.run_id is not None:
-        # Per Run: the run's own instance. Per Record: the instances its records' events reached
-        # (an instance is keyed by record, not run; both indexed: event.run_id, instance.id).
-        touched = select(Event.instance_id).where(Event.run_id == filters.run_id,
-                                                  Event.instance_id.is_not(None))
-        query = query.where(or_(Instance.run_id == filters.run_id, Instance.id.in_(touched)))
-    if filters.since is not None:
-        query = query.where(Instance.entered_state_at <= filters.since)
-    return query
-
-
-@dataclass
-class InstanceRow:
-    """One line of the Workflow Instances list."""
-
-    instance: Instance
-    integration_code: str
-    workflow_code: str
-    state_description: str
-
-
-def list_instances(filters: InstanceFilters, limit: int = 50, cursor: str | None = None
-                   ) -> tuple[list[InstanceRow], str | None]:
-    """A page of instances, longest in their state first, with the cursor of the next page."""
-    limit = max(1, min(limit, MAX_PAGE))
-    query = _filtered(filters)
-    if cursor:
-        entered, instance_id = decode_cursor(cursor)
-        query = query.where(or_(Instance.entered_state_at > entered,
-                                and_(Instance.entered_state_at == entered,
-                                     Instance.id > instance_id)))
-    rows = db.session.execute(
-        query.order_by(Instance.entered_state_at, Instance.id).limit(limit + 1)).all()
-    items = [InstanceRow(r[0], r[1], r[2], r[3] or "") for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1].instance
-        next_cursor = encode_cursor(last.entered_state_at, last.id)
-    return items, next_cursor
 
 
 def get_instance(instance_id: int) -> Instance:
@@ -184,6 +91,11 @@ def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAc
     return [ManualAction(t.code, t.config.get("button_label") or t.description or t.code,
                          t.to_state, bool(t.config.get("confirm")))
             for t in workflow.candidates.get((state_code, "manual"), ())]
+
+
+def manual_from(workflow_id: int, state_code: str) -> list[ManualAction]:
+    """The Manual transitions an instance of this workflow in this state can fire now."""
+    return _manual(compiled_workflow(workflow_id), state_code)
 
 
 def manual_actions(instance: Instance) -> list[ManualAction]:
@@ -260,6 +172,25 @@ def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, ch
     conn.execute(insert(HistoryEntry.__table__), history)
     db.session.commit()
     return get_instance(row.id)
+
+
+def manual_problem(workflow: CompiledWorkflow | None, code: str, state: str) -> str | None:
+    """Why Manual transition `code` cannot fire from `state` (None when it can, conditions
+    aside): the one check that firing by hand and a bulk dry run share."""
+    transition = workflow.transitions.get(code) if workflow else None
+    if workflow is None or transition is None:
+        return f"transition {code!r} does not exist in this workflow"
+    if transition.trigger_type != "manual":
+        return f"transition {code} is not a Manual transition"
+    if not workflow.enabled:
+        return f"workflow {workflow.code} is disabled"
+    if not transition.enabled:
+        return f"transition {code} is disabled"
+    if transition.from_state != state:
+        return f"transition {code} leaves {transition.from_state}; the instance is in {state}"
+    if state in workflow.states and workflow.states[state].is_final:
+        return f"the instance is in final state {state}"
+    return None
 
 
 def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:

@@ -329,3 +329,30 @@
     first.focus();
   }
 })();
+
+// A bulk operation's page: refresh its progress bar every second until it has finished.
+(function () {
+  "use strict";
+  const box = document.getElementById("operation");
+  if (!box || box.dataset.status === "done" || box.dataset.status === "cancelled") { return; }
+  const text = function (id, value) { const el = document.getElementById(id); if (el) { el.textContent = value; } };
+  (function poll() {
+    setTimeout(function () {
+      fetch(box.dataset.progressUrl, {headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.json(); })
+        .then(function (p) {
+          const handled = p.done + p.failed;
+          const pct = p.total ? Math.floor(handled * 100 / p.total) : 100;
+          const fill = document.getElementById("op-bar-fill");
+          fill.style.width = pct + "%";
+          fill.textContent = pct + " %";
+          document.getElementById("op-bar").setAttribute("aria-valuenow", String(pct));
+          text("op-done", p.done); text("op-failed", p.failed); text("op-total", p.total);
+          text("op-status", p.status);
+          if (p.status === "done" || p.status === "cancelled") {
+            window.location.reload();  // the finished time, the refused rows, no Cancel button
+          } else { poll(); }
+        }).catch(poll);
+    }, 1000);
+  })();
+})();

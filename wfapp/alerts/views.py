@@ -1,0 +1,97 @@
+"""Alerts: the page, the header badge's count, adding and removing rules from the card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
+from wtforms import SelectField, StringField
+from wtforms.validators import AnyOf, Length, Optional
+
+from ..choices import options
+from ..instances.common import local_url
+from ..models import Role
+from ..security import actor_name, requires_role
+from ..services import alerts as service
+from ..services.errors import NotFound, ValidationFailed
+from ..services.integrations import get_integration
+from . import bp
+
+
+class RuleForm(FlaskForm):
+    """A new alert rule on the integration card."""
+
+    kind = SelectField("Alert when", choices=options(service.KIND_LABELS.items()),
+                       validate_choice=False,
+                       validators=[AnyOf(list(service.KIND_LABELS), message="choose a kind")])
+    state = StringField("State", validators=[Optional(), Length(max=20)],
+                        description="Instances in one state: its code (empty: any active "
+                        "state).")
+    threshold = StringField("Threshold", validators=[Optional(), Length(max=20)],
+                            description="Hours in the state, or the number of failed events.")
+
+
+class DeleteRuleForm(FlaskForm):
+    """Remove a rule: only the confirmation (and its CSRF token)."""
+
+
+@bp.app_context_processor
+def alert_badge() -> dict[str, Any]:
+    """The number of open alerts for the header badge (logged-in pages only)."""
+    if not getattr(current_user, "is_authenticated", False):
+        return {}
+    try:
+        return {"open_alerts": service.open_count()}
+    except Exception:  # noqa: BLE001 — an error page must still render without the badge
+        return {}
+
+
+@bp.route("/")
+def index() -> str:
+    """Open alerts first, then recently resolved ones."""
+    return render_template("alerts/index.html", alerts=service.list_alerts(),
+                           describe=service.describe)
+
+
+@bp.post("/rules/<code>")
+@requires_role(Role.AUTHOR)
+def add_rule(code: str) -> Response:
+    """Add an alert rule to an integration (from its card)."""
+    try:
+        integration = get_integration(code)
+    except NotFound as error:
+        abort(404, description=error.message)
+    form = RuleForm()
+    card = url_for("integrations.card", code=integration.code) + "#alert-rules"
+    if not form.validate_on_submit():
+        for name, messages in form.errors.items():
+            flash(f"Rule not added: {form[name].label.text}: {'; '.join(messages)}", "danger")
+        return redirect(card)
+    try:
+        rule = service.add_rule(integration, form.kind.data, form.state.data,
+                                form.threshold.data, actor_name())
+    except ValidationFailed as error:
+        for e in error.errors:
+            flash(f"Rule not added: {e.path}: {e.message}", "danger")
+    else:
+        flash(f"Alert rule added: {service.describe(rule)}. Rules are checked every "
+              "minute.", "success")
+    return redirect(card)
+
+
+@bp.post("/rules/<int:rule_id>/delete")
+@requires_role(Role.AUTHOR)
+def delete_rule(rule_id: int) -> Response:
+    """Remove an alert rule and its alerts."""
+    if not DeleteRuleForm().validate_on_submit():
+        flash("Not removed: the form expired; reload the page and try again.", "danger")
+        return redirect(local_url(request.referrer, url_for("alerts.index")))
+    try:
+        integration = service.delete_rule(rule_id, actor_name())
+    except NotFound as error:
+        abort(404, description=error.message)
+    flash("Alert rule removed.", "success")
+    return redirect(url_for("integrations.card", code=integration.code) + "#alert-rules")

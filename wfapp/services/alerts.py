@@ -1,0 +1,221 @@
+"""Alert rules on an integration, evaluated by a scheduled job; the alerts they raise.
+
+A rule holds or not at each evaluation. While it holds, one alert is open for it (its value and
+message kept current); when it stops holding, that alert is resolved. Opening and resolving are
+audited. Kinds:
+- `stuck_in_state`: active instances in `state` (any state when empty) longer than
+  `threshold` hours;
+- `failed_events`: more than `threshold` failed events received in the last hour;
+- `bc_subscription_expiring`: the Business Central subscription expires within a day (or is
+  wanted but missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..engine import RuleError
+from ..extensions import db
+from ..formatting import span
+from ..models import (
+    Alert,
+    AlertKind,
+    AlertRule,
+    Event,
+    EventStatus,
+    Instance,
+    Integration,
+    utcnow,
+)
+from . import audit, plugin_state
+from .errors import NotFound, ValidationFailed
+
+KIND_LABELS = {AlertKind.STUCK.value: "Instances in one state longer than",
+               AlertKind.FAILED_EVENTS.value: "Failed events in the last hour above",
+               AlertKind.BC_EXPIRING.value: "Business Central subscription expiring within "
+                                            "a day"}
+MAX_RULES = 50
+# Where the Business Central plugin keeps its subscription (plugins/_bc_subscriptions.py).
+BC_STATE = ("bc", "subscription")
+
+
+def rules_of(integration_id: int) -> list[AlertRule]:
+    """An integration's alert rules, oldest first."""
+    return list(db.session.scalars(select(AlertRule).where(
+        AlertRule.integration_id == integration_id).order_by(AlertRule.id)))
+
+
+def describe(rule: AlertRule) -> str:
+    """A rule in words, as the card lists it."""
+    if rule.kind == AlertKind.STUCK.value:
+        where = f"state {rule.state}" if rule.state else "any active state"
+        return f"Instances in {where} longer than {span(rule.threshold * 3600)}"
+    if rule.kind == AlertKind.FAILED_EVENTS.value:
+        return f"More than {int(rule.threshold)} failed events in the last hour"
+    return KIND_LABELS.get(rule.kind, rule.kind)
+
+
+def add_rule(integration: Integration, kind: str, state: str | None, threshold: Any,
+             actor: str) -> AlertRule:
+    """Add a rule (validated: every error names its field); audited."""
+    errors = []
+    if kind not in KIND_LABELS:
+        errors.append(RuleError("kind", "must be one of " + ", ".join(KIND_LABELS)))
+    state = (state or "").strip().upper() or None
+    if state is not None and (len(state) > 20 or "\x00" in state):
+        errors.append(RuleError("state", "must be a state code of up to 20 characters"))
+    try:
+        value = float(threshold if threshold not in (None, "") else 0)
+    except (TypeError, ValueError):
+        value = -1.0
+    if kind == AlertKind.STUCK.value and not 0 < value <= 24 * 365:
+        errors.append(RuleError("threshold", "must be a number of hours above 0 (up to a "
+                                             "year)"))
+    if kind == AlertKind.FAILED_EVENTS.value and not (0 <= value <= 1_000_000
+                                                      and value == int(value)):
+        errors.append(RuleError("threshold", "must be a whole number from 0"))
+    if kind == AlertKind.STUCK.value and state and integration.workflow is not None and \
+            integration.workflow.state(state) is None:
+        errors.append(RuleError("state", f"is not a state of workflow "
+                                         f"{integration.workflow.code}"))
+    if len(rules_of(integration.id)) >= MAX_RULES:
+        errors.append(RuleError("kind", f"an integration has at most {MAX_RULES} rules"))
+    if errors:
+        raise ValidationFailed(errors)
+    rule = AlertRule(integration_id=integration.id, kind=kind,
+                     state=state if kind == AlertKind.STUCK.value else None,
+                     threshold=value if kind != AlertKind.BC_EXPIRING.value else 0,
+                     enabled=True, created_at=utcnow())
+    db.session.add(rule)
+    db.session.flush()
+    audit.record("create", "alert_rule", str(rule.id),
+                 {"integration": integration.code, "rule": describe(rule)}, who=actor)
+    db.session.commit()
+    return rule
+
+
+def delete_rule(rule_id: int, actor: str) -> Integration:
+    """Remove a rule and its alerts; audited. Answers the rule's integration."""
+    rule = db.session.get(AlertRule, rule_id)
+    if rule is None:
+        raise NotFound(f"alert rule {rule_id} does not exist")
+    integration = rule.integration
+    audit.record("delete", "alert_rule", str(rule_id),
+                 {"integration": integration.code, "rule": describe(rule)}, who=actor)
+    db.session.delete(rule)
+    db.session.commit()
+    return integration
+
+
+@dataclass
+class Finding:
+    """What a rule found at one evaluation."""
+
+    holds: bool
+    value: float
+    message: str
+
+
+def _stuck(rule: AlertRule, now: datetime) -> Finding:
+    cutoff = now - timedelta(hours=rule.threshold)
+    query = select(func.count()).select_from(Instance).where(
+        Instance.integration_id == rule.integration_id, Instance.active.is_(True),
+        Instance.entered_state_at < cutoff)
+    if rule.state:
+        query = query.where(Instance.state == rule.state)
+    count = db.session.scalar(query) or 0
+    where = f"in {rule.state}" if rule.state else "in their state"
+    return Finding(count > 0, count, f"{count} instances {where} longer than "
+                                     f"{span(rule.threshold * 3600)}")
+
+
+def _failed(rule: AlertRule, now: datetime) -> Finding:
+    count = db.session.scalar(select(func.count()).select_from(Event).where(
+        Event.integration_id == rule.integration_id,
+        Event.status == EventStatus.FAILED.value,
+        Event.received_at >= now - timedelta(hours=1))) or 0
+    return Finding(count > rule.threshold, count,
+                   f"{count} failed events in the last hour (more than {int(rule.threshold)})")
+
+
+def _bc(rule: AlertRule, now: datetime) -> Finding:
+    state = plugin_state.get(rule.integration_id, *BC_STATE) or {}
+    if not state.get("wanted"):
+        return Finding(False, 0, "no subscription is wanted")
+    if not state.get("id") or not state.get("expires_at"):
+        return Finding(True, 0, "the Business Central subscription is missing")
+    try:
+        expires = datetime.fromisoformat(str(state["expires_at"]).replace("Z", "+00:00"))
+    except ValueError:
+        return Finding(True, 0, "the Business Central subscription's expiry is unreadable")
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=now.tzinfo)
+    left = (expires - now).total_seconds()
+    if left <= 0:
+        return Finding(True, left / 3600, "the Business Central subscription has expired")
+    return Finding(left < 24 * 3600, left / 3600,
+                   f"the Business Central subscription expires in {span(left)}")
+
+
+CHECKS = {AlertKind.STUCK.value: _stuck, AlertKind.FAILED_EVENTS.value: _failed,
+          AlertKind.BC_EXPIRING.value: _bc}
+
+
+def evaluate(now: datetime | None = None) -> dict[str, int]:
+    """Check every enabled rule once: open, refresh or resolve its alert. One transaction per
+    rule, so one broken rule does not hold back the others."""
+    now = now or utcnow()
+    counts = {"opened": 0, "resolved": 0, "open": 0}
+    rule_ids = list(db.session.scalars(select(AlertRule.id).where(AlertRule.enabled.is_(True))
+                                       .order_by(AlertRule.id)))
+    for rule_id in rule_ids:
+        rule = db.session.get(AlertRule, rule_id)
+        if rule is None:
+            continue
+        finding = CHECKS[rule.kind](rule, now)
+        alert = db.session.scalar(select(Alert).where(Alert.rule_id == rule.id,
+                                                      Alert.resolved_at.is_(None)))
+        if finding.holds and alert is None:
+            alert = Alert(rule_id=rule.id, integration_id=rule.integration_id, kind=rule.kind,
+                          message=finding.message, value=finding.value, opened_at=now,
+                          last_seen_at=now)
+            db.session.add(alert)
+            db.session.flush()
+            audit.record("alert_open", "alert", str(alert.id),
+                         {"integration": rule.integration.code, "message": finding.message},
+                         who="scheduler")
+            counts["opened"] += 1
+        elif finding.holds and alert is not None:
+            alert.message, alert.value, alert.last_seen_at = finding.message, finding.value, now
+        elif alert is not None:
+            alert.resolved_at = now
+            audit.record("alert_resolve", "alert", str(alert.id),
+                         {"integration": rule.integration.code, "message": alert.message},
+                         who="scheduler")
+            counts["resolved"] += 1
+        counts["open"] += int(finding.holds)
+        try:
+            db.session.commit()
+        except IntegrityError:  # an overlapping evaluation opened this rule's alert first
+            db.session.rollback()
+    return counts
+
+
+def open_count() -> int:
+    """How many alerts are open (the header badge)."""
+    return db.session.scalar(select(func.count()).select_from(Alert)
+                             .where(Alert.resolved_at.is_(None))) or 0
+
+
+def list_alerts(open_only: bool = False, limit: int = 200) -> list[Alert]:
+    """Alerts, open ones first, newest first."""
+    query = select(Alert)
+    if open_only:
+        query = query.where(Alert.resolved_at.is_(None))
+    return list(db.session.scalars(query.order_by(Alert.resolved_at.is_not(None),
+                                                  Alert.id.desc()).limit(limit)))
