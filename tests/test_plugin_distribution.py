@@ -69,7 +69,9 @@ def test_wfapp_plugins_from_the_environment(tmp_path, value):
 
 def test_without_wfapp_plugins_only_the_builtins_load(tmp_path):
     plugins = listed(flask_plugins(tmp_path, WFAPP_LOAD_ENTRY_POINTS="false"))
-    assert all(p["builtin"] for p in plugins.values()) and len(plugins) == 6
+    from wfapp.plugins import DEFAULT_PLUGINS
+
+    assert all(p["builtin"] for p in plugins.values()) and len(plugins) == len(DEFAULT_PLUGINS)
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -314,11 +314,15 @@ def iter_rows(filters: InstanceFilters, sort: str | None = None, chunk: int = 10
 def filter_choices(workflow: str | None) -> dict[str, list[str]]:
     """The known values of the drop-down filters: workflow and integration codes, and the
     state codes of the chosen workflow (of every workflow when none is chosen)."""
+    codes = list(db.session.scalars(select(Workflow.code).order_by(Workflow.code)))
     states = select(State.code).distinct().order_by(State.code)
-    if workflow:
+    # Called before the form is validated: only a code that exists narrows the states (a value
+    # with a NUL byte or of any length never reaches the database).
+    chosen = (workflow or "").strip().upper()
+    if chosen in codes:
         states = states.join(Workflow, Workflow.id == State.workflow_id).where(
-            Workflow.code == workflow.strip().upper())
-    return {"workflow": list(db.session.scalars(select(Workflow.code).order_by(Workflow.code))),
+            Workflow.code == chosen)
+    return {"workflow": codes,
             "integration": list(db.session.scalars(select(Integration.code)
                                                    .order_by(Integration.code))),
             "state": list(db.session.scalars(states))}
