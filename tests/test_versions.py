@@ -22,6 +22,7 @@ from wfapp.models import (
 )
 from wfapp.queue import get_queue
 from wfapp.services import versions
+from wfapp.services.checks import save_scenario
 from wfapp.services.definitions import export_version, get_workflow, import_document
 from wfapp.services.errors import Conflict, ValidationFailed
 from wfapp.services.instances import fire_manual
@@ -369,3 +370,54 @@ def test_migration_runs_on_rq_workers_over_several_jobs(rq_app):
     done = db.session.get(WorkflowMigration, migration.id)
     assert (done.status, done.done) == ("completed", 3_000)
     assert db.session.scalar(select(func.count()).where(Instance.workflow_version == 2)) == 3_000
+
+
+def _v2_send_expires() -> None:
+    """Version 2: SEND now ends in EXPIRED, which breaks a scenario expecting SENT."""
+    document = copy.deepcopy(PARCEL)
+    document["workflow"]["transitions"][1]["to_state"] = "EXPIRED"
+    import_document(document, replace=True)
+
+
+def test_dry_run_runs_the_saved_scenarios_against_the_target_version(client, tokens, parcel):
+    save_scenario("PARCEL", "pack and send", {"record": {"key": "S1", "data": {}},
+                                              "steps": [{"fire": "PACK"}, {"fire": "SEND"}]})
+    save_scenario("PARCEL", "pack only", {"record": {"key": "S2", "data": {}},
+                                          "steps": [{"fire": "PACK"}]})
+    _start("A")
+    _v2_send_expires()
+    plan = plan_migration("PARCEL", {"from_version": 1, "to_version": 2})
+    assert (plan.scenarios["saved"], plan.scenarios["run"], plan.scenarios["passed"]) == \
+        (2, 2, 1)
+    [failing] = plan.scenarios["failing"]
+    assert failing["name"] == "pack and send"
+    assert failing["expected"]["state"] == "SENT" and failing["got"]["state"] == "EXPIRED"
+    assert failing["problems"] == ["ends in EXPIRED, expected SENT"]
+    # Back to version 1 every scenario passes again.
+    back = plan_migration("PARCEL", {"from_version": 2, "to_version": 1})
+    assert (back.scenarios["passed"], back.scenarios["failing"]) == (2, [])
+    dry = client.post(f"{API}/workflows/PARCEL/migrations", headers=tokens["author"], json={
+        "from_version": 1, "to_version": 2, "dry_run": True})
+    assert dry.status_code == 200
+    assert [f["name"] for f in dry.get_json()["scenarios"]["failing"]] == ["pack and send"]
+    # The run still proceeds: the author decides.
+    started = client.post(f"{API}/workflows/PARCEL/migrations", headers=tokens["author"],
+                          json={"from_version": 1, "to_version": 2})
+    assert started.status_code == 202
+    get_queue().drain()
+    assert _instance("A").workflow_version == 2
+
+
+def test_planner_page_shows_failing_scenarios_before_the_run_button(client, auth, parcel):
+    save_scenario("PARCEL", "pack and send", {"record": {"key": "S1", "data": {}},
+                                              "steps": [{"fire": "PACK"}, {"fire": "SEND"}]})
+    _start("A")
+    _v2_send_expires()
+    auth.login("author")
+    page = client.post("/workflows/PARCEL/migrations/new", data={
+        "from_version": "1", "to_version": "2", "action": "dry_run"}).get_data(as_text=True)
+    assert 'id="scenario-failures"' in page and 'data-scenario="pack and send"' in page
+    assert page.index('id="scenario-failures"') < page.index('id="run-migration"')
+    back = client.post("/workflows/PARCEL/migrations/new", data={
+        "from_version": "2", "to_version": "1", "action": "dry_run"}).get_data(as_text=True)
+    assert 'id="scenario-failures"' not in back and 'id="scenarios-pass"' in back

@@ -137,7 +137,21 @@ SCHEMAS: dict[str, Any] = {
                        "blocked": {"type": "integer"},
                        "moves": {"type": "array", "items": {"type": "object", "properties": {
                            "from_state": STRING, "to_state": _nullable("string"),
-                           "count": {"type": "integer"}, "reason": _nullable("string")}}}}},
+                           "count": {"type": "integer"}, "reason": _nullable("string")}}},
+                       "scenarios": {
+                           "type": "object",
+                           "description": "the saved scenarios run against to_version",
+                           "properties": {
+                               "saved": {"type": "integer"}, "run": {"type": "integer"},
+                               "passed": {"type": "integer"},
+                               "failing": {"type": "array", "items": {
+                                   "type": "object", "properties": {
+                                       "name": STRING, "expected": ANY_OBJECT,
+                                       "got": ANY_OBJECT,
+                                       "problems": {"type": "array", "items": STRING}}}},
+                               "errors": {"type": "array", "items": {
+                                   "type": "object", "properties": {
+                                       "path": STRING, "message": STRING}}}}}}},
     "Migration": {
         "type": "object", "required": ["id", "status", "total", "done"],
         "properties": {"id": {"type": "integer"}, "from_version": {"type": "integer"},

@@ -29,6 +29,7 @@ from ..models import (
     utcnow,
 )
 from . import audit
+from .checks import check_definition
 from .definitions import get_workflow
 from .errors import Conflict, NotFound, ValidationFailed
 from .versions import get_version
@@ -63,6 +64,8 @@ class Plan:
     rows: list[PlanRow] = field(default_factory=list)
     from_states: list[str] = field(default_factory=list)
     to_states: list[str] = field(default_factory=list)
+    #: The workflow's saved scenarios run against the target version (`scenario_report`).
+    scenarios: dict[str, Any] = field(default_factory=dict)
 
     @property
     def movable(self) -> int:
@@ -80,7 +83,8 @@ class Plan:
                 "to_version": self.to_version, "state_map": self.state_map,
                 "filters": self.filters, "movable": self.movable, "blocked": self.blocked,
                 "moves": [{"from_state": r.source, "to_state": r.target, "count": r.count,
-                           "reason": r.reason or None} for r in self.rows]}
+                           "reason": r.reason or None} for r in self.rows],
+                "scenarios": self.scenarios}
 
 
 def _states(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,7 +158,8 @@ def plan_migration(code: str, data: dict[str, Any]) -> Plan:
         filters["integration"] = normalize_code(integration_code)
     if errors:
         raise ValidationFailed(errors)
-    plan = Plan(workflow, old, new, state_map, filters, [], list(from_states), list(to_states))
+    plan = Plan(workflow, old, new, state_map, filters, [], list(from_states), list(to_states),
+                scenario_report(workflow, documents["to_version"]["workflow"]))
     query = (select(INSTANCE.c.state, func.count())
              .where(*_scope(workflow.id, old, filters, integration_id))
              .group_by(INSTANCE.c.state).order_by(INSTANCE.c.state))
@@ -169,6 +174,30 @@ def plan_migration(code: str, data: dict[str, Any]) -> Plan:
         else:
             plan.rows.append(PlanRow(state, target, count))
     return plan
+
+
+def scenario_report(workflow: Workflow, definition: dict[str, Any]) -> dict[str, Any]:
+    """Run the workflow's saved scenarios against a version's definition (issue 10).
+
+    A migration moves instances onto that definition, so a scenario it breaks is said before
+    the run; the run is not refused (the author decides). Answer: how many ran, the failing
+    ones with what they expected and what they got, and scenarios that could not run.
+    """
+    saved = workflow.scenarios or []
+    if not saved:
+        return {"saved": 0, "run": 0, "passed": 0, "failing": [], "errors": []}
+    checks = check_definition(definition, saved)
+    expected = {s.get("name"): s.get("expect") or {} for s in saved if isinstance(s, dict)}
+    failing = [{"name": c.name,
+                "expected": {"state": expected.get(c.name, {}).get("state"),
+                             "vars": expected.get(c.name, {}).get("vars") or {}},
+                "got": {"state": c.state, "vars": c.vars}, "problems": c.problems}
+               for c in checks.failing]
+    # Lint errors stop the scenarios from running at all; they are said as such.
+    errors = [{"path": e.path, "message": e.message}
+              for e in [*checks.lint.errors, *checks.case_errors]]
+    return {"saved": len(saved), "run": len(checks.cases),
+            "passed": len(checks.cases) - len(failing), "failing": failing, "errors": errors}
 
 
 def _scope(workflow_id: int, version: int, filters: dict[str, Any],
