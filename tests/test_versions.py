@@ -421,3 +421,48 @@ def test_planner_page_shows_failing_scenarios_before_the_run_button(client, auth
     back = client.post("/workflows/PARCEL/migrations/new", data={
         "from_version": "2", "to_version": "1", "action": "dry_run"}).get_data(as_text=True)
     assert 'id="scenario-failures"' not in back and 'id="scenarios-pass"' in back
+
+
+def test_bulk_migrate_by_filter_with_refusals_history_and_audit(client, tokens, parcel):
+    _start("A", "B", "C")
+    for key in ("A", "B"):
+        fire_manual(_instance(key).id, "PACK", "", "tester")
+    _v2_without_packed()
+    _start("D")  # new instances start on version 2
+    h = tokens["author"]
+    body = {"filter": {"workflow": "PARCEL"}, "action": "migrate", "to_version": 2,
+            "dry_run": True}
+    dry = client.post(f"{API}/instances/bulk", headers=h, json=body)
+    assert dry.status_code == 200, dry.get_json()
+    assert dry.get_json()["matched"] == 4
+    assert sorted((r["state"], r["count"], r["reason"]) for r in dry.get_json()["refused"]) == [
+        ("NEW", 1, "already on version 2"),
+        ("PACKED", 2, "version 2 has no state PACKED; map PACKED to one of its states")]
+    mapped = client.post(f"{API}/instances/bulk", headers=h,
+                         json={**body, "state_map": {"packed": "ready"}}).get_json()
+    assert [r["reason"] for r in mapped["refused"]] == ["already on version 2"]
+    for wrong, path in (({"to_version": "2"}, "to_version"), ({"to_version": 9}, "to_version"),
+                        ({"state_map": {"PACKED": "NOPE"}}, "state_map.PACKED"),
+                        ({"state_map": ["x"]}, "state_map"),
+                        ({"filter": {"workflow": "NOPE"}}, "filter.workflow")):
+        bad = client.post(f"{API}/instances/bulk", headers=h, json={**body, **wrong})
+        assert bad.status_code == 422, (wrong, bad.get_json())
+        assert bad.get_json()["error"]["details"][0]["path"] == path
+    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.action == "migrate")) == 0
+    started = client.post(f"{API}/instances/bulk", headers=h, json={
+        **body, "state_map": {"PACKED": "READY"}, "dry_run": False})
+    assert started.status_code == 202, started.get_json()
+    get_queue().drain()
+    progress = client.get(f"{API}/operations/{started.get_json()['operation_id']}",
+                          headers=h).get_json()
+    assert (progress["status"], progress["done"], progress["failed"]) == ("done", 3, 1)
+    assert "already on version 2" in progress["errors"][0]["message"]
+    assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "ABCD"] == [
+        ("A", 2, "READY"), ("B", 2, "READY"), ("C", 2, "NEW"), ("D", 2, "NEW")]
+    last = _history(_instance("A"))[-1]
+    assert (last.from_state, last.to_state, last.notes, last.trigger_type) == (
+        "PACKED", "READY", "migrated v1 → v2", "migration")
+    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.action == "migrate",
+                                    AuditEntry.object_type == "instance")) == 3

@@ -67,7 +67,15 @@ BULK_SCHEMAS: dict[str, Any] = {
                           "filter": INSTANCE_FILTER,
                           "action": {"enum": ["advance", "reset", "delete", "migrate"]},
                           "transition": STRING, "comment": STRING, "state": STRING,
-                          "note": STRING, "to_version": {"type": "integer"},
+                          "note": STRING,
+                          "to_version": {"type": "integer", "minimum": 1,
+                                         "description": "migrate: the version to move to "
+                                                        "(the filter must name one workflow; "
+                                                        "needs the author role)"},
+                          "state_map": {"type": "object", "additionalProperties": STRING,
+                                        "description": "migrate: source state → state of "
+                                                       "to_version; unmapped states keep "
+                                                       "their code"},
                           "dry_run": {"type": "boolean"}}},
     "EventsBulk": {"type": "object", "required": ["action"], "additionalProperties": False,
                    "properties": {
