@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select
 from wfapp.extensions import db
 from wfapp.models import (
     AuditEntry,
+    BulkOperation,
     HistoryEntry,
     Instance,
     Workflow,
@@ -466,3 +467,34 @@ def test_bulk_migrate_by_filter_with_refusals_history_and_audit(client, tokens, 
     assert db.session.scalar(select(func.count()).select_from(AuditEntry)
                              .where(AuditEntry.action == "migrate",
                                     AuditEntry.object_type == "instance")) == 3
+
+
+def test_migrate_all_from_the_instances_page(client, auth, parcel):
+    _start("A", "B")
+    fire_manual(_instance("A").id, "PACK", "", "tester")
+    _v2_without_packed()
+    auth.login("operator")
+    assert 'id="bulk-migrate"' not in client.get("/instances/?workflow=PARCEL").get_data(
+        as_text=True)
+    assert client.get("/operations/new/instances?action=migrate&workflow=PARCEL"
+                      ).status_code == 403
+    auth.logout()
+    auth.login("author")
+    assert 'id="bulk-migrate"' not in client.get("/instances/").get_data(as_text=True)
+    listing = client.get("/instances/?workflow=PARCEL").get_data(as_text=True)
+    assert 'id="bulk-migrate"' in listing
+    assert client.get("/operations/new/instances?action=migrate").status_code == 302
+    start = "/operations/new/instances?action=migrate&workflow=PARCEL"
+    page = client.get(start).get_data(as_text=True)
+    assert 'id="dry-matched">2<' in page and 'id="dry-refused">1<' in page
+    assert "version 2 has no state PACKED" in page and 'name="map_PACKED"' in page
+    checked = client.post(start, data={"to_version": "2", "map_PACKED": "READY",
+                                       "check": "1"}).get_data(as_text=True)
+    assert 'id="dry-refused"' not in checked and "None would be refused" in checked
+    assert db.session.scalar(select(func.count()).select_from(BulkOperation)) == 0
+    assert client.post(start, data={"to_version": "7"}).status_code == 400
+    response = client.post(start, data={"to_version": "2", "map_PACKED": "READY"})
+    assert response.status_code == 302 and "/operations/" in response.headers["Location"]
+    get_queue().drain()
+    assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "AB"] == [
+        ("A", 2, "READY"), ("B", 2, "NEW")]

@@ -506,3 +506,22 @@ def bulk_refusals(filters: InstanceFilters, params: dict[str, Any]) -> list[Any]
 def bulk_move(instance_id: int, params: dict[str, Any], actor: str) -> None:
     """One row of a bulk migrate."""
     move_instance(instance_id, params["to_version"], params["state_map"], actor)
+
+
+def bulk_choices(filters: InstanceFilters, to_version: int | None) -> dict[str, Any]:
+    """What the "Migrate all" page offers: the workflow's version numbers (newest first), the
+    states the matching instances are in, and the states of the chosen target version."""
+    workflow = get_workflow(filters.workflow or "")
+    number = to_version or workflow.latest_version
+    try:
+        targets = list(_states(get_version(workflow, number).document))
+    except NotFound:
+        number, targets = workflow.latest_version, list(_states(
+            get_version(workflow, workflow.latest_version).document))
+    ids = filtered_ids(filters).subquery()
+    sources = list(db.session.scalars(select(INSTANCE.c.state).distinct()
+                                      .where(INSTANCE.c.id.in_(select(ids.c.id)))
+                                      .order_by(INSTANCE.c.state)))
+    return {"workflow": workflow.code, "to_version": number,
+            "numbers": list(range(workflow.latest_version, 0, -1)),
+            "source_states": sources, "target_states": targets}
