@@ -406,7 +406,7 @@ def move_instance(instance_id: int, to_version: int, state_map: dict[str, str],
     """
     conn = db.session.connection()
     row = conn.execute(select(INSTANCE.c.id, INSTANCE.c.state, INSTANCE.c.workflow_id,
-                              INSTANCE.c.workflow_version)
+                              INSTANCE.c.workflow_version, INSTANCE.c.version)
                        .where(INSTANCE.c.id == instance_id)).first()
     if row is None:
         raise NotFound(f"instance {instance_id} does not exist")
@@ -426,8 +426,8 @@ def move_instance(instance_id: int, to_version: int, state_map: dict[str, str],
                           targets[target_code], now)
     # Compare-and-set: an instance that moved meanwhile (fired, reset) is not moved blindly.
     moved = conn.execute(update(INSTANCE).where(
-        INSTANCE.c.id == instance_id, INSTANCE.c.workflow_version == row.workflow_version,
-        INSTANCE.c.state == row.state).values(**values).returning(INSTANCE.c.id)).all()
+        INSTANCE.c.id == instance_id, INSTANCE.c.version == row.version)
+        .values(**values).returning(INSTANCE.c.id)).all()
     if len(moved) != 1:
         raise Conflict(f"instance {instance_id} changed meanwhile; try again")
     note = f"migrated v{row.workflow_version} → v{to_version}"
