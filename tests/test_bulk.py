@@ -67,9 +67,13 @@ def test_dry_run_names_refusals(client, tokens, app):
     assert bad.status_code == 422
     paths = {d["path"] for d in bad.json["error"]["details"]}
     assert paths == {"filter.active", "filter.run_id"}
-    migrate = _post(client, token, "/api/v1/instances/bulk",
+    migrate = _post(client, tokens["author"], "/api/v1/instances/bulk",
                     {"action": "migrate", "to_version": 2})
-    assert migrate.status_code == 422 and "versions" in migrate.json["error"]["message"]
+    assert migrate.status_code == 422
+    assert migrate.json["error"]["details"][0]["path"] == "filter.workflow"
+    # Moving instances between versions is an author's decision, as the migrations API is.
+    assert _post(client, token, "/api/v1/instances/bulk",
+                 {"action": "migrate", "to_version": 2}).status_code == 403
 
 
 def test_retry_never_acts_twice_and_cancel(client, tokens, app):

@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select
 from wfapp.extensions import db
 from wfapp.models import (
     AuditEntry,
+    BulkOperation,
     HistoryEntry,
     Instance,
     Workflow,
@@ -22,6 +23,7 @@ from wfapp.models import (
 )
 from wfapp.queue import get_queue
 from wfapp.services import versions
+from wfapp.services.checks import save_scenario
 from wfapp.services.definitions import export_version, get_workflow, import_document
 from wfapp.services.errors import Conflict, ValidationFailed
 from wfapp.services.instances import fire_manual
@@ -369,3 +371,130 @@ def test_migration_runs_on_rq_workers_over_several_jobs(rq_app):
     done = db.session.get(WorkflowMigration, migration.id)
     assert (done.status, done.done) == ("completed", 3_000)
     assert db.session.scalar(select(func.count()).where(Instance.workflow_version == 2)) == 3_000
+
+
+def _v2_send_expires() -> None:
+    """Version 2: SEND now ends in EXPIRED, which breaks a scenario expecting SENT."""
+    document = copy.deepcopy(PARCEL)
+    document["workflow"]["transitions"][1]["to_state"] = "EXPIRED"
+    import_document(document, replace=True)
+
+
+def test_dry_run_runs_the_saved_scenarios_against_the_target_version(client, tokens, parcel):
+    save_scenario("PARCEL", "pack and send", {"record": {"key": "S1", "data": {}},
+                                              "steps": [{"fire": "PACK"}, {"fire": "SEND"}]})
+    save_scenario("PARCEL", "pack only", {"record": {"key": "S2", "data": {}},
+                                          "steps": [{"fire": "PACK"}]})
+    _start("A")
+    _v2_send_expires()
+    plan = plan_migration("PARCEL", {"from_version": 1, "to_version": 2})
+    assert (plan.scenarios["saved"], plan.scenarios["run"], plan.scenarios["passed"]) == \
+        (2, 2, 1)
+    [failing] = plan.scenarios["failing"]
+    assert failing["name"] == "pack and send"
+    assert failing["expected"]["state"] == "SENT" and failing["got"]["state"] == "EXPIRED"
+    assert failing["problems"] == ["ends in EXPIRED, expected SENT"]
+    # Back to version 1 every scenario passes again.
+    back = plan_migration("PARCEL", {"from_version": 2, "to_version": 1})
+    assert (back.scenarios["passed"], back.scenarios["failing"]) == (2, [])
+    dry = client.post(f"{API}/workflows/PARCEL/migrations", headers=tokens["author"], json={
+        "from_version": 1, "to_version": 2, "dry_run": True})
+    assert dry.status_code == 200
+    assert [f["name"] for f in dry.get_json()["scenarios"]["failing"]] == ["pack and send"]
+    # The run still proceeds: the author decides.
+    started = client.post(f"{API}/workflows/PARCEL/migrations", headers=tokens["author"],
+                          json={"from_version": 1, "to_version": 2})
+    assert started.status_code == 202
+    get_queue().drain()
+    assert _instance("A").workflow_version == 2
+
+
+def test_planner_page_shows_failing_scenarios_before_the_run_button(client, auth, parcel):
+    save_scenario("PARCEL", "pack and send", {"record": {"key": "S1", "data": {}},
+                                              "steps": [{"fire": "PACK"}, {"fire": "SEND"}]})
+    _start("A")
+    _v2_send_expires()
+    auth.login("author")
+    page = client.post("/workflows/PARCEL/migrations/new", data={
+        "from_version": "1", "to_version": "2", "action": "dry_run"}).get_data(as_text=True)
+    assert 'id="scenario-failures"' in page and 'data-scenario="pack and send"' in page
+    assert page.index('id="scenario-failures"') < page.index('id="run-migration"')
+    back = client.post("/workflows/PARCEL/migrations/new", data={
+        "from_version": "2", "to_version": "1", "action": "dry_run"}).get_data(as_text=True)
+    assert 'id="scenario-failures"' not in back and 'id="scenarios-pass"' in back
+
+
+def test_bulk_migrate_by_filter_with_refusals_history_and_audit(client, tokens, parcel):
+    _start("A", "B", "C")
+    for key in ("A", "B"):
+        fire_manual(_instance(key).id, "PACK", "", "tester")
+    _v2_without_packed()
+    _start("D")  # new instances start on version 2
+    h = tokens["author"]
+    body = {"filter": {"workflow": "PARCEL"}, "action": "migrate", "to_version": 2,
+            "dry_run": True}
+    dry = client.post(f"{API}/instances/bulk", headers=h, json=body)
+    assert dry.status_code == 200, dry.get_json()
+    assert dry.get_json()["matched"] == 4
+    assert sorted((r["state"], r["count"], r["reason"]) for r in dry.get_json()["refused"]) == [
+        ("NEW", 1, "already on version 2"),
+        ("PACKED", 2, "version 2 has no state PACKED; map PACKED to one of its states")]
+    mapped = client.post(f"{API}/instances/bulk", headers=h,
+                         json={**body, "state_map": {"packed": "ready"}}).get_json()
+    assert [r["reason"] for r in mapped["refused"]] == ["already on version 2"]
+    for wrong, path in (({"to_version": "2"}, "to_version"), ({"to_version": 9}, "to_version"),
+                        ({"state_map": {"PACKED": "NOPE"}}, "state_map.PACKED"),
+                        ({"state_map": ["x"]}, "state_map"),
+                        ({"filter": {"workflow": "NOPE"}}, "filter.workflow")):
+        bad = client.post(f"{API}/instances/bulk", headers=h, json={**body, **wrong})
+        assert bad.status_code == 422, (wrong, bad.get_json())
+        assert bad.get_json()["error"]["details"][0]["path"] == path
+    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.action == "migrate")) == 0
+    started = client.post(f"{API}/instances/bulk", headers=h, json={
+        **body, "state_map": {"PACKED": "READY"}, "dry_run": False})
+    assert started.status_code == 202, started.get_json()
+    get_queue().drain()
+    progress = client.get(f"{API}/operations/{started.get_json()['operation_id']}",
+                          headers=h).get_json()
+    assert (progress["status"], progress["done"], progress["failed"]) == ("done", 3, 1)
+    assert "already on version 2" in progress["errors"][0]["message"]
+    assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "ABCD"] == [
+        ("A", 2, "READY"), ("B", 2, "READY"), ("C", 2, "NEW"), ("D", 2, "NEW")]
+    last = _history(_instance("A"))[-1]
+    assert (last.from_state, last.to_state, last.notes, last.trigger_type) == (
+        "PACKED", "READY", "migrated v1 → v2", "migration")
+    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.action == "migrate",
+                                    AuditEntry.object_type == "instance")) == 3
+
+
+def test_migrate_all_from_the_instances_page(client, auth, parcel):
+    _start("A", "B")
+    fire_manual(_instance("A").id, "PACK", "", "tester")
+    _v2_without_packed()
+    auth.login("operator")
+    assert 'id="bulk-migrate"' not in client.get("/instances/?workflow=PARCEL").get_data(
+        as_text=True)
+    assert client.get("/operations/new/instances?action=migrate&workflow=PARCEL"
+                      ).status_code == 403
+    auth.logout()
+    auth.login("author")
+    assert 'id="bulk-migrate"' not in client.get("/instances/").get_data(as_text=True)
+    listing = client.get("/instances/?workflow=PARCEL").get_data(as_text=True)
+    assert 'id="bulk-migrate"' in listing
+    assert client.get("/operations/new/instances?action=migrate").status_code == 302
+    start = "/operations/new/instances?action=migrate&workflow=PARCEL"
+    page = client.get(start).get_data(as_text=True)
+    assert 'id="dry-matched">2<' in page and 'id="dry-refused">1<' in page
+    assert "version 2 has no state PACKED" in page and 'name="map_PACKED"' in page
+    checked = client.post(start, data={"to_version": "2", "map_PACKED": "READY",
+                                       "check": "1"}).get_data(as_text=True)
+    assert 'id="dry-refused"' not in checked and "None would be refused" in checked
+    assert db.session.scalar(select(func.count()).select_from(BulkOperation)) == 0
+    assert client.post(start, data={"to_version": "7"}).status_code == 400
+    response = client.post(start, data={"to_version": "2", "map_PACKED": "READY"})
+    assert response.status_code == 302 and "/operations/" in response.headers["Location"]
+    get_queue().drain()
+    assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "AB"] == [
+        ("A", 2, "READY"), ("B", 2, "NEW")]

@@ -77,3 +77,43 @@ def test_old_instances_stay_on_v1_new_start_on_v2_then_migrate(page, app):
     assert {k: v[2] for k, v in _instances().items()} == {"OLD1": 2, "OLD2": 2, "NEW1": 2}
     page.goto(f"/instances/{ids['OLD1'][0]}")
     assert "migrated v1 → v2" in page.content()
+
+
+def test_broken_scenario_shown_before_the_run_and_migrate_all_from_the_list(page, app):
+    from wfapp.services.checks import save_scenario
+
+    import_document(copy.deepcopy(PARCEL))
+    create_integration({"code": "PARCELS", "description": "Parcels", "workflow_code": "PARCEL",
+                        "instance_mode": "per_record", "enabled": True})
+    save_scenario("PARCEL", "pack and send", {"record": {"key": "S", "data": {}},
+                                              "steps": [{"fire": "PACK"}, {"fire": "SEND"}]})
+    _start("OLD1", "OLD2")
+    # Version 2: SEND now ends in EXPIRED, which the saved scenario does not expect.
+    document = copy.deepcopy(PARCEL)
+    document["workflow"]["transitions"][1]["to_state"] = "EXPIRED"
+    import_document(document, replace=True)
+    login(page, "author")
+
+    page.goto("/workflows/PARCEL/migrations/new")
+    page.get_by_label("From version").select_option("1")
+    page.get_by_label("To version").select_option("2")
+    page.get_by_role("button", name="Dry run").click()
+    page.wait_for_load_state()
+    failures = page.locator("#scenario-failures")
+    assert failures.is_visible()
+    row = failures.locator('tr[data-scenario="pack and send"]')
+    assert "SENT" in row.inner_text() and "EXPIRED" in row.inner_text()
+    assert failures.bounding_box()["y"] < page.locator("#run-migration").bounding_box()["y"]
+
+    # Instead of the planner: Migrate all from the instances list filtered to PARCEL.
+    page.goto("/instances/?workflow=PARCEL")
+    page.locator("#bulk-migrate").click()
+    page.wait_for_url("**/operations/new/instances*")
+    assert page.locator("#dry-matched").inner_text() == "2"
+    page.get_by_label("To version").select_option("2")
+    page.locator("#bulk-start").click()
+    page.wait_for_url("**/operations/*")
+    page.locator("#op-status", has_text="done").wait_for(timeout=20_000)
+    assert {k: v[2] for k, v in _instances().items()} == {"OLD1": 2, "OLD2": 2}
+    page.goto(f"/instances/{_instances()['OLD1'][0]}")
+    assert "migrated v1 → v2" in page.content()

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 from ..engine import RuleError
 from ..inputs import MAX_ID
 from ..models import Role
-from ..security import actor_name, requires_role
+from ..security import actor_name, api_error, current_actor, requires_role
 from ..services import bulk
 from ..services.errors import ValidationFailed
 from ..services.events import EventFilters
@@ -116,11 +116,15 @@ def _plan_answer(plan: bulk.Plan) -> dict[str, Any]:
 def bulk_instances() -> tuple[Response, int]:
     """One action on every instance a filter matches: a dry run, or a queued operation."""
     body = json_body({"filter", "action", "transition", "comment", "state", "note",
-                      "to_version", "dry_run"}, {"action"})
+                      "to_version", "state_map", "dry_run"}, {"action"})
     check_types(body, {"action": (str,), "dry_run": (bool,)})
+    role = bulk.role_needed("instances", body["action"])
+    user = current_actor()
+    if user is None or not user.has_role(role):
+        return api_error(403, "forbidden", f"action {body['action']} needs the {role} role"), 403
     filters = instance_filters(body)
     params: dict[str, Any] = {k: body[k] for k in ("transition", "comment", "state", "note",
-                                                    "to_version") if k in body}
+                                                    "to_version", "state_map") if k in body}
     plan = bulk.plan("instances", body["action"], filters, params,
                      bool(body.get("dry_run", False)), actor_name())
     return jsonify(_plan_answer(plan)), 200 if plan.operation_id is None else 202

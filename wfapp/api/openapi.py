@@ -67,7 +67,15 @@ BULK_SCHEMAS: dict[str, Any] = {
                           "filter": INSTANCE_FILTER,
                           "action": {"enum": ["advance", "reset", "delete", "migrate"]},
                           "transition": STRING, "comment": STRING, "state": STRING,
-                          "note": STRING, "to_version": {"type": "integer"},
+                          "note": STRING,
+                          "to_version": {"type": "integer", "minimum": 1,
+                                         "description": "migrate: the version to move to "
+                                                        "(the filter must name one workflow; "
+                                                        "needs the author role)"},
+                          "state_map": {"type": "object", "additionalProperties": STRING,
+                                        "description": "migrate: source state → state of "
+                                                       "to_version; unmapped states keep "
+                                                       "their code"},
                           "dry_run": {"type": "boolean"}}},
     "EventsBulk": {"type": "object", "required": ["action"], "additionalProperties": False,
                    "properties": {
@@ -137,7 +145,21 @@ SCHEMAS: dict[str, Any] = {
                        "blocked": {"type": "integer"},
                        "moves": {"type": "array", "items": {"type": "object", "properties": {
                            "from_state": STRING, "to_state": _nullable("string"),
-                           "count": {"type": "integer"}, "reason": _nullable("string")}}}}},
+                           "count": {"type": "integer"}, "reason": _nullable("string")}}},
+                       "scenarios": {
+                           "type": "object",
+                           "description": "the saved scenarios run against to_version",
+                           "properties": {
+                               "saved": {"type": "integer"}, "run": {"type": "integer"},
+                               "passed": {"type": "integer"},
+                               "failing": {"type": "array", "items": {
+                                   "type": "object", "properties": {
+                                       "name": STRING, "expected": ANY_OBJECT,
+                                       "got": ANY_OBJECT,
+                                       "problems": {"type": "array", "items": STRING}}}},
+                               "errors": {"type": "array", "items": {
+                                   "type": "object", "properties": {
+                                       "path": STRING, "message": STRING}}}}}}},
     "Migration": {
         "type": "object", "required": ["id", "status", "total", "done"],
         "properties": {"id": {"type": "integer"}, "from_version": {"type": "integer"},

@@ -25,5 +25,12 @@ class ResetAllForm(FlaskForm):
                        description="Required: kept in each instance's history.")
 
 
+class MigrateAllForm(FlaskForm):
+    """Move every matching instance (of one workflow) to one version, mapping states."""
+
+    to_version = SelectField("To version", choices=[], coerce=int,
+                             validators=[InputRequired(message="choose a version")])
+
+
 class ConfirmForm(FlaskForm):
     """Delete all, replay all, cancel: only the confirmation (and its CSRF token)."""

@@ -14,16 +14,17 @@ from ..inputs import MAX_ID
 from ..instances.filters import read_filters
 from ..instances.forms import FilterForm
 from ..models import BulkOperation, Role
-from ..security import actor_name, requires_role
-from ..services import bulk
+from ..security import actor_name, current_actor, requires_role
+from ..services import bulk, migrations
 from ..services import events as event_service
 from ..services.errors import NotFound, ServiceError
 from ..services.registry import get_registry
 from . import bp
-from .forms import AdvanceAllForm, ConfirmForm, ResetAllForm
+from .forms import AdvanceAllForm, ConfirmForm, MigrateAllForm, ResetAllForm
 
 Page = str | tuple[str, int] | Response
-INSTANCE_ACTIONS = {"advance": "Advance", "reset": "Reset to State", "delete": "Delete"}
+INSTANCE_ACTIONS = {"advance": "Advance", "reset": "Reset to State", "delete": "Delete",
+                    "migrate": "Migrate"}
 
 
 def _operation_or_404(operation_id: int) -> BulkOperation:
@@ -57,12 +58,17 @@ def new_instances() -> Page:
     """All instances matching the list's filter: the dry run, then the confirmed operation."""
     action = request.args.get("action", "")
     if action not in INSTANCE_ACTIONS:
-        abort(404, description="action must be advance, reset or delete")
+        abort(404, description="action must be advance, reset, delete or migrate")
+    role = bulk.role_needed("instances", action)
+    user = current_actor()
+    if user is None or not user.has_role(role):
+        abort(403, description=f"This needs the {role} role.")
     filters, problems = read_filters(FilterForm(formdata=request.args))
     if filters is None:
         flash("These filters cannot be used: " + "; ".join(problems), "danger")
         return redirect(url_for("instances.index", **_args()))
     form: FlaskForm
+    choices: dict[str, Any] | None = None
     if action == "advance":
         form = AdvanceAllForm()
         pairs = bulk.advance_options(filters)
@@ -73,15 +79,34 @@ def new_instances() -> Page:
         pairs = bulk.reset_options(filters)
         form.state.choices = options(pairs)
         params = {"state": form.state.data or "", "note": form.note.data or ""}
+    elif action == "migrate":
+        if not filters.workflow:
+            flash("Migrate all needs a filter naming one workflow.", "warning")
+            return redirect(url_for("instances.index", **_args()))
+        form = MigrateAllForm()
+        try:
+            choices = migrations.bulk_choices(filters, form.to_version.data
+                                              if request.method == "POST" else None)
+        except NotFound as error:
+            abort(404, description=error.message)
+        form.to_version.choices = [(n, f"version {n}") for n in choices["numbers"]]
+        if request.method != "POST":
+            form.to_version.data = choices["to_version"]
+        # One select per state the matching instances are in: where it goes (empty: same code).
+        state_map = {s: request.form.get(f"map_{s}", "") for s in choices["source_states"]}
+        params = {"to_version": choices["to_version"],
+                  "state_map": {k: v for k, v in state_map.items() if v}}
+        pairs = [("", "")]
     else:
         form, params, pairs = ConfirmForm(), {}, []
-    if form.validate_on_submit():
+    # "Dry run" re-checks the choice (another version, another mapping) without starting.
+    if form.validate_on_submit() and "check" not in request.form:
         started = _start("instances", action, filters, params)
         if started is not None:
             return started
     # The dry run: with the chosen transition or state once there is one.
     first = pairs[0][0] if pairs else ""
-    dry_params = params if request.method == "POST" else {
+    dry_params = params if request.method == "POST" or action == "migrate" else {
         "transition": first, "state": first, "note": "dry run", "comment": ""}
     try:
         dry = bulk.plan("instances", action, filters, dry_params, True, actor_name())
@@ -90,7 +115,9 @@ def new_instances() -> Page:
     page = render_template("operations/new.html", form=form, action=action,
                            title=f"{INSTANCE_ACTIONS[action]} all matching instances",
                            dry=dry, args=_args(), back=url_for("instances.index", **_args()),
-                           filters=filters.as_dict())
+                           filters=filters.as_dict(),
+                           migrate=choices,
+                           state_map=params.get("state_map", {}))
     return (page, 400) if form.errors else page
 
 

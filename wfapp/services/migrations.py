@@ -29,8 +29,10 @@ from ..models import (
     utcnow,
 )
 from . import audit
+from .checks import check_definition
 from .definitions import get_workflow
 from .errors import Conflict, NotFound, ValidationFailed
+from .instance_list import InstanceFilters, filtered_ids
 from .versions import get_version
 
 INSTANCE = Instance.__table__
@@ -63,6 +65,8 @@ class Plan:
     rows: list[PlanRow] = field(default_factory=list)
     from_states: list[str] = field(default_factory=list)
     to_states: list[str] = field(default_factory=list)
+    #: The workflow's saved scenarios run against the target version (`scenario_report`).
+    scenarios: dict[str, Any] = field(default_factory=dict)
 
     @property
     def movable(self) -> int:
@@ -80,7 +84,8 @@ class Plan:
                 "to_version": self.to_version, "state_map": self.state_map,
                 "filters": self.filters, "movable": self.movable, "blocked": self.blocked,
                 "moves": [{"from_state": r.source, "to_state": r.target, "count": r.count,
-                           "reason": r.reason or None} for r in self.rows]}
+                           "reason": r.reason or None} for r in self.rows],
+                "scenarios": self.scenarios}
 
 
 def _states(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,7 +159,8 @@ def plan_migration(code: str, data: dict[str, Any]) -> Plan:
         filters["integration"] = normalize_code(integration_code)
     if errors:
         raise ValidationFailed(errors)
-    plan = Plan(workflow, old, new, state_map, filters, [], list(from_states), list(to_states))
+    plan = Plan(workflow, old, new, state_map, filters, [], list(from_states), list(to_states),
+                scenario_report(workflow, documents["to_version"]["workflow"]))
     query = (select(INSTANCE.c.state, func.count())
              .where(*_scope(workflow.id, old, filters, integration_id))
              .group_by(INSTANCE.c.state).order_by(INSTANCE.c.state))
@@ -169,6 +175,30 @@ def plan_migration(code: str, data: dict[str, Any]) -> Plan:
         else:
             plan.rows.append(PlanRow(state, target, count))
     return plan
+
+
+def scenario_report(workflow: Workflow, definition: dict[str, Any]) -> dict[str, Any]:
+    """Run the workflow's saved scenarios against a version's definition (issue 10).
+
+    A migration moves instances onto that definition, so a scenario it breaks is said before
+    the run; the run is not refused (the author decides). Answer: how many ran, the failing
+    ones with what they expected and what they got, and scenarios that could not run.
+    """
+    saved = workflow.scenarios or []
+    if not saved:
+        return {"saved": 0, "run": 0, "passed": 0, "failing": [], "errors": []}
+    checks = check_definition(definition, saved)
+    expected = {s.get("name"): s.get("expect") or {} for s in saved if isinstance(s, dict)}
+    failing = [{"name": c.name,
+                "expected": {"state": expected.get(c.name, {}).get("state"),
+                             "vars": expected.get(c.name, {}).get("vars") or {}},
+                "got": {"state": c.state, "vars": c.vars}, "problems": c.problems}
+               for c in checks.failing]
+    # Lint errors stop the scenarios from running at all; they are said as such.
+    errors = [{"path": e.path, "message": e.message}
+              for e in [*checks.lint.errors, *checks.case_errors]]
+    return {"saved": len(saved), "run": len(checks.cases),
+            "passed": len(checks.cases) - len(failing), "failing": failing, "errors": errors}
 
 
 def _scope(workflow_id: int, version: int, filters: dict[str, Any],
@@ -237,6 +267,25 @@ def list_migrations(workflow: Workflow, limit: int = 20) -> list[WorkflowMigrati
         .order_by(WorkflowMigration.id.desc()).limit(limit)))
 
 
+def _move_values(to_version: int, source: str, source_def: dict[str, Any] | None,
+                 target_code: str, target: dict[str, Any], now: Any) -> dict[str, Any]:
+    """The column values of an instance moving from `source` to `target_code` of `to_version`."""
+    hours = target.get("timeout_hours")
+    values: dict[str, Any] = {
+        "workflow_version": to_version, "state": target_code,
+        "active": not target["is_final"], "version": INSTANCE.c.version + 1,
+        "completed_at": now if target["is_final"] else None,
+    }
+    if target_code != source:
+        # A new state is entered now: its timer (if any) starts now.
+        values["entered_state_at"] = now
+        values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
+    elif hours != (source_def or {}).get("timeout_hours"):
+        # Same state, another timeout: the new timer counts from the migration.
+        values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
+    return values
+
+
 def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]],
                 sources: dict[str, dict[str, Any]], integration_id: int | None,
                 chunk: int, after: int) -> int | None:
@@ -267,20 +316,8 @@ def _move_chunk(migration: WorkflowMigration, targets: dict[str, dict[str, Any]]
     moved_total = 0
     for source, members in by_state.items():
         target_code = migration.state_map[source]
-        target = targets[target_code]
-        hours = target.get("timeout_hours")
-        values: dict[str, Any] = {
-            "workflow_version": migration.to_version, "state": target_code,
-            "active": not target["is_final"], "version": INSTANCE.c.version + 1,
-            "completed_at": now if target["is_final"] else None,
-        }
-        if target_code != source:
-            # A new state is entered now: its timer (if any) starts now.
-            values["entered_state_at"] = now
-            values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
-        elif hours != sources[source].get("timeout_hours"):
-            # Same state, another timeout: the new timer counts from the migration.
-            values["timeout_due_at"] = now + timedelta(hours=hours) if hours else None
+        values = _move_values(migration.to_version, source, sources.get(source),
+                              target_code, targets[target_code], now)
         moved = conn.execute(
             update(INSTANCE)
             .where(INSTANCE.c.id.in_([m.id for m in members]),
@@ -356,3 +393,135 @@ def fail(migration_id: int) -> None:
     if migration is not None and migration.status != MigrationStatus.COMPLETED.value:
         _finish(migration, MigrationStatus.FAILED, "the migration job failed; see the worker "
                 "log. Instances moved so far stay moved; start the migration again for the rest")
+
+
+# --- one instance at a time: the bulk action "migrate" (issue 11) -------------------------------
+
+def move_instance(instance_id: int, to_version: int, state_map: dict[str, str],
+                  actor: str) -> None:
+    """Move one instance to another version of its workflow, with history and audit; commits.
+
+    The same move as a migration's chunk (same column values, same "migrated vN → vM" history
+    row), for one row: a bulk operation calls it per instance, its claim in this transaction.
+    """
+    conn = db.session.connection()
+    row = conn.execute(select(INSTANCE.c.id, INSTANCE.c.state, INSTANCE.c.workflow_id,
+                              INSTANCE.c.workflow_version, INSTANCE.c.version)
+                       .where(INSTANCE.c.id == instance_id)).first()
+    if row is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    if row.workflow_version == to_version:
+        raise Conflict(f"instance {instance_id} is already on version {to_version}")
+    workflow = db.session.get(Workflow, row.workflow_id)
+    if workflow is None:
+        raise NotFound(f"the workflow of instance {instance_id} no longer exists")
+    sources = _states(get_version(workflow, row.workflow_version).document)
+    targets = _states(get_version(workflow, to_version).document)
+    target_code = state_map.get(row.state, row.state)
+    if target_code not in targets:
+        raise Conflict(f"version {to_version} has no state {target_code}; map {row.state} to "
+                       "one of its states")
+    now = utcnow()
+    values = _move_values(to_version, row.state, sources.get(row.state), target_code,
+                          targets[target_code], now)
+    # Compare-and-set: an instance that moved meanwhile (fired, reset) is not moved blindly.
+    moved = conn.execute(update(INSTANCE).where(
+        INSTANCE.c.id == instance_id, INSTANCE.c.version == row.version)
+        .values(**values).returning(INSTANCE.c.id)).all()
+    if len(moved) != 1:
+        raise Conflict(f"instance {instance_id} changed meanwhile; try again")
+    note = f"migrated v{row.workflow_version} → v{to_version}"
+    conn.execute(insert(HISTORY), [{
+        "instance_id": instance_id, "at": now, "from_state": row.state, "to_state": target_code,
+        "transition": None, "trigger_type": "migration", "actor": actor[:64], "event_id": None,
+        "notes": note}])
+    audit.record("migrate", "instance", str(instance_id), {
+        "workflow": workflow.code, "from_version": row.workflow_version,
+        "to_version": to_version, "from_state": row.state, "to_state": target_code}, who=actor)
+    db.session.commit()
+
+
+def bulk_check(params: dict[str, Any]) -> dict[str, Any]:
+    """The bulk migrate's own fields: `to_version` (required) and an optional `state_map`."""
+    errors: list[RuleError] = []
+    number = _version_number(params, "to_version", errors)
+    raw_map = params.get("state_map") or {}
+    if not isinstance(raw_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 20 and len(v) <= 20
+            for k, v in raw_map.items()):
+        errors.append(RuleError("state_map", "must be an object of state code → state code"))
+        raw_map = {}
+    if errors:
+        raise ValidationFailed(errors)
+    return {"to_version": number, "state_map": {normalize_code(k): normalize_code(v)
+                                                for k, v in raw_map.items()}}
+
+
+def bulk_prepare(filters: InstanceFilters, params: dict[str, Any]) -> dict[str, Any]:
+    """Check the migrate against the filter: it names one workflow that has `to_version`,
+    and every mapped state is a state of that version."""
+    if not filters.workflow:
+        raise ValidationFailed([RuleError("filter.workflow", "migrate needs a filter naming "
+                                                             "one workflow")])
+    try:
+        workflow = get_workflow(filters.workflow)
+    except NotFound as error:
+        raise ValidationFailed([RuleError("filter.workflow", error.message)]) from None
+    try:
+        targets = _states(get_version(workflow, params["to_version"]).document)
+    except NotFound as error:
+        raise ValidationFailed([RuleError("to_version", error.message)]) from None
+    errors = [RuleError(f"state_map.{source}", f"state {target!r} is not a state of version "
+                                               f"{params['to_version']}")
+              for source, target in params["state_map"].items() if target not in targets]
+    if errors:
+        raise ValidationFailed(errors)
+    return {**params, "workflow": workflow.code}
+
+
+def bulk_refusals(filters: InstanceFilters, params: dict[str, Any]) -> list[Any]:
+    """The matching instances a bulk migrate would refuse: already on the target version, or
+    in a state the target version lacks (and not mapped)."""
+    from .bulk import Refusal  # bulk registers this action; imported here to avoid a cycle
+
+    workflow = get_workflow(params["workflow"])
+    number = params["to_version"]
+    targets = _states(get_version(workflow, number).document)
+    ids = filtered_ids(filters).subquery()
+    out = []
+    for version, state, count in db.session.execute(
+            select(INSTANCE.c.workflow_version, INSTANCE.c.state, func.count())
+            .where(INSTANCE.c.id.in_(select(ids.c.id)))
+            .group_by(INSTANCE.c.workflow_version, INSTANCE.c.state)
+            .order_by(INSTANCE.c.workflow_version, INSTANCE.c.state)):
+        target = params["state_map"].get(state, state)
+        if version == number:
+            out.append(Refusal(count, f"already on version {number}", workflow.code, state))
+        elif target not in targets:
+            out.append(Refusal(count, f"version {number} has no state {target}; map {state} "
+                                      "to one of its states", workflow.code, state))
+    return out
+
+
+def bulk_move(instance_id: int, params: dict[str, Any], actor: str) -> None:
+    """One row of a bulk migrate."""
+    move_instance(instance_id, params["to_version"], params["state_map"], actor)
+
+
+def bulk_choices(filters: InstanceFilters, to_version: int | None) -> dict[str, Any]:
+    """What the "Migrate all" page offers: the workflow's version numbers (newest first), the
+    states the matching instances are in, and the states of the chosen target version."""
+    workflow = get_workflow(filters.workflow or "")
+    number = to_version or workflow.latest_version
+    try:
+        targets = list(_states(get_version(workflow, number).document))
+    except NotFound:
+        number, targets = workflow.latest_version, list(_states(
+            get_version(workflow, workflow.latest_version).document))
+    ids = filtered_ids(filters).subquery()
+    sources = list(db.session.scalars(select(INSTANCE.c.state).distinct()
+                                      .where(INSTANCE.c.id.in_(select(ids.c.id)))
+                                      .order_by(INSTANCE.c.state)))
+    return {"workflow": workflow.code, "to_version": number,
+            "numbers": list(range(workflow.latest_version, 0, -1)),
+            "source_states": sources, "target_states": targets}
