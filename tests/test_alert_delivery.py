@@ -198,3 +198,19 @@ def test_recipients_are_checked_and_errors_name_the_field(client, auth, app):
     details = db.session.scalar(select(AuditEntry.details).where(
         AuditEntry.object_type == "alert_rule"))
     assert details["notify_emails"] == ["a@example.com", "b@example.com"]
+
+
+def test_giving_up_on_an_alert_delivery_moves_nothing(client, auth, app, receiver, smtp):
+    auth.login("author")
+    _rule(client, receiver, "/down")
+    receiver.script("/down", [500] * 10)
+    _age(2)
+    evaluate_alerts()
+    deliver_until(lambda: len(receiver.requests("/down")) >= 1)
+    db.session.expire_all()
+    webhook = db.session.scalar(select(ActionDelivery).where(
+        ActionDelivery.type == "send_webhook"))
+    assert (webhook.status, webhook.attempts) == ("pending", 1)  # a 500: retried later
+    assert outbox.give_up(webhook.id, "tester").status == "gave_up"
+    assert db.session.scalar(select(Event).where(Event.source == "on_action_result")) is None
+    assert "gave up" in client.get("/alerts/").get_data(as_text=True)
