@@ -250,12 +250,18 @@ class SendWebhook(ActionType):
         if not secret:
             return ActionResult(False, error=f"integration {context.integration} has no "
                                 f"{WEBHOOK_SECRET}", retryable=False)
-        message = {"type": "instance.transitioned", "timestamp": utcnow().isoformat(),
-                   "data": {"instance_id": context.instance_id, "record_key": context.record_key,
-                            "run_id": context.run_id, "workflow": context.workflow,
-                            "integration": context.integration,
-                            "from": context.from_state, "to": context.to_state,
-                            "transition": context.transition, "vars": context.vars}}
+        if context.alert is not None:  # an alert rule's notification, not a transition's
+            message = {"type": f"alert.{context.alert.get('event', 'opened')}",
+                       "timestamp": utcnow().isoformat(),
+                       "data": {**context.alert, "integration": context.integration}}
+        else:
+            message = {"type": "instance.transitioned", "timestamp": utcnow().isoformat(),
+                       "data": {"instance_id": context.instance_id,
+                                "record_key": context.record_key, "run_id": context.run_id,
+                                "workflow": context.workflow,
+                                "integration": context.integration,
+                                "from": context.from_state, "to": context.to_state,
+                                "transition": context.transition, "vars": context.vars}}
         body = json.dumps(message, separators=(",", ":"), default=str).encode()
         # The message id is the idempotency key: a retried message is the same message.
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,

@@ -23,9 +23,11 @@ class ActionContext:
 
     `secrets` holds the integration's named secrets (for `{secret.<name>}`) and `settings` its
     non-secret settings; both are filled only when a delivery runs, never stored in the outbox.
+    An alert's notification has no instance (`instance_id` None) and carries `alert` instead:
+    what opened or resolved (`event`, `id`, `rule`, `message`, `value`, times).
     """
 
-    instance_id: int
+    instance_id: int | None
     workflow: str
     integration: str
     record_key: str | None
@@ -40,6 +42,7 @@ class ActionContext:
     attempt: int = 1
     secrets: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    alert: dict[str, Any] | None = None
 
 
 @dataclass

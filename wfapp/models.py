@@ -591,14 +591,19 @@ class ActionDelivery(Model):
     __table_args__ = (
         Index("ix_action_delivery_due", "status", "next_attempt_at"),
         Index("ix_action_delivery_instance", "instance_id", "id"),
+        Index("ix_action_delivery_alert", "alert_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id", ondelete="CASCADE"))
-    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"),
-                                             index=True)
+    # Empty for an alert's notification (`alert_id`): it belongs to no instance or workflow.
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instance.id", ondelete="CASCADE"))
+    workflow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workflow.id", ondelete="CASCADE"), index=True)
     integration_id: Mapped[int] = mapped_column(
         ForeignKey("integration.id", ondelete="CASCADE"), index=True)
+    alert_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("alert.id",
+                                                                   ondelete="CASCADE"))
     transition: Mapped[str] = mapped_column(String(20))
     position: Mapped[int] = mapped_column(Integer, default=0)
     action_id: Mapped[str] = mapped_column(String(40), default="")
@@ -697,6 +702,10 @@ class AlertRule(Model):
     threshold: Mapped[float] = mapped_column(Float, default=0)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Who is told when its alert opens or resolves: e-mail addresses and subscriber URLs, one
+    # a line (send_email and send_webhook deliver them through the outbox).
+    notify_emails: Mapped[str] = mapped_column(Text, default="", server_default="")
+    notify_webhooks: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     integration: Mapped[Integration] = relationship()
 

@@ -8,7 +8,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import SelectField, StringField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import AnyOf, Length, Optional
 
 from ..choices import options
@@ -32,6 +32,13 @@ class RuleForm(FlaskForm):
                         "state).")
     threshold = StringField("Threshold", validators=[Optional(), Length(max=20)],
                             description="Hours in the state, or the number of failed events.")
+    notify_emails = TextAreaField("Notify e-mail", validators=[Optional(), Length(max=6000)],
+                                  description="Addresses told when the alert opens and "
+                                  "resolves, one a line.")
+    notify_webhooks = TextAreaField("Notify webhooks", validators=[Optional(),
+                                                                   Length(max=42000)],
+                                    description="Subscriber URLs, one a line; signed with the "
+                                    "integration's outbound webhook secret.")
 
 
 class DeleteRuleForm(FlaskForm):
@@ -52,8 +59,9 @@ def alert_badge() -> dict[str, Any]:
 @bp.route("/")
 def index() -> str:
     """Open alerts first, then recently resolved ones."""
-    return render_template("alerts/index.html", alerts=service.list_alerts(),
-                           describe=service.describe)
+    alerts = service.list_alerts()
+    return render_template("alerts/index.html", alerts=alerts, describe=service.describe,
+                           deliveries=service.deliveries_of([a.id for a in alerts]))
 
 
 @bp.post("/rules/<code>")
@@ -72,7 +80,8 @@ def add_rule(code: str) -> Response:
         return redirect(card)
     try:
         rule = service.add_rule(integration, form.kind.data, form.state.data,
-                                form.threshold.data, actor_name())
+                                form.threshold.data, actor_name(),
+                                form.notify_emails.data or "", form.notify_webhooks.data or "")
     except ValidationFailed as error:
         for e in error.errors:
             flash(f"Rule not added: {e.path}: {e.message}", "danger")

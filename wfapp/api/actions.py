@@ -24,7 +24,7 @@ def delivery_to_dict(row: ActionDelivery, codes: dict[tuple[str, int], str] | No
                      ) -> dict[str, Any]:
     """One delivery as the API shows it."""
     codes = codes or {}
-    return {"id": row.id, "instance_id": row.instance_id,
+    return {"id": row.id, "instance_id": row.instance_id, "alert_id": row.alert_id,
             "workflow": codes.get(("w", row.workflow_id)),
             "integration": codes.get(("i", row.integration_id)),
             "transition": row.transition, "action_id": row.action_id or None,
@@ -37,7 +37,7 @@ def delivery_to_dict(row: ActionDelivery, codes: dict[tuple[str, int], str] | No
 
 def _codes(rows: list[ActionDelivery]) -> dict[tuple[str, int], str]:
     codes: dict[tuple[str, int], str] = {}
-    workflows = {r.workflow_id for r in rows}
+    workflows = {r.workflow_id for r in rows if r.workflow_id is not None}
     integrations = {r.integration_id for r in rows}
     if workflows:
         codes.update({("w", i): c for i, c in db.session.execute(

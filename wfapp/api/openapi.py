@@ -243,7 +243,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "instance_id", "transition", "type", "status", "attempts"],
         "properties": {
-            "id": {"type": "integer"}, "instance_id": {"type": "integer"},
+            "id": {"type": "integer"}, "instance_id": _nullable("integer"),
+            "alert_id": {**_nullable("integer"),
+                         "description": "set for an alert rule's notification (no instance)"},
             "workflow": _nullable("string"), "integration": _nullable("string"),
             "transition": STRING, "action_id": _nullable("string"), "type": STRING,
             "status": {"enum": ["pending", "running", "succeeded", "failed", "gave_up"]},

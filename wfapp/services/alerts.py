@@ -8,10 +8,16 @@ audited. Kinds:
 - `failed_events`: more than `threshold` failed events received in the last hour;
 - `bc_subscription_expiring`: the Business Central subscription expires within a day (or is
   wanted but missing).
+
+A rule may name who is told (`notify_emails`, `notify_webhooks`): when its alert opens and when
+it resolves, the evaluation writes outbox rows in the same transaction, delivered after commit
+by the transition actions' own `send_email` and `send_webhook` (signing, retries with backoff,
+status on the Alerts page) — the evaluation never waits for a receiver.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +29,8 @@ from ..engine import RuleError
 from ..extensions import db
 from ..formatting import span
 from ..models import (
+    ActionDelivery,
+    ActionStatus,
     Alert,
     AlertKind,
     AlertRule,
@@ -32,14 +40,17 @@ from ..models import (
     Integration,
     utcnow,
 )
-from . import audit, plugin_state
+from . import audit, outbox, plugin_state
 from .errors import NotFound, ValidationFailed
+from .registry import get_registry
 
 KIND_LABELS = {AlertKind.STUCK.value: "Instances in one state longer than",
                AlertKind.FAILED_EVENTS.value: "Failed events in the last hour above",
                AlertKind.BC_EXPIRING.value: "Business Central subscription expiring within "
                                             "a day"}
 MAX_RULES = 50
+MAX_RECIPIENTS = 20
+EMAIL_TYPE, WEBHOOK_TYPE = "send_email", "send_webhook"
 # Where the Business Central plugin keeps its subscription (plugins/_bc_subscriptions.py).
 BC_STATE = ("bc", "subscription")
 
@@ -60,10 +71,44 @@ def describe(rule: AlertRule) -> str:
     return KIND_LABELS.get(rule.kind, rule.kind)
 
 
+def _lines(value: Any) -> list[str]:
+    """Recipients typed one a line, or separated by commas or semicolons."""
+    text = str(value or "").replace(";", "\n").replace(",", "\n")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def check_recipients(emails: Any, webhooks: Any) -> tuple[list[str], list[str],
+                                                          list[RuleError]]:
+    """The rule's e-mail recipients and subscriber URLs, checked by the action types
+    themselves (so a rule accepts what a transition's action accepts)."""
+    errors: list[RuleError] = []
+    addresses, urls = _lines(emails), _lines(webhooks)
+    types = get_registry().action_types
+    for name, field, values in ((EMAIL_TYPE, "notify_emails", addresses),
+                                (WEBHOOK_TYPE, "notify_webhooks", urls)):
+        if not values:
+            continue
+        if len(values) > MAX_RECIPIENTS:
+            errors.append(RuleError(field, f"at most {MAX_RECIPIENTS} recipients"))
+            continue
+        kind = types.get(name)
+        if kind is None:
+            errors.append(RuleError(field, f"the {name} action type is not installed"))
+            continue
+        if name == EMAIL_TYPE:
+            bad = [a for a in addresses if "{" in a or "}" in a or " " in a or len(a) > 254]
+            errors.extend(RuleError(field, f"{a!r} is not an e-mail address") for a in bad)
+            found = kind.validate({"to": ", ".join(addresses), "subject": "alert"})
+        else:
+            found = kind.validate({"urls": urls})
+        errors.extend(RuleError(field, message) for _, message in found)
+    return addresses, urls, errors
+
+
 def add_rule(integration: Integration, kind: str, state: str | None, threshold: Any,
-             actor: str) -> AlertRule:
+             actor: str, notify_emails: Any = "", notify_webhooks: Any = "") -> AlertRule:
     """Add a rule (validated: every error names its field); audited."""
-    errors = []
+    addresses, urls, errors = check_recipients(notify_emails, notify_webhooks)
     if kind not in KIND_LABELS:
         errors.append(RuleError("kind", "must be one of " + ", ".join(KIND_LABELS)))
     state = (state or "").strip().upper() or None
@@ -90,11 +135,13 @@ def add_rule(integration: Integration, kind: str, state: str | None, threshold: 
     rule = AlertRule(integration_id=integration.id, kind=kind,
                      state=state if kind == AlertKind.STUCK.value else None,
                      threshold=value if kind != AlertKind.BC_EXPIRING.value else 0,
-                     enabled=True, created_at=utcnow())
+                     enabled=True, created_at=utcnow(), notify_emails="\n".join(addresses),
+                     notify_webhooks="\n".join(urls))
     db.session.add(rule)
     db.session.flush()
     audit.record("create", "alert_rule", str(rule.id),
-                 {"integration": integration.code, "rule": describe(rule)}, who=actor)
+                 {"integration": integration.code, "rule": describe(rule),
+                  "notify_emails": addresses, "notify_webhooks": urls}, who=actor)
     db.session.commit()
     return rule
 
@@ -110,6 +157,63 @@ def delete_rule(rule_id: int, actor: str) -> Integration:
     db.session.delete(rule)
     db.session.commit()
     return integration
+
+
+def _plain(text: str) -> str:
+    # send_email fills {placeholders} in its subject and body; an alert's text is literal.
+    return text.replace("{", "(").replace("}", ")")
+
+
+def notification_rows(rule: AlertRule, alert: Alert, event: str,
+                      now: datetime) -> list[dict[str, Any]]:
+    """The outbox rows telling the rule's recipients that `alert` opened or resolved."""
+    types = get_registry().action_types
+    integration = rule.integration
+    data = {"event": event, "id": alert.id, "rule_id": rule.id, "kind": rule.kind,
+            "rule": describe(rule), "message": alert.message, "value": alert.value,
+            "opened_at": alert.opened_at.isoformat(),
+            "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None}
+    context = {"instance_id": None, "workflow": "", "integration": integration.code,
+               "record_key": None, "run_id": None, "transition": "", "from_state": None,
+               "to_state": "", "vars": {}, "data": {}, "alert": data}
+    configs: list[tuple[str, dict[str, Any]]] = []
+    addresses, urls = _lines(rule.notify_emails), _lines(rule.notify_webhooks)
+    if addresses and EMAIL_TYPE in types:
+        subject = f"[wfapp] Alert {event} on {integration.code}: {describe(rule)}"
+        body = (f"Alert #{alert.id} on integration {integration.code} {event}.\n\n"
+                f"Rule: {describe(rule)}\n{alert.message}\nOpened: {data['opened_at']}\n"
+                + (f"Resolved: {data['resolved_at']}\n" if data["resolved_at"] else ""))
+        configs.append((EMAIL_TYPE, {"to": ", ".join(addresses), "subject": _plain(subject),
+                                     "body": _plain(body)}))
+    if urls and WEBHOOK_TYPE in types:
+        configs.extend((WEBHOOK_TYPE, c) for c in types[WEBHOOK_TYPE].split({"urls": urls}))
+    return [{"instance_id": None, "workflow_id": None, "integration_id": rule.integration_id,
+             "alert_id": alert.id, "transition": "", "position": position,
+             "action_id": f"alert.{event}", "type": name, "config": config,
+             "context": context, "status": ActionStatus.PENDING.value, "attempts": 0,
+             "max_attempts": types[name].max_attempts(config), "next_attempt_at": now,
+             "lease_until": None, "leased_by": "", "idempotency_key": uuid.uuid4().hex,
+             "last_status_code": None, "last_error": "", "request": {}, "response": None,
+             "event_id": None, "created_at": now, "updated_at": now, "finished_at": None}
+            for position, (name, config) in enumerate(configs)]
+
+
+def _notify(rule: AlertRule, alert: Alert, event: str, now: datetime) -> None:
+    rows = notification_rows(rule, alert, event, now)
+    if rows:
+        # Same transaction as the alert's change; delivered once it commits, never here.
+        outbox.write_outbox(db.session.connection(), rows)
+
+
+def deliveries_of(alert_ids: list[int]) -> dict[int, list[ActionDelivery]]:
+    """The notifications of these alerts, oldest first, by alert (for the Alerts page)."""
+    found: dict[int, list[ActionDelivery]] = {}
+    if not alert_ids:
+        return found
+    for row in db.session.scalars(select(ActionDelivery).where(
+            ActionDelivery.alert_id.in_(alert_ids)).order_by(ActionDelivery.id)):
+        found.setdefault(row.alert_id or 0, []).append(row)
+    return found
 
 
 @dataclass
@@ -189,6 +293,7 @@ def evaluate(now: datetime | None = None) -> dict[str, int]:
             audit.record("alert_open", "alert", str(alert.id),
                          {"integration": rule.integration.code, "message": finding.message},
                          who="scheduler")
+            _notify(rule, alert, "opened", now)
             counts["opened"] += 1
         elif finding.holds and alert is not None:
             alert.message, alert.value, alert.last_seen_at = finding.message, finding.value, now
@@ -197,6 +302,7 @@ def evaluate(now: datetime | None = None) -> dict[str, int]:
             audit.record("alert_resolve", "alert", str(alert.id),
                          {"integration": rule.integration.code, "message": alert.message},
                          who="scheduler")
+            _notify(rule, alert, "resolved", now)
             counts["resolved"] += 1
         counts["open"] += int(finding.holds)
         try:

@@ -255,7 +255,8 @@ def finish(delivery_id: int, owner: str, attempt: int, result: ActionResult) -> 
     if done != 1:
         db.session.rollback()
         return None
-    if status == ActionStatus.PENDING:
+    if status == ActionStatus.PENDING or row.instance_id is None:
+        # An alert's notification has no instance whose workflow could react to its outcome.
         db.session.commit()
         return status.value
     _store_outcome(row, status, result, attempt)  # commits the row's update with the event
@@ -457,6 +458,10 @@ def give_up(delivery_id: int, actor: str) -> ActionDelivery:
         db.session.rollback()
         raise Conflict(f"action delivery {delivery_id} changed meanwhile; look again")
     audit.record("give_up", "action_delivery", str(delivery_id), {}, who=actor)
+    if row.instance_id is None:  # an alert's notification: no workflow reacts to it
+        db.session.commit()
+        db.session.refresh(row)
+        return row
     # The workflow reacts as to a last failed attempt (store() commits this change with it).
     _store_outcome(row, ActionStatus.FAILED,
                    ActionResult(False, row.last_status_code, row.response,
