@@ -20,7 +20,7 @@ from .common import id_arg, iso, limit_arg, query_args
 STATUSES = [s.value for s in ActionStatus]
 
 
-def delivery_to_dict(row: ActionDelivery, codes: dict[tuple[str, int], str] | None = None
+def delivery_to_dict(row: ActionDelivery, codes: dict[tuple[str, int | None], str] | None = None
                      ) -> dict[str, Any]:
     """One delivery as the API shows it."""
     codes = codes or {}
@@ -35,8 +35,8 @@ def delivery_to_dict(row: ActionDelivery, codes: dict[tuple[str, int], str] | No
             "created_at": iso(row.created_at), "finished_at": iso(row.finished_at)}
 
 
-def _codes(rows: list[ActionDelivery]) -> dict[tuple[str, int], str]:
-    codes: dict[tuple[str, int], str] = {}
+def _codes(rows: list[ActionDelivery]) -> dict[tuple[str, int | None], str]:
+    codes: dict[tuple[str, int | None], str] = {}
     workflows = {r.workflow_id for r in rows if r.workflow_id is not None}
     integrations = {r.integration_id for r in rows}
     if workflows:
