@@ -235,8 +235,10 @@ def test_claims_at_once_never_overlap(app):
     for t in threads:
         t.join(60)
     every = [k for mine in got for k in mine]
+    # Whether the work was also shared depends on scheduling (on a loaded machine one thread can
+    # drain the 300 before the others get the lock); what must hold is that nothing is claimed
+    # twice or missed.
     assert sorted(every) == keys, "each instance claimed exactly once"
-    assert sum(1 for mine in got if mine) >= 2  # the work was shared
 
 
 def test_summary_per_transition(app):

@@ -35,6 +35,8 @@ def test_import_then_operate_an_instance(page, demo, tmp_path):
     # Why didn't it move? The condition on the total said no.
     why = page.locator("#why-table")
     assert "record.total gt 0 was false because record.total is 0" in why.inner_text()
+    # wfapp.js fills the countdown after load; on a busy machine that can be a moment later.
+    page.wait_for_function("document.getElementById('countdown').textContent.length > 0")
     countdown = page.locator("#countdown").inner_text()
     assert countdown.startswith("due in 23 h"), countdown
 
