@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .triggers import Field
+from .triggers import Field, validate_config
 
 ACTION_ID_PATTERN = r"[A-Za-z0-9_.-]{1,40}"
 
@@ -83,18 +83,8 @@ class ActionType:
 
     def validate(self, config: Any) -> list[tuple[str, str]]:
         """Return (field name, message) pairs for everything wrong in `config`."""
-        if not isinstance(config, Mapping):
-            return [("", "must be an object")]
-        known = {f.name: f for f in self.fields}
-        errors = [(k, f"unknown field for action type {self.name}")
-                  for k in config if k not in known]
-        for f in self.fields:
-            message = f.check(config.get(f.name))
-            if message:
-                errors.append((f.name, message))
-        if not errors:
-            errors.extend(self.check_config(config))
-        return errors
+        return validate_config(self.fields, config, f"action type {self.name}",
+                               self.check_config)
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Plugin-specific checks, run once every field has the right type."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -90,18 +90,8 @@ class TriggerType:
 
     def validate(self, config: Any) -> list[tuple[str, str]]:
         """Return (field name, message) pairs for everything wrong in `config`."""
-        if not isinstance(config, Mapping):
-            return [("", "must be an object")]
-        known = {f.name: f for f in self.fields}
-        errors = [(k, f"unknown field for trigger type {self.name}")
-                  for k in config if k not in known]
-        for f in self.fields:
-            message = f.check(config.get(f.name))
-            if message:
-                errors.append((f.name, message))
-        if not errors:
-            errors.extend(self.check_config(config))
-        return errors
+        return validate_config(self.fields, config, f"trigger type {self.name}",
+                               self.check_config)
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Plugin-specific checks, run once every field has the right type."""
@@ -159,3 +149,21 @@ def glob_match(pattern: str, value: str) -> bool:
     if "*" not in pattern:
         return pattern == value
     return _glob(pattern).fullmatch(value) is not None
+
+
+def validate_config(fields: Sequence[Field], config: Any, owner: str,
+                    check_config: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+                    ) -> list[tuple[str, str]]:
+    """(field name, message) pairs for a trigger's or an action's config: unknown fields, each
+    declared field's own check, then the plugin's `check_config` once the fields are right."""
+    if not isinstance(config, Mapping):
+        return [("", "must be an object")]
+    known = {f.name for f in fields}
+    errors = [(k, f"unknown field for {owner}") for k in config if k not in known]
+    for f in fields:
+        message = f.check(config.get(f.name))
+        if message:
+            errors.append((f.name, message))
+    if not errors:
+        errors.extend(check_config(config))
+    return errors
