@@ -293,9 +293,11 @@ class PollExecutor:
                 self.secrets[integration_id] = sample.integration.named_secrets()
         with self.cond:
             # An integration that got all it asked for probably has more due; when the overall
-            # limit cut the claim short, every integration asked for may have more.
+            # limit cut the claim short, every integration asked for may have more. One that had
+            # no room this time (its queue full) asked for nothing and keeps its place.
             cut_short = total > 0 and len(items) >= total
-            self.more = {i for i, n in asked.items() if n > 0 and (cut_short or got[i] >= n)}
+            self.more = {i for i, n in asked.items()
+                         if n == 0 or cut_short or got[i] >= n}
         self.stats["claimed"] += len(items)
         if items:
             self._submit(items)
