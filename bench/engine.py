@@ -2,6 +2,7 @@
 
     python bench/engine.py [--events 20000] [--instances 2000] [--workers 2]
                            [--sweep-instances 1000000] [--sweep-due 100000]
+                           [--only all|throughput|sweep] [--profile FILE]
 
 (a) wfapp: N stored events for M instances, K `flask --app wfapp worker` processes, measured
     from the first job queued until the last transition is committed;
@@ -521,9 +522,18 @@ def bench_sweep(app, args) -> tuple[float, int, float]:
                 copy.write_row((wf_id, int_id, f"R{i}", "S0", True, entered,
                                 entered + timedelta(hours=1), "{}", "{}", 1, entered))
         conn.execute("ANALYZE instance")
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     start = time.perf_counter()
     fired = fire_due_timeouts(time_budget=600)
     elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     samples = []
     for _ in range(20):
         t0 = time.perf_counter()
@@ -573,6 +583,8 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=5000)
     parser.add_argument("--sweep-instances", type=int, default=1_000_000)
     parser.add_argument("--sweep-due", type=int, default=100_000)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write cProfile stats of the sweep (all due) to FILE")
     parser.add_argument("--only", choices=["all", "throughput", "sweep"], default="all")
     args = parser.parse_args()
 

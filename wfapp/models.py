@@ -419,6 +419,10 @@ class Event(Model):
         Index("ix_event_pending", "partition", "id",
               postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),
+        # The timeout sweep looks for events of a due instance still waiting, by record key.
+        Index("ix_event_pending_key", "integration_id", "record_key", "received_at",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
         Index("ix_event_integration_id", "integration_id", "id"),
         Index("ix_event_status_id", "status", "id"),
         Index("ix_event_source_id", "source", "id"),

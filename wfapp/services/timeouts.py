@@ -8,34 +8,56 @@ the sweep twice at once fires nothing twice. Instances of one (workflow, version
 On Timeout Transition has no actions move in one set-based UPDATE (a timeout storm of 100,000
 instances is a few hundred statements, not 100,000); a transition with actions goes through
 `firing.move()` per instance, which writes its outbox rows. Each timeout is written to the
-events ledger (source `timeout`); an instance with events received before its timer fell due
-still waiting in the inbox is left for a later sweep, so the timeout is applied after them.
+events ledger (source `timeout`) with a history row pointing at it; on PostgreSQL a group's
+update, ledger rows and history rows are one statement. An instance with an event received
+before its timer fell due still waiting in the inbox is not picked (one NOT EXISTS per due row,
+on ix_event_pending_key / ix_event_run_id) and left for a later sweep, so the timeout applies
+after that event.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 
 from ..engine import CompiledWorkflow, timeout_due, timeout_transition
-from ..extensions import affected, db
-from ..models import Workflow, utcnow
+from ..extensions import db
+from ..models import EventStatus, UTCDateTime, Workflow, utcnow
 from ..shutdown import stopping
 from . import tally
+from .events import partition_of
 from .firing import (
+    EVENT,
     HISTORY,
     INSTANCE,
     INSTANCE_COLUMNS,
     Move,
     compiled_workflow,
-    history_row,
     ledger_row,
     move,
-    pending_before,
     row_to_instance,
     write_ledger,
 )
@@ -45,11 +67,34 @@ TIMEOUT = "timeout"
 WORKFLOW = Workflow.__table__
 
 
+def _not_waiting() -> list[Any]:
+    """Conditions: no event received before the instance's timer fell due is still pending.
+
+    Per Record instances receive the events of their record key, Per Run instances (no record
+    key) those of their run; ix_event_pending_key and ix_event_run_id answer each per instance.
+    """
+    by_key = select(EVENT.c.id).where(
+        EVENT.c.status == EventStatus.PENDING.value,
+        EVENT.c.integration_id == INSTANCE.c.integration_id,
+        EVENT.c.record_key == INSTANCE.c.record_key,
+        EVENT.c.received_at <= INSTANCE.c.timeout_due_at)
+    by_run = select(EVENT.c.id).where(
+        INSTANCE.c.record_key.is_(None),
+        EVENT.c.status == EventStatus.PENDING.value,
+        EVENT.c.integration_id == INSTANCE.c.integration_id,
+        EVENT.c.run_id == INSTANCE.c.run_id,
+        EVENT.c.received_at <= INSTANCE.c.timeout_due_at)
+    return [~by_key.exists(), ~by_run.exists()]
+
+
 def _due(now: datetime, limit: int) -> list[Any]:
+    """Lock the next due instances; those with events still waiting from before their timer
+    fell due are left for a later sweep, so the timeout applies after those events."""
     query = (
         select(*INSTANCE_COLUMNS, INSTANCE.c.timeout_due_at)
         .join(WORKFLOW, WORKFLOW.c.id == INSTANCE.c.workflow_id)
-        .where(INSTANCE.c.timeout_due_at <= now, WORKFLOW.c.enabled.is_(True))
+        .where(INSTANCE.c.timeout_due_at <= now, WORKFLOW.c.enabled.is_(True),
+               *_not_waiting())
         .order_by(INSTANCE.c.timeout_due_at)
         .limit(limit)
     )
@@ -60,28 +105,14 @@ def _due(now: datetime, limit: int) -> list[Any]:
 
 def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
               history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> bool:
-    """Fire one instance's On Timeout Transition (or record why not); True when it moved."""
+    """Fire the On Timeout Transition of one instance through `move()`, which writes the outbox
+    rows of its actions; True when it moved."""
     conn = db.session.connection()
     instance = row_to_instance(row)
     state = instance.state
     info = workflow.states.get(state)
-    code = info.on_timeout_transition if info else None
-    transition, why = timeout_transition(workflow, state)
-    payload = {"state": state, "due_at": row.timeout_due_at.isoformat(),
-               "timeout_hours": info.timeout_hours if info else None}
+    transition, _ = timeout_transition(workflow, state)
     if transition is None:
-        # Leave the instance where it is, say why once, and stop its timer (guarded like a move).
-        note = why
-        stopped = affected(conn.execute(
-            update(INSTANCE).where(INSTANCE.c.id == instance.id,
-                                   INSTANCE.c.version == instance.version)
-            .values(timeout_due_at=None, version=INSTANCE.c.version + 1)))
-        if stopped == 1:
-            stop = [{"instance_id": instance.id, "at": now, "from_state": state,
-                     "to_state": state, "transition": code, "trigger_type": TIMEOUT,
-                     "actor": SWEEP_ACTOR, "event_id": None, "notes": note}]
-            ledger.append(ledger_row(instance, TIMEOUT, code or "", payload, note, now))
-            history.extend(stop)
         return False
     hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
     note = f"timed out after {hours} h in {state}"
@@ -89,55 +120,121 @@ def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
     change = Move(transition.to_state, transition.code, TIMEOUT, SWEEP_ACTOR, notes=note)
     if not move(conn, workflow, instance, change, now, mine):
         return False
-    ledger.append(ledger_row(instance, TIMEOUT, transition.code, payload,
+    ledger.append(ledger_row(instance, TIMEOUT, transition.code, _payload(info, row),
                              f"fired {transition.code}: {state} → {transition.to_state}", now))
     history.extend(mine)
     return True
 
 
+@dataclass
+class _GroupChange:
+    """What a timeout does to every instance of one (workflow, version, state) group."""
+
+    values: dict[str, Any]      # the instance columns it sets (besides the version)
+    to_state: str
+    transition: str | None      # for history: the transition fired, or the one configured
+    event_type: str             # the ledger row's type
+    result: str                 # the ledger row's result
+    notes: str                  # the history row's notes
+
+
 def _fire_group(workflow: CompiledWorkflow, state: str, rows: list[Any], now: datetime,
-                history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> int:
+                history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> tuple[int, int]:
     """Move the due instances of one (workflow, version, state) whose transition has no actions
-    in one UPDATE guarded by each instance's version (the compare-and-set of `move()`)."""
+    in one UPDATE guarded by each instance's version (the compare-and-set of `move()`).
+
+    Returns (instances moved, instances handled: moved or their timer stopped).
+    """
     conn = db.session.connection()
     info = workflow.states.get(state)
     code = info.on_timeout_transition if info else None
     transition, why = timeout_transition(workflow, state)
-    by_id = {row.id: row for row in rows}
-    guard = tuple_(INSTANCE.c.id, INSTANCE.c.version).in_([(r.id, r.version) for r in rows])
     if transition is None:
         # Leave the instances where they are, say why once, and stop their timers.
-        stopped = conn.execute(update(INSTANCE).where(guard)
-                               .values(timeout_due_at=None, version=INSTANCE.c.version + 1)
-                               .returning(INSTANCE.c.id)).scalars().all()
-        for instance_id in stopped:
-            row = by_id[instance_id]
-            history.append({"instance_id": instance_id, "at": now, "from_state": state,
-                            "to_state": state, "transition": code, "trigger_type": TIMEOUT,
-                            "actor": SWEEP_ACTOR, "event_id": None, "notes": why})
-            ledger.append(ledger_row(row_to_instance(row), TIMEOUT, code or "",
-                                     _payload(info, row), why, now))
-        return 0
-    target = workflow.states[transition.to_state]
-    moved = conn.execute(
-        update(INSTANCE).where(guard).values(
-            state=target.code, active=not target.is_final, entered_state_at=now,
-            timeout_due_at=timeout_due(now, target), last_trigger=TIMEOUT,
-            last_transition=transition.code, version=INSTANCE.c.version + 1,
-            completed_at=now if target.is_final else None)
-        .returning(INSTANCE.c.id)).scalars().all()
-    hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
-    change = Move(target.code, transition.code, TIMEOUT, SWEEP_ACTOR,
-                  notes=f"timed out after {hours} h in {state}")
-    result = f"fired {transition.code}: {state} → {target.code}"
-    for instance_id in moved:
-        instance = row_to_instance(by_id[instance_id])
-        history.append(history_row(instance, state, change, now))
-        ledger.append(ledger_row(instance, TIMEOUT, transition.code,
-                                 _payload(info, by_id[instance_id]), result, now))
+        change = _GroupChange({"timeout_due_at": None}, state, code, code or "", why, why)
+    else:
+        target = workflow.states[transition.to_state]
+        hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
+        change = _GroupChange(
+            {"state": target.code, "active": not target.is_final, "entered_state_at": now,
+             "timeout_due_at": timeout_due(now, target), "last_trigger": TIMEOUT,
+             "last_transition": transition.code,
+             "completed_at": now if target.is_final else None},
+            target.code, transition.code, transition.code,
+            f"fired {transition.code}: {state} → {target.code}",
+            f"timed out after {hours} h in {state}")
+    if conn.dialect.name == "postgresql":
+        moved = _apply_in_one_statement(conn, info, rows, change, now)
+    else:
+        moved = _apply(conn, info, rows, change, now, history, ledger)
+    if transition is None:
+        return 0, len(moved)
     if moved:
         tally.note(rows[0].workflow_id, transition.code, TIMEOUT, now, len(moved))
-    return len(moved)
+    return len(moved), len(moved)
+
+
+def _apply(conn: Connection, info: Any, rows: list[Any], change: _GroupChange, now: datetime,
+           history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> list[int]:
+    """Update the group; its ledger and history rows go to `ledger` and `history`."""
+    by_id = {row.id: row for row in rows}
+    guard = tuple_(INSTANCE.c.id, INSTANCE.c.version).in_([(r.id, r.version) for r in rows])
+    moved = list(conn.execute(
+        update(INSTANCE).where(guard)
+        .values(**change.values, version=INSTANCE.c.version + 1)
+        .returning(INSTANCE.c.id)).scalars())
+    for instance_id in moved:
+        row = by_id[instance_id]
+        history.append({"instance_id": instance_id, "at": now, "from_state": row.state,
+                        "to_state": change.to_state, "transition": change.transition,
+                        "trigger_type": TIMEOUT, "actor": SWEEP_ACTOR, "event_id": None,
+                        "notes": change.notes})
+        ledger.append(ledger_row(row_to_instance(row), TIMEOUT, change.event_type,
+                                 _payload(info, row), change.result, now))
+    return moved
+
+
+def _apply_in_one_statement(conn: Connection, info: Any, rows: list[Any],
+                            change: _GroupChange, now: datetime) -> list[int]:
+    """PostgreSQL: update the group, insert its ledger rows and the history rows that point at
+    them in one statement (data-modifying CTEs); the due rows travel as arrays (four parameters,
+    not thousands), so neither the client nor the server parses a statement per row."""
+    due = func.unnest(
+        cast(bindparam("ids"), ARRAY(BigInteger)), cast(bindparam("versions"), ARRAY(Integer)),
+        cast(bindparam("parts"), ARRAY(Integer)), cast(bindparam("payloads"), ARRAY(Text)),
+    ).table_valued("id", "version", "part", "payload").render_derived(name="due")
+    moved = (update(INSTANCE)
+             .where(INSTANCE.c.id == due.c.id, INSTANCE.c.version == due.c.version)
+             .values(**change.values, version=INSTANCE.c.version + 1)
+             .returning(INSTANCE.c.id, INSTANCE.c.integration_id, INSTANCE.c.record_key,
+                        INSTANCE.c.run_id, due.c.part, due.c.payload)
+             .cte("moved"))
+    at = literal(now, UTCDateTime())
+    # One dedupe key per row, unique like ledger_row's: this call's token and the instance id.
+    dedupe = literal(f"{TIMEOUT}:{uuid.uuid4().hex}:", String()).concat(
+        cast(moved.c.id, String()))
+    ledger = (insert(EVENT).from_select(
+        ["integration_id", "source", "type", "record_key", "run_id", "payload", "dedupe_key",
+         "partition", "received_at", "status", "result", "instance_id", "processed_at",
+         "attempts"],
+        select(moved.c.integration_id, literal(TIMEOUT, String()),
+               literal(change.event_type[:100], String()), moved.c.record_key, moved.c.run_id,
+               cast(moved.c.payload, JSON), dedupe, moved.c.part, at,
+               literal(EventStatus.PROCESSED.value, String()),
+               literal(change.result[:1000], Text()), moved.c.id, at, literal(1, Integer())))
+        .returning(EVENT.c.id, EVENT.c.instance_id).cte("ledger"))
+    statement = insert(HISTORY).from_select(
+        ["instance_id", "at", "from_state", "to_state", "transition", "trigger_type", "actor",
+         "event_id", "notes"],
+        select(ledger.c.instance_id, at, literal(rows[0].state, String()),
+               literal(change.to_state, String()), literal(change.transition, String()),
+               literal(TIMEOUT, String()), literal(SWEEP_ACTOR, String()), ledger.c.id,
+               literal(change.notes, Text()))).returning(HISTORY.c.instance_id)
+    params = {
+        "ids": [r.id for r in rows], "versions": [r.version for r in rows],
+        "parts": [partition_of(r.integration_id, r.record_key, r.run_id) for r in rows],
+        "payloads": [json.dumps(_payload(info, r)) for r in rows]}
+    return list(conn.execute(statement, params).scalars())
 
 
 def _payload(info: Any, row: Any) -> dict[str, Any]:
@@ -159,19 +256,12 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
         if not rows:
             db.session.commit()
             break
-        waiting = pending_before(db.session.connection(), rows)
         history: list[dict[str, Any]] = []
         ledger: list[dict[str, Any]] = []
         workflows: dict[tuple[int, int], CompiledWorkflow | None] = {}
         groups: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
-        deferred = 0
+        handled = 0
         for row in rows:
-            key = (row.integration_id, row.record_key, None) if row.record_key is not None \
-                else (row.integration_id, None, row.run_id)
-            oldest = waiting.get(key)
-            if oldest is not None and oldest <= row.timeout_due_at:
-                deferred += 1  # events from before the timer fell due go first
-                continue
             # Each instance times out by the definition of the version it follows.
             version_key = (row.workflow_id, row.workflow_version)
             if version_key not in workflows:
@@ -181,20 +271,25 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
                 continue
             transition, _ = timeout_transition(workflow, row.state)
             if transition is not None and transition.actions:
-                fired += _fire_one(workflow, row, moment, history, ledger)
+                moved = _fire_one(workflow, row, moment, history, ledger)
+                fired += moved
+                handled += moved
             else:
                 groups[(row.workflow_id, row.workflow_version, row.state)].append(row)
         for (workflow_id, version, state), members in groups.items():
             group_workflow = workflows[(workflow_id, version)]
             if group_workflow is not None:
-                fired += _fire_group(group_workflow, state, members, moment, history, ledger)
+                moved_count, handled_count = _fire_group(group_workflow, state, members, moment,
+                                                         history, ledger)
+                fired += moved_count
+                handled += handled_count
         # One statement for the batch's ledger rows, then one for its history rows.
         write_ledger(db.session.connection(), ledger, history)
         if history:
             db.session.connection().execute(insert(HISTORY), history)
         db.session.commit()
-        if len(rows) < batch_size or deferred == len(rows):
-            break
+        if len(rows) < batch_size or handled == 0:
+            break  # the last batch, or one whose instances nothing could move
     return fired
 
 
