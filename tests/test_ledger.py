@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from wfapp.extensions import db
 from wfapp.models import ActionDelivery, Event, HistoryEntry, Instance, utcnow
@@ -203,6 +203,31 @@ def test_bulk_sweep_per_run_instance_waits_for_its_run_events(app):
     assert (state(71), state(72)) == ("WAIT", "LATE")
     process_pending(time_budget=30)
     assert fire_due_timeouts(now=later) == 1 and state(71) == "LATE"
+
+
+def test_bulk_sweep_compare_and_set_skips_an_instance_moved_meanwhile(app):
+    from wfapp.services import timeouts
+
+    ledger_workflow()
+    for key in ("C1", "C2", "C3"):
+        _send(key, "go")
+    later = utcnow() + timedelta(hours=2)
+    rows = timeouts._due(later, 10)
+    # C2 changes after the sweep read it: its row is stale, so the group leaves it alone.
+    db.session.execute(Instance.__table__.update().where(Instance.record_key == "C2")
+                       .values(version=Instance.version + 1))
+    workflow = timeouts.compiled_workflow(rows[0].workflow_id, rows[0].workflow_version)
+    history: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    assert timeouts._fire_group(workflow, "WAIT", list(rows), later, history, ledger) == (2, 2)
+    timeouts.write_ledger(db.session.connection(), ledger, history)
+    if history:
+        db.session.execute(HistoryEntry.__table__.insert(), history)
+    db.session.commit()
+    assert [_instance(k).state for k in ("C1", "C2", "C3")] == ["LATE", "WAIT", "LATE"]
+    assert [e.source for e in _ledger(_instance("C2").id)] == ["on_webhook"]
+    assert db.session.scalar(select(func.count()).select_from(HistoryEntry).where(
+        HistoryEntry.trigger_type == "timeout")) == 2
 
 
 def test_sweep_mixed_batch_with_actions_plain_and_stopped_timers(app):
