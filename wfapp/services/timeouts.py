@@ -286,7 +286,8 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
                                                          history, ledger)
                 fired += moved_count
                 handled += handled_count
-        # One statement for the batch's ledger rows, then one for its history rows.
+        # The ledger and history rows not written by a group's statement (timeouts with
+        # actions; every group on SQLite): one statement for each kind.
         write_ledger(db.session.connection(), ledger, history)
         if history:
             db.session.connection().execute(insert(HISTORY), history)
