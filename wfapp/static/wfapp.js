@@ -91,6 +91,8 @@
       tr.querySelectorAll("[name]").forEach(function (el) {
         el.name = el.name.replace(new RegExp("^" + prefix + "-(\\d+|N)-"), prefix + "-" + i + "-");
         if (el.id) { el.id = el.id.replace(new RegExp("^" + prefix + "-(\\d+|N)-"), prefix + "-" + i + "-"); }
+        const label = el.getAttribute("aria-label");
+        if (label) { el.setAttribute("aria-label", label.replace(/ row (\d+|N) /, " row " + (i + 1) + " ")); }
       });
     });
   }
