@@ -93,7 +93,8 @@ def test_api_errors_name_the_field_and_write_nothing(client, tokens, app):
     assert len(list(db.session.scalars(select(AlertRule)))) == 1
     stored = db.session.get(AlertRule, rule["id"])
     db.session.refresh(stored)
-    assert (stored.threshold, stored.notify_webhooks) == (3.0, "")  # the half-bad PATCH wrote nothing
+    # the half-bad PATCH wrote nothing
+    assert (stored.threshold, stored.notify_webhooks) == (3.0, "")
     assert [a for a, _ in _audit("alert_rule")] == ["create"]
     assert client.get(f"{API}/integrations/NOPE/alert-rules",
                       headers=tokens["viewer"]).status_code == 404

@@ -72,7 +72,8 @@ def rows_from_actions(actions: Any, types: Mapping[str, ActionType]) -> list[Act
     for action in actions if isinstance(actions, list) else []:
         action = action if isinstance(action, Mapping) else {}
         kind = str(action.get("type") or "")
-        config = action.get("config") if isinstance(action.get("config"), Mapping) else {}
+        found_config = action.get("config")
+        config: Mapping[str, Any] = found_config if isinstance(found_config, Mapping) else {}
         row = ActionRow(type=kind, id=str(action.get("id") or ""))
         found = types.get(kind)
         if found is None:
@@ -289,7 +290,7 @@ def input_id(i: int, name: str, row: ActionRow) -> str:
 def summary(rows: list[ActionRow]) -> list[dict[str, str]]:
     """Every action error for the list above the editor: `actions[i].<field>`, its message
     and the input it belongs to."""
-    out = []
+    out: list[dict[str, str]] = []
     for i, row in enumerate(rows):
         for name, messages in row.errors.items():
             shown = "config" if name == RAW else name
