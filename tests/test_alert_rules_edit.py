@@ -96,6 +96,11 @@ def test_api_errors_name_the_field_and_write_nothing(client, tokens, app):
     # the half-bad PATCH wrote nothing
     assert (stored.threshold, stored.notify_webhooks) == (3.0, "")
     assert [a for a, _ in _audit("alert_rule")] == ["create"]
+    for huge in (2**31, 2**63 - 1):  # beyond the id column: not found, never a 500
+        assert client.get(f"{API}/alert-rules/{huge}", headers=tokens["viewer"]
+                          ).status_code == 404
+        assert client.patch(f"{API}/alert-rules/{huge}", headers=tokens["author"],
+                            json={"enabled": False}).status_code == 404
     assert client.get(f"{API}/integrations/NOPE/alert-rules",
                       headers=tokens["viewer"]).status_code == 404
 

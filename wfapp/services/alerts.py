@@ -184,7 +184,8 @@ def add_rule(integration: Integration, kind: str, state: str | None, threshold: 
 
 def get_rule(rule_id: int) -> AlertRule:
     """One alert rule; NotFound when there is none."""
-    rule = db.session.get(AlertRule, rule_id)
+    # Rule ids are 32-bit integers: a larger number names no rule (PostgreSQL would refuse it).
+    rule = db.session.get(AlertRule, rule_id) if 1 <= rule_id <= 2**31 - 1 else None
     if rule is None:
         raise NotFound(f"alert rule {rule_id} does not exist")
     return rule
