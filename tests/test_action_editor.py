@@ -127,7 +127,7 @@ def test_errors_sit_at_their_inputs_and_name_the_field(client, auth, app):
     auth.login("author")
     before = actions()
     data = form_of(client.get(URL).get_data(as_text=True))
-    data.update({"act-1-f-url": "", "act-1-f-timeout_seconds": "soon",
+    data.update({"act-1-f-url": "", "act-1-f-timeout_seconds": "nan",
                  "act-1-f-headers-1-v": "orphan value", "act-1-f-body": "{not json"})
     bad = client.post(URL, data=data)
     assert bad.status_code == 422

@@ -201,6 +201,8 @@ def _typed(spec: Field, value: Any) -> tuple[Any, str]:
             number = float(text.replace(",", ".") if "." not in text else text)
         except ValueError:
             return None, "must be a number"
+        if number != number or number in (float("inf"), float("-inf")):
+            return None, "must be a number"
         if spec.type == "int" and not number.is_integer():
             return None, "must be a whole number"
         return (int(number) if number.is_integer() else number), ""
