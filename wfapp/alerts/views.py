@@ -21,7 +21,19 @@ from ..services.integrations import get_integration
 from . import bp
 
 
-class RuleForm(FlaskForm):
+class _RecipientsForm(FlaskForm):
+    """Who a rule tells when its alert opens and resolves (shared by adding and editing)."""
+
+    notify_emails = TextAreaField("Notify e-mail", validators=[Optional(), Length(max=6000)],
+                                  description="Addresses told when the alert opens and "
+                                  "resolves, one a line.")
+    notify_webhooks = TextAreaField("Notify webhooks", validators=[Optional(),
+                                                                   Length(max=42000)],
+                                    description="Subscriber URLs, one a line; signed with the "
+                                    "integration's outbound webhook secret.")
+
+
+class RuleForm(_RecipientsForm):
     """A new alert rule on the integration card."""
 
     kind = SelectField("Alert when", choices=options(service.KIND_LABELS.items()),
@@ -32,16 +44,9 @@ class RuleForm(FlaskForm):
                         "state).")
     threshold = StringField("Threshold", validators=[Optional(), Length(max=20)],
                             description="Hours in the state, or the number of failed events.")
-    notify_emails = TextAreaField("Notify e-mail", validators=[Optional(), Length(max=6000)],
-                                  description="Addresses told when the alert opens and "
-                                  "resolves, one a line.")
-    notify_webhooks = TextAreaField("Notify webhooks", validators=[Optional(),
-                                                                   Length(max=42000)],
-                                    description="Subscriber URLs, one a line; signed with the "
-                                    "integration's outbound webhook secret.")
 
 
-class EditRuleForm(FlaskForm):
+class EditRuleForm(_RecipientsForm):
     """Change a rule: its state, threshold, recipients and whether it is checked."""
 
     state = StringField("State", validators=[Optional(), Length(max=20)],
@@ -49,13 +54,6 @@ class EditRuleForm(FlaskForm):
     threshold = StringField("Threshold", validators=[Optional(), Length(max=20)])
     enabled = BooleanField("Enabled", description="A disabled rule is not checked; its open "
                            "alert is resolved.")
-    notify_emails = TextAreaField("Notify e-mail", validators=[Optional(), Length(max=6000)],
-                                  description="Addresses told when the alert opens and "
-                                  "resolves, one a line.")
-    notify_webhooks = TextAreaField("Notify webhooks", validators=[Optional(),
-                                                                   Length(max=42000)],
-                                    description="Subscriber URLs, one a line; signed with the "
-                                    "integration's outbound webhook secret.")
 
 
 THRESHOLD_HELP = {"stuck_in_state": "Hours in the state (fractions allowed), above 0.",
