@@ -94,3 +94,15 @@ def test_changing_an_action_type_shows_its_fields(app, page):
     _submit(page, page.get_by_role("button", name="Move action 2 up"))
     assert page.locator("#act-0-f-to").is_visible()
     assert page.locator("#act-1-f-values").is_visible()
+
+
+def test_enter_in_a_field_saves_rather_than_pressing_an_action_button(app, page):
+    order_workflow("http://127.0.0.1:9")
+    login(page, "author")
+    page.goto("/workflows/ORDERS/transitions/SUBMIT")
+    page.locator("#act-1-f-url").fill("http://127.0.0.1:9/orders/{record_key}")
+    with page.expect_navigation():
+        page.locator("#act-1-f-url").press("Enter")
+    assert "Transition SUBMIT saved." in page.content()
+    assert page.locator("#act-1-f-url").input_value() == "http://127.0.0.1:9/orders/{record_key}"
+    assert page.locator("li[data-action]").count() == 2  # no action moved or removed
