@@ -231,10 +231,9 @@ class SendWebhook(ActionType):
     def validate(self, config: Any) -> list[tuple[str, str]]:
         if not isinstance(config, Mapping):
             return [("", "must be an object")]
-        errors = super().validate({k: v for k, v in config.items() if k != "urls"})
+        # urls may also be one string, a URL a line (older documents): checked as its list.
         urls = _urls(config.get("urls"))
-        if not urls:
-            errors.append(("urls", "at least one subscriber URL is required"))
+        errors = super().validate({**config, "urls": urls} if "urls" in config else config)
         for url in urls:
             errors.extend(("urls", m) for _, m in req.check_url(url))
             if "{" in url:
@@ -379,10 +378,14 @@ HTTP_REQUEST = HttpRequest(
         Field("url", "URL", required=True, max_length=2000,
               help="Placeholders: {record_key} {run_id} {vars.<name>} {data.<field>} "
                    "{secret.<name>}"),
-        Field("headers", "Headers", type="json", help="Header name → value template."),
+        Field("headers", "Headers", type="map",
+              help="Header name → value template; a secret as {secret.<name>}, never its "
+                   "value."),
         Field("body", "Body", type="json", help="A JSON object; placeholders in its strings."),
         TIMEOUT, ATTEMPTS,
-        Field("capture", "Capture", type="json",
+        Field("expected_status", "Expected Status", type="list", item="int", min=100, max=599,
+              help="Status codes that count as success; empty: any 2xx."),
+        Field("capture", "Capture", type="map",
               help="Variable name → dotted path in the JSON response."),
     ),
 )
@@ -390,7 +393,8 @@ SEND_WEBHOOK = SendWebhook(
     name="send_webhook", label="Send Webhook",
     description="Notifies subscriber URLs of the transition, signed per Standard Webhooks with "
                 "the integration's outbound webhook secret.",
-    fields=(TIMEOUT, ATTEMPTS),
+    fields=(Field("urls", "Subscriber URLs", type="list", required=True, max_length=2000,
+                  help="One URL a line; no placeholders."), TIMEOUT, ATTEMPTS),
 )
 SET_VARIABLE = SetVariable(
     name="set_variable", label="Set Variable", in_transaction=True,

@@ -100,20 +100,20 @@ def test_transition_page_edits_actions(client, auth, receiver):
     order_workflow(receiver.url)
     auth.login("author")
     page = client.get("/workflows/ORDERS/transitions/CONFIRM").get_data(as_text=True)
-    assert 'name="actions_json"' in page and "http_request" in page
+    assert 'id="add-action"' in page and "http_request" in page
     form = {"code": "CONFIRM", "description": "", "from_state": "SUBMITTED",
             "to_state": "CONFIRMED", "trigger_type": "on_action_result", "enabled": "y",
             "priority": "0", "cfg-action": "submit", "cfg-outcome": "succeeded",
-            "cond-0-field": "instance.vars.confirmation", "cond-0-operator": "exists"}
-    bad = client.post("/workflows/ORDERS/transitions/CONFIRM",
-                      data={**form, "actions_json": '[{"type": "set_variable", "config": {}}]'})
+            "cond-0-field": "instance.vars.confirmation", "cond-0-operator": "exists",
+            "act-count": "1", "act-0-type": "set_variable", "act-0-shown": "set_variable"}
+    bad = client.post("/workflows/ORDERS/transitions/CONFIRM", data=form)
     assert bad.status_code == 422
-    assert "actions[0].config.values" in bad.get_data(as_text=True)
+    assert "actions[0].values" in bad.get_data(as_text=True)
     broken = client.post("/workflows/ORDERS/transitions/CONFIRM",
-                         data={**form, "actions_json": "[{"})
+                         data={**form, "act-0-f-values": "[{"})
     assert broken.status_code == 422 and "not valid JSON" in broken.get_data(as_text=True)
     good = client.post("/workflows/ORDERS/transitions/CONFIRM", data={
-        **form, "actions_json": '[{"type": "set_variable", "config": {"values": {"ok": true}}}]'})
+        **form, "act-0-f-values": '{"ok": true}'})
     assert good.status_code == 302
     from wfapp.services.definitions import export_document
 

@@ -27,6 +27,9 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "api.trigger_types": "viewer", "api.list_versions": "viewer", "api.get_version": "viewer",
     "api.delete_version": "author", "api.migrate": "author", "api.get_migration": "viewer",
     "api.list_actions": "viewer", "api.retry_action": "operator",
+    "api.list_alert_rules": "viewer", "api.create_alert_rule": "author",
+    "api.get_alert_rule": "viewer", "api.patch_alert_rule": "author",
+    "api.delete_alert_rule": "author",
     "demo_receiver.submit": PUBLIC,
     "actions.index": "viewer", "actions.retry": "operator", "actions.give_up": "operator",
     "audit.index": "admin",
@@ -62,6 +65,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     "operations.new_events": "operator", "operations.show": "viewer",
     "operations.progress": "viewer", "operations.cancel": "operator",
     "alerts.index": "viewer", "alerts.add_rule": "author", "alerts.delete_rule": "author",
+    "alerts.edit_rule": "author",
     # Plugins: inbound endpoints authenticate each request by signature or client state.
     "on_webhook.hook": PUBLIC, "on_webhook.generate_secret": "author",
     "bc_notifications.notifications": PUBLIC, "bc.card_action": "author",

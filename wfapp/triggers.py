@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-FIELD_TYPES = ("string", "text", "bool", "int", "number", "choice", "multichoice", "json", "secret")
+FIELD_TYPES = ("string", "text", "bool", "int", "number", "choice", "multichoice", "json", "secret",
+               "map", "list")
+#: What a "list" field holds: text items, or whole numbers (within min/max when set).
+LIST_ITEMS = ("string", "int")
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,14 @@ class Field:
     min: float | None = None
     max: float | None = None
     max_length: int = 500
+    #: For a "list" field: the type of its items ("string" or "int").
+    item: str = "string"
 
     def __post_init__(self) -> None:
         if self.type not in FIELD_TYPES:
             raise ValueError(f"field {self.name!r}: unknown type {self.type!r}")
+        if self.item not in LIST_ITEMS:
+            raise ValueError(f"field {self.name!r}: unknown item type {self.item!r}")
 
     def check(self, value: Any) -> str | None:
         """Return an error message when `value` (already typed, as in JSON) does not fit."""
@@ -65,6 +72,28 @@ class Field:
                 return f"unknown value {bad[0]!r}; allowed: {', '.join(allowed)}"
         elif kind == "json" and not isinstance(value, dict):
             return "must be an object of names to values"
+        elif kind == "map":
+            if not isinstance(value, dict) or not all(isinstance(v, str)
+                                                      for v in value.values()):
+                return "must be an object of names to text values"
+        elif kind == "list":
+            return self._check_list(value)
+        return None
+
+    def _check_list(self, value: Any) -> str | None:
+        if not isinstance(value, list):
+            return "must be a list"
+        for item in value:
+            if self.item == "string" and not isinstance(item, str):
+                return "must be a list of strings"
+            if self.item == "int":
+                if isinstance(item, bool) or not isinstance(item, int):
+                    return "must be a list of whole numbers"
+                if (self.min is not None and item < self.min) or \
+                        (self.max is not None and item > self.max):
+                    return f"{item} is not between {self.min:g} and {self.max:g}" \
+                        if self.min is not None and self.max is not None else \
+                        f"{item} is out of range"
         return None
 
 

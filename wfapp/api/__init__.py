@@ -52,4 +52,4 @@ def unexpected_error(error: Exception) -> Any:
     return api_error(500, "internal_error", "an unexpected error happened; it has been logged")
 
 
-from . import actions, bulk, openapi, runtime, views  # noqa: E402,F401  (modules register routes on bp)
+from . import actions, alerts, bulk, openapi, runtime, views  # noqa: E402,F401  (modules register routes on bp)

@@ -253,6 +253,33 @@ SCHEMAS: dict[str, Any] = {
             "next_attempt_at": TIME, "last_status_code": _nullable("integer"),
             "last_error": _nullable("string"), "request": ANY_OBJECT, "response": {},
             "created_at": TIME, "finished_at": TIME}},
+    "AlertRule": {
+        "type": "object",
+        "required": ["id", "integration", "kind", "description", "state", "threshold",
+                     "enabled", "notify_emails", "notify_webhooks", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "integration": STRING,
+            "kind": {"enum": ["stuck_in_state", "failed_events", "bc_subscription_expiring"]},
+            "description": STRING, "state": _nullable("string"), "threshold": {"type": "number"},
+            "enabled": {"type": "boolean"},
+            "notify_emails": {"type": "array", "items": STRING},
+            "notify_webhooks": {"type": "array", "items": STRING}, "created_at": TIME}},
+    "AlertRuleWrite": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "kind": {"enum": ["stuck_in_state", "failed_events", "bc_subscription_expiring"],
+                     "description": "set when the rule is added; cannot be changed"},
+            "state": {**_nullable("string"),
+                      "description": "stuck_in_state: a state code (empty: any active state)"},
+            "threshold": {"type": "number", "description": "stuck_in_state: hours above 0; "
+                                                           "failed_events: a whole number"},
+            "enabled": {"type": "boolean"},
+            "notify_emails": {"anyOf": [{"type": "array", "items": STRING}, STRING],
+                              "description": "e-mail addresses told when the alert opens "
+                                             "and resolves"},
+            "notify_webhooks": {"anyOf": [{"type": "array", "items": STRING}, STRING],
+                                "description": "subscriber URLs (send_webhook, signed with "
+                                               "the integration's outbound webhook secret)"}}},
     "LintItem": {"type": "object", "required": ["code", "message", "path"],
                  "properties": {"code": STRING, "message": STRING, "path": STRING}},
     "LintReport": {"type": "object", "required": ["errors", "warnings"],
@@ -497,6 +524,22 @@ def _core_paths() -> dict[str, Any]:
         "/actions/{delivery_id}/retry": {"post": _op(
             "Retry a pending, failed or given-up delivery now", _ok(_ref("ActionDelivery")),
             parameters=[_path("delivery_id", ID_PATH)], role="operator")},
+        "/integrations/{code}/alert-rules": {
+            "get": _op("An integration's alert rules, oldest first",
+                       _ok(_list_of("AlertRule")), parameters=[_path("code")]),
+            "post": _op("Add an alert rule (kind required; audited)",
+                        _ok(_ref("AlertRule"), "201"), parameters=[_path("code")],
+                        body=_body({"allOf": [_ref("AlertRuleWrite")], "required": ["kind"]}),
+                        role="author")},
+        "/alert-rules/{rule_id}": {
+            "get": _op("One alert rule", _ok(_ref("AlertRule")),
+                       parameters=[_path("rule_id", ID_PATH)]),
+            "patch": _op("Change state, threshold, recipients and/or enabled (audited; "
+                         "disabling resolves the open alert)", _ok(_ref("AlertRule")),
+                         parameters=[_path("rule_id", ID_PATH)],
+                         body=_body(_ref("AlertRuleWrite")), role="author"),
+            "delete": _op("Remove an alert rule and its alerts (audited)", _ok(None, "204"),
+                          parameters=[_path("rule_id", ID_PATH)], role="author")},
         "/trigger-types": {"get": _op("The registered trigger types",
                                       _ok(_list_of("TriggerType")))},
         "/audit": {"get": _op("The audit log, newest first", _ok(_list_of("AuditEntry")),

@@ -72,16 +72,29 @@ def describe(rule: AlertRule) -> str:
 
 
 def _lines(value: Any) -> list[str]:
-    """Recipients typed one a line, or separated by commas or semicolons."""
+    """Recipients typed one a line, or separated by commas or semicolons (or a JSON list)."""
+    if isinstance(value, list):
+        value = "\n".join(str(v) for v in value)
     text = str(value or "").replace(";", "\n").replace(",", "\n")
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _list_errors(value: Any, field: str) -> list[RuleError]:
+    """A recipients value must be text or a list of strings (API bodies send lists)."""
+    if value is None or isinstance(value, str):
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return []
+    return [RuleError(field, "must be a list of strings")]
 
 
 def check_recipients(emails: Any, webhooks: Any) -> tuple[list[str], list[str],
                                                           list[RuleError]]:
     """The rule's e-mail recipients and subscriber URLs, checked by the action types
     themselves (so a rule accepts what a transition's action accepts)."""
-    errors: list[RuleError] = []
+    errors = _list_errors(emails, "notify_emails") + _list_errors(webhooks, "notify_webhooks")
+    if errors:
+        return [], [], errors
     addresses, urls = _lines(emails), _lines(webhooks)
     types = get_registry().action_types
     for name, field, values in ((EMAIL_TYPE, "notify_emails", addresses),
@@ -105,18 +118,32 @@ def check_recipients(emails: Any, webhooks: Any) -> tuple[list[str], list[str],
     return addresses, urls, errors
 
 
-def add_rule(integration: Integration, kind: str, state: str | None, threshold: Any,
-             actor: str, notify_emails: Any = "", notify_webhooks: Any = "") -> AlertRule:
-    """Add a rule (validated: every error names its field); audited."""
-    addresses, urls, errors = check_recipients(notify_emails, notify_webhooks)
-    if kind not in KIND_LABELS:
-        errors.append(RuleError("kind", "must be one of " + ", ".join(KIND_LABELS)))
+def _check_state(integration: Integration, kind: str, state: Any,
+                 errors: list[RuleError]) -> str | None:
+    """The rule's state code (upper-case; None for any state), or an error on `state`."""
+    if state is not None and not isinstance(state, str):
+        errors.append(RuleError("state", "must be a string"))
+        return None
     state = (state or "").strip().upper() or None
     if state is not None and (len(state) > 20 or "\x00" in state):
         errors.append(RuleError("state", "must be a state code of up to 20 characters"))
-    try:
-        value = float(threshold if threshold not in (None, "") else 0)
-    except (TypeError, ValueError):
+    elif kind == AlertKind.STUCK.value and state and integration.workflow is not None and \
+            integration.workflow.state(state) is None:
+        errors.append(RuleError("state", f"is not a state of workflow "
+                                         f"{integration.workflow.code}"))
+    return state if kind == AlertKind.STUCK.value else None
+
+
+def _check_threshold(kind: str, threshold: Any, errors: list[RuleError]) -> float:
+    """The rule's threshold as a number (0 for a kind without one), or an error on it."""
+    if isinstance(threshold, bool):
+        value = -1.0
+    else:
+        try:
+            value = float(threshold if threshold not in (None, "") else 0)
+        except (TypeError, ValueError):
+            value = -1.0
+    if value != value:  # NaN from "nan" typed in a form
         value = -1.0
     if kind == AlertKind.STUCK.value and not 0 < value <= 24 * 365:
         errors.append(RuleError("threshold", "must be a number of hours above 0 (up to a "
@@ -124,33 +151,110 @@ def add_rule(integration: Integration, kind: str, state: str | None, threshold: 
     if kind == AlertKind.FAILED_EVENTS.value and not (0 <= value <= 1_000_000
                                                       and value == int(value)):
         errors.append(RuleError("threshold", "must be a whole number from 0"))
-    if kind == AlertKind.STUCK.value and state and integration.workflow is not None and \
-            integration.workflow.state(state) is None:
-        errors.append(RuleError("state", f"is not a state of workflow "
-                                         f"{integration.workflow.code}"))
+    return value if kind != AlertKind.BC_EXPIRING.value else 0
+
+
+def add_rule(integration: Integration, kind: str, state: str | None, threshold: Any,
+             actor: str, notify_emails: Any = "", notify_webhooks: Any = "",
+             enabled: Any = True) -> AlertRule:
+    """Add a rule (validated: every error names its field); audited."""
+    addresses, urls, errors = check_recipients(notify_emails, notify_webhooks)
+    if kind not in KIND_LABELS:
+        errors.append(RuleError("kind", "must be one of " + ", ".join(KIND_LABELS)))
+    state = _check_state(integration, kind, state, errors)
+    value = _check_threshold(kind, threshold, errors)
+    if not isinstance(enabled, bool):
+        errors.append(RuleError("enabled", "must be true or false"))
     if len(rules_of(integration.id)) >= MAX_RULES:
         errors.append(RuleError("kind", f"an integration has at most {MAX_RULES} rules"))
     if errors:
         raise ValidationFailed(errors)
-    rule = AlertRule(integration_id=integration.id, kind=kind,
-                     state=state if kind == AlertKind.STUCK.value else None,
-                     threshold=value if kind != AlertKind.BC_EXPIRING.value else 0,
-                     enabled=True, created_at=utcnow(), notify_emails="\n".join(addresses),
+    rule = AlertRule(integration_id=integration.id, kind=kind, state=state, threshold=value,
+                     enabled=enabled, created_at=utcnow(), notify_emails="\n".join(addresses),
                      notify_webhooks="\n".join(urls))
     db.session.add(rule)
     db.session.flush()
     audit.record("create", "alert_rule", str(rule.id),
                  {"integration": integration.code, "rule": describe(rule),
-                  "notify_emails": addresses, "notify_webhooks": urls}, who=actor)
+                  "notify_emails": addresses, "notify_webhooks": urls,
+                  "enabled": enabled}, who=actor)
     db.session.commit()
     return rule
 
 
-def delete_rule(rule_id: int, actor: str) -> Integration:
-    """Remove a rule and its alerts; audited. Answers the rule's integration."""
-    rule = db.session.get(AlertRule, rule_id)
+def get_rule(rule_id: int) -> AlertRule:
+    """One alert rule; NotFound when there is none."""
+    # Rule ids are 32-bit integers: a larger number names no rule (PostgreSQL would refuse it).
+    rule = db.session.get(AlertRule, rule_id) if 1 <= rule_id <= 2**31 - 1 else None
     if rule is None:
         raise NotFound(f"alert rule {rule_id} does not exist")
+    return rule
+
+
+EDITABLE = ("state", "threshold", "notify_emails", "notify_webhooks", "enabled")
+
+
+def _snapshot(rule: AlertRule) -> dict[str, Any]:
+    return {"state": rule.state, "threshold": rule.threshold, "enabled": rule.enabled,
+            "notify_emails": _lines(rule.notify_emails),
+            "notify_webhooks": _lines(rule.notify_webhooks)}
+
+
+def update_rule(rule_id: int, changes: dict[str, Any], actor: str) -> AlertRule:
+    """Change a rule's state, threshold, recipients and/or enabled (its kind is fixed: a rule
+    of another kind is another rule). Validated first, then one transaction; audited.
+
+    Disabling a rule resolves its open alert (nothing evaluates it any more); the recipients
+    are not told, since the condition did not end.
+    """
+    rule = get_rule(rule_id)
+    errors = [RuleError(k, "cannot be changed; remove the rule and add one of the other kind"
+                        if k == "kind" else "unknown field") for k in changes if k not in EDITABLE]
+    before = _snapshot(rule)
+    emails = changes.get("notify_emails", rule.notify_emails)
+    webhooks = changes.get("notify_webhooks", rule.notify_webhooks)
+    addresses, urls, found = check_recipients(emails, webhooks)
+    errors.extend(found)
+    state = _check_state(rule.integration, rule.kind, changes.get("state", rule.state), errors)
+    value = _check_threshold(rule.kind, changes.get("threshold", rule.threshold), errors)
+    enabled = changes.get("enabled", rule.enabled)
+    if not isinstance(enabled, bool):
+        errors.append(RuleError("enabled", "must be true or false"))
+    if errors:
+        raise ValidationFailed(errors)
+    rule.state, rule.threshold, rule.enabled = state, value, enabled
+    rule.notify_emails, rule.notify_webhooks = "\n".join(addresses), "\n".join(urls)
+    after = _snapshot(rule)
+    lines = audit.field_changes(before, after)
+    if not lines:
+        return rule
+    if before["enabled"] and not enabled:
+        now = utcnow()
+        for alert in db.session.scalars(select(Alert).where(Alert.rule_id == rule.id,
+                                                            Alert.resolved_at.is_(None))):
+            alert.resolved_at = now
+            audit.record("alert_resolve", "alert", str(alert.id),
+                         {"integration": rule.integration.code, "message": alert.message,
+                          "reason": "rule disabled"}, who=actor)
+    audit.record("update", "alert_rule", str(rule.id),
+                 {"integration": rule.integration.code, "rule": describe(rule),
+                  "changes": lines}, who=actor)
+    db.session.commit()
+    return rule
+
+
+def rule_to_dict(rule: AlertRule) -> dict[str, Any]:
+    """A rule as the API shows it."""
+    return {"id": rule.id, "integration": rule.integration.code, "kind": rule.kind,
+            "description": describe(rule), "state": rule.state, "threshold": rule.threshold,
+            "enabled": rule.enabled, "notify_emails": _lines(rule.notify_emails),
+            "notify_webhooks": _lines(rule.notify_webhooks),
+            "created_at": rule.created_at.isoformat() if rule.created_at else None}
+
+
+def delete_rule(rule_id: int, actor: str) -> Integration:
+    """Remove a rule and its alerts; audited. Answers the rule's integration."""
+    rule = get_rule(rule_id)
     integration = rule.integration
     audit.record("delete", "alert_rule", str(rule_id),
                  {"integration": integration.code, "rule": describe(rule)}, who=actor)

@@ -90,11 +90,15 @@
     body.querySelectorAll("tr[data-row]").forEach(function (tr, i) {
       tr.querySelectorAll("[name]").forEach(function (el) {
         el.name = el.name.replace(new RegExp("^" + prefix + "-(\\d+|N)-"), prefix + "-" + i + "-");
+        if (el.id) { el.id = el.id.replace(new RegExp("^" + prefix + "-(\\d+|N)-"), prefix + "-" + i + "-"); }
+        const label = el.getAttribute("aria-label");
+        if (label) { el.setAttribute("aria-label", label.replace(/ row (\d+|N) /, " row " + (i + 1) + " ")); }
       });
     });
   }
   document.querySelectorAll("[data-add-row]").forEach(function (btn) {
-    btn.addEventListener("click", function () {
+    btn.addEventListener("click", function (e) {
+      e.preventDefault();  // a submit button (the action editor's) adds the row server-side without scripts
       const prefix = btn.dataset.addRow;
       const body = document.querySelector('tbody[data-rows="' + prefix + '"]');
       const template = document.getElementById(prefix + "-template");
@@ -113,6 +117,16 @@
     else if (button.dataset.move === "up" && tr.previousElementSibling) { body.insertBefore(tr, tr.previousElementSibling); }
     else if (button.dataset.move === "down" && tr.nextElementSibling) { body.insertBefore(tr.nextElementSibling, tr); }
     renumber(body);
+  });
+  // The action editor: buttons that only work with scripts are shown; changing an action's type
+  // shows that type's fields at once (the server redraws the list; nothing is saved yet).
+  document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
+  document.querySelectorAll("select[data-action-type]").forEach(function (select) {
+    const refresh = select.parentElement.querySelector("[data-refresh]");
+    if (refresh) { refresh.hidden = true; }
+    select.addEventListener("change", function () {
+      if (refresh) { select.form.requestSubmit(refresh); }
+    });
   });
   // Changing the trigger type reloads the page with that type's fields (nothing is saved yet).
   document.querySelectorAll("select[data-change-type]").forEach(function (select) {

@@ -18,7 +18,7 @@ from ..services import workflows as service
 from ..services.errors import NotFound, ValidationFailed
 from ..services.registry import get_registry
 from ..triggers import TriggerType
-from . import bp
+from . import action_fields, bp
 from .forms import DeleteForm, TransitionForm, add_error, route_errors
 from .trigger_fields import (
     config_from_form,
@@ -169,80 +169,93 @@ def transition(code: str, tcode: str) -> Response | tuple[str, int]:
                               list(current.conditions or []), dict(current.capture or {}))
 
 
+def _ops(rows: list[action_fields.ActionRow]) -> tuple[str, int | None]:
+    """An action-editor button (add, remove, move, add a row) or a changed action type."""
+    ops = [v for v in request.form.getlist("act-op") if v]
+    types = get_registry().action_types
+    if ops:
+        return action_fields.apply_op(ops[-1], rows, request.form.get("act-new-type", ""),
+                                      types)
+    if action_fields.type_changed(request.form):
+        return action_fields.apply_op("refresh", rows, "", types)
+    return "", None
+
+
 @requires_role(Role.AUTHOR)
 def _save_transition(workflow: Workflow, current: Transition) -> Response | tuple[str, int]:
-    """Save every field of the detail page at once; a type change first shows its fields."""
+    """Save every field of the detail page at once; a type change first shows its fields, and
+    the action editor's buttons change the list on the page without saving."""
     form = _transition_form(workflow, request.form)
     stored = dict(current.trigger_config or {})
     conditions = parse_conditions(request.form)
     capture = parse_captures(request.form)
-    actions_text = request.form.get("actions_json", "")
-    actions, actions_error = parse_actions(actions_text)
+    types = get_registry().action_types
+    # Without the editor's inputs (an older page, a script) the stored actions are kept.
+    editing = "act-count" in request.form
+    rows = action_fields.read_rows(request.form, types) if editing else \
+        action_fields.rows_from_actions(current.actions, types)
     if _type_changed(form):
         flash("Trigger type changed: fill in its fields, then Save.", "info")
         return _render_transition(workflow, current, form, _carried_config(form, stored),
-                                  conditions, capture, status=200)
+                                  conditions, capture, status=200, rows=rows)
     trigger = _trigger(form.trigger_type.data)
     keep = stored if form.trigger_type.data == current.trigger_type else {}
     config_form = trigger_form(trigger, request.form, keep)
+    done, focus = _ops(rows) if editing else ("", None)
+    if done:
+        flash(f"{done}. Nothing is saved until you press Save.", "info")
+        return _render_transition(workflow, current, form, config_form, conditions, capture,
+                                  status=200, rows=rows, focus=focus)
     errors: list[RuleError] = []
     capture_errors: dict[str, str] = {}
-    rows = [dict(c, errors={}) for c in conditions]
-    if actions_error:
-        errors.append(RuleError("actions", actions_error))
-    if form.validate() & config_form.validate() and not actions_error:
+    condition_rows = [dict(c, errors={}) for c in conditions]
+    actions = action_fields.to_actions(rows, types)
+    if form.validate() & config_form.validate() and not action_fields.has_errors(rows):
         fields = {name: getattr(form, name).data for name in GENERAL}
         fields.update(trigger_config=config_from_form(trigger, config_form, keep),
-                      conditions=conditions, capture=capture, actions=actions)
+                      conditions=conditions, capture=capture)
+        if editing:
+            fields["actions"] = actions
         index = next(i for i, t in enumerate(workflow.transitions) if t.code == current.code)
         try:
             service.save_transition(workflow.code, current.code, fields)
         except ValidationFailed as error:
-            errors = _place_errors(error.errors, f"workflow.transitions[{index}]", form,
-                                   config_form, rows, capture_errors)
+            prefix = f"workflow.transitions[{index}]"
+            rest = action_fields.place_errors(error.errors, prefix, rows)
+            errors = _place_errors(rest, prefix, form, config_form, condition_rows,
+                                   capture_errors)
         else:
             tcode = fields["code"].strip().upper()
             flash(f"Transition {tcode} saved.", "success")
             flash_checks(workflow.code)
             return redirect(url_for("workflows.transition", code=workflow.code, tcode=tcode))
-    return _render_transition(workflow, current, form, config_form, rows, capture,
-                              capture_errors, errors, 422, actions_text)
-
-
-def parse_actions(text: str) -> tuple[list[Any], str]:
-    """The Actions box: a JSON list of {id, type, config} (empty = none), or why it is not."""
-    if not text.strip():
-        return [], ""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return [], f"not valid JSON: {exc}"
-    if not isinstance(value, list):
-        return [], "must be a JSON list of actions, e.g. [{\"type\": \"http_request\", " \
-                   "\"config\": {…}}]"
-    return value, ""
+    return _render_transition(workflow, current, form, config_form, condition_rows, capture,
+                              capture_errors, errors, 422, rows=rows)
 
 
 def _render_transition(workflow: Workflow, current: Transition, form: TransitionForm,
                        config_form: Form, conditions: list[dict[str, Any]],
                        capture: dict[str, str], capture_errors: dict[str, str] | None = None,
                        errors: list[RuleError] | None = None, status: int = 200,
-                       actions_text: str | None = None) -> tuple[str, int]:
+                       rows: list[action_fields.ActionRow] | None = None,
+                       focus: int | None = None) -> tuple[str, int]:
     """The detail page with whatever the user typed and the errors placed on their rows."""
-    if actions_text is None:
-        actions_text = json.dumps(current.actions, indent=2) if current.actions else ""
+    types = get_registry().action_types
+    if rows is None:
+        rows = action_fields.rows_from_actions(current.actions, types)
     used_by = [s.code for s in workflow.states if s.on_timeout_transition == current.code]
-    rows = [{**c, "errors": c.get("errors", {}), "value_text": value_text(c.get("value"))}
-            for c in conditions]
+    condition_rows = [{**c, "errors": c.get("errors", {}), "value_text": value_text(
+        c.get("value"))} for c in conditions]
     return render_template(
         "workflows/transition.html", workflow=workflow, transition=current, form=form,
         trigger=_trigger(form.trigger_type.data), config_form=config_form,
         templates=_trigger_templates(form.trigger_type.data, config_form),
-        conditions=rows, capture=capture, capture_errors=capture_errors or {},
+        conditions=condition_rows, capture=capture, capture_errors=capture_errors or {},
         errors=errors or [], operators=OPERATORS, operator_labels=OPERATOR_LABELS,
         suggestions=_suggestions(workflow), used_by=used_by, delete_form=DeleteForm(),
-        actions_text=actions_text, action_types=get_registry().action_types,
-        failed=status == 422), status
+        action_rows=rows, action_errors=action_fields.summary(rows), action_focus=focus,
+        actions_json=json.dumps(current.actions or [], indent=2),
+        action_types=types, failed=status == 422), status
 
 
 @bp.post("/<code>/transitions/<tcode>/delete")

@@ -128,7 +128,7 @@ def _form_field(field: Field, secret_stored: bool) -> FormField:
                                   choices=[SelectChoice(v, t) for v, t in field.choices],
                                   default=list(field.default or []), validate_choice=False,
                                   **kwargs)
-    if field.type == "json":
+    if field.type in ("json", "map", "list"):  # typed as JSON on the trigger form
         return JSONField(field.label, default=field.default,
                          render_kw={"rows": 3, "class": "font-monospace",
                                     "placeholder": '{"Authorization": "Bearer …"}'}, **kwargs)
