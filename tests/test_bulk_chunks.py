@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from wfapp.extensions import db
 from wfapp.models import AuditEntry, BulkOperation, Event, HistoryEntry, Instance
 from wfapp.queue import get_queue
-from wfapp.services import bulk
+from wfapp.services import bulk, tally
 from wfapp.services.definitions import import_document
 from wfapp.services.instance_list import InstanceFilters
 from wfapp.services.integrations import create_integration, get_integration
@@ -25,6 +25,8 @@ GATED = copy.deepcopy(WORKFLOW)
 GATED["workflow"]["code"] = "GATED"
 GATED["workflow"]["transitions"][1]["conditions"] = [
     {"field": "record.amount", "operator": "gt", "value": 100}]
+# A captured variable: these moves go through firing.move() one by one, not set-based.
+GATED["workflow"]["transitions"][1]["capture"] = {"paid": "record.amount"}
 
 
 def _gated(amounts: list[int], prefix: str = "G") -> None:
@@ -77,6 +79,8 @@ def test_advance_dry_run_evaluates_conditions_on_each_instances_version(client, 
         "transition RELEASE cannot fire: condition record.amount gt 250 was false"}
     assert dict(db.session.execute(select(Instance.state, func.count())
                                    .group_by(Instance.state)).all()) == {"DONE": 4, "HOLD": 3}
+    assert sorted(i.vars["paid"] for i in db.session.scalars(
+        select(Instance).where(Instance.state == "DONE"))) == [150, 200, 300, 500]
 
 
 def test_dry_run_groups_structural_refusals_without_reading_each_instance(app, gated):
@@ -115,6 +119,8 @@ def test_a_chunk_that_fails_leaves_nothing_and_a_retry_acts_once(app, monkeypatc
     assert _count(HistoryEntry, HistoryEntry.transition == "RELEASE") == 12
     # Each move is in the events ledger, as a person's fire is.
     assert _count(Event, Event.source == "manual", Event.type == "RELEASE") == 12
+    workflow_id = db.session.scalar(select(Instance.workflow_id).limit(1))
+    assert tally.edge_counts(workflow_id)["RELEASE"] == 12
     assert bulk.run(op, time_budget=60, chunk=5)  # a late duplicate job finds it finished
     assert _count(HistoryEntry, HistoryEntry.transition == "RELEASE") == 12
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
-from ..engine import CompiledWorkflow, RuleError
+from ..engine import CompiledWorkflow, RuleError, timeout_due
 from ..extensions import affected, db
 from ..models import BulkOperation, Event, EventStatus, Instance, OperationStatus, utcnow
-from . import audit, migrations
+from . import audit, migrations, tally
 from . import events as event_service
 from . import instances as instance_service
 from .errors import Conflict, NotFound, ValidationFailed
@@ -41,6 +41,7 @@ from .firing import (
     InstanceRow,
     Move,
     compiled_workflow,
+    history_row,
     move,
     pending_before,
     row_to_instance,
@@ -202,12 +203,29 @@ class _Workflows:
         return self.found[key]
 
 
+def _plain(workflow: CompiledWorkflow, row: InstanceRow, change: Move) -> bool:
+    """Whether a move sets the same columns for every instance of its group: no transition
+    actions (they may change variables or send something) and no captured variable."""
+    transition = workflow.transitions.get(change.transition or "") \
+        if change.trigger_type != "reset" else None
+    return change.data is None and (transition is None or (
+        not transition.actions and (change.vars is None or change.vars == row.vars)))
+
+
 def _move_chunk(ids: list[int], decide: Callable[[CompiledWorkflow, InstanceRow],
-                                                 tuple[Move | None, str]]
+                                                 tuple[Move | None, str]],
+                moved_hook: Callable[[InstanceRow, str, Move], None] | None = None
                 ) -> list[tuple[int, str]]:
-    """Move each instance of a chunk as `decide` says, as a person's fire or reset would (no
-    row locks: `firing.move()`'s compare-and-set refuses one that moved meanwhile); the
-    history and ledger rows of the chunk are written at once. Returns the refused ids."""
+    """Move each instance of a chunk as `decide` says, as a person's fire or reset would;
+    returns the refused ids, with why. `moved_hook(row, state before, move)` is called for
+    each instance moved (a reset audits it there).
+
+    Decided in memory per instance. Written per chunk: moves that set the same columns for a
+    whole group (same version, target and transition; no actions, no captures) are one
+    compare-and-set UPDATE per group — `(id, version) IN (...)`, so an instance that moved
+    meanwhile is refused, not moved blindly; any other move goes through `firing.move()`
+    itself. History and ledger rows are inserted once for the chunk. No row locks are taken.
+    """
     conn = db.session.connection()
     rows = [row_to_instance(r) for r in conn.execute(
         select(*INSTANCE_COLUMNS).where(INSTANCE.c.id.in_(ids)).order_by(INSTANCE.c.id))]
@@ -219,6 +237,7 @@ def _move_chunk(ids: list[int], decide: Callable[[CompiledWorkflow, InstanceRow]
     now = utcnow()
     history: list[dict[str, Any]] = []
     ledger: list[dict[str, Any]] = []
+    groups: dict[tuple[int, int, str, str | None, str], list[tuple[InstanceRow, Move]]] = {}
     for row in rows:
         workflow = workflows.get(row)
         if workflow is None:
@@ -234,11 +253,38 @@ def _move_chunk(ids: list[int], decide: Callable[[CompiledWorkflow, InstanceRow]
             refused.append((row.id, "events received earlier are still waiting to be applied "
                                     "to this instance; run the action again for it later"))
             continue
+        if _plain(workflow, row, change):
+            groups.setdefault((row.workflow_id, row.workflow_version, change.to_state,
+                               change.transition, change.trigger_type), []).append((row, change))
+            continue
         before = row.state
         if not move(conn, workflow, row, change, now, history):
             refused.append((row.id, "the instance changed meanwhile"))
             continue
         ledger.append(instance_service.ledger_of(row, change, before, now))
+        if moved_hook is not None:
+            moved_hook(row, before, change)
+    for (workflow_id, version, to_state, transition, trigger), members in groups.items():
+        target = workflows.found[(workflow_id, version)].states[to_state]  # type: ignore[union-attr]
+        # The columns move() sets; the version moves on by one, guarded per row.
+        moved = set(conn.execute(update(INSTANCE).where(
+            tuple_(INSTANCE.c.id, INSTANCE.c.version).in_([(r.id, r.version)
+                                                           for r, _ in members]))
+            .values(state=to_state, active=not target.is_final, entered_state_at=now,
+                    timeout_due_at=timeout_due(now, target), last_trigger=trigger,
+                    last_transition=transition, version=INSTANCE.c.version + 1,
+                    completed_at=now if target.is_final else None)
+            .returning(INSTANCE.c.id)).scalars())
+        for row, change in members:
+            if row.id not in moved:
+                refused.append((row.id, "the instance changed meanwhile"))
+                continue
+            history.append(history_row(row, row.state, change, now))
+            ledger.append(instance_service.ledger_of(row, change, row.state, now))
+            if moved_hook is not None:
+                moved_hook(row, row.state, change)
+        if transition is not None and moved:
+            tally.note(workflow_id, transition, trigger, now, count=len(moved))
     write_ledger(conn, ledger, history)
     if history:
         conn.execute(insert(HISTORY), history)
@@ -276,12 +322,14 @@ def _reset(ids: list[int], params: dict[str, Any], actor: str) -> list[tuple[int
     def decide(workflow: CompiledWorkflow, row: InstanceRow) -> tuple[Move | None, str]:
         if state not in workflow.states:
             return None, f"state {state!r} is not a state of this workflow"
-        # Audited per instance, as a person's reset is (dropped with the chunk if it fails).
-        audit.record("reset", "instance", str(row.id),
-                     {"from": row.state, "to": state, "note": note}, who=actor)
         return Move(state, None, "reset", actor, notes=note), ""
 
-    return _move_chunk(ids, decide)
+    def audited(row: InstanceRow, before: str, change: Move) -> None:
+        # Each instance reset is audited, as a person's reset is.
+        audit.record("reset", "instance", str(row.id),
+                     {"from": before, "to": state, "note": note}, who=actor)
+
+    return _move_chunk(ids, decide, audited)
 
 
 def _delete(ids: list[int], params: dict[str, Any], actor: str) -> list[tuple[int, str]]:
