@@ -1,8 +1,8 @@
 """Bulk operations by filter: instances/s of a bulk Advance, Reset and Delete on PostgreSQL,
 each next to a baseline measured in the same run on the same rows.
 
-    .venv/bin/python bench/bulk.py [--instances 100000] [--chunk 500] [--actions advance,reset,delete]
-                                   [--db postgresql+psycopg://…]
+    .venv/bin/python bench/bulk.py [--instances 100000] [--chunk 500]
+                                   [--actions advance,reset,delete] [--db postgresql+psycopg://…]
 
 Default database: PostgreSQL `wfapp_bench_bulk` on 127.0.0.1 (created, emptied). It loads
 `--instances` instances held in HOLD (one workflow, RELEASE a Manual transition with a condition
