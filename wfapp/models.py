@@ -647,6 +647,22 @@ class TransitionTally(Model):
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class MetricCount(Model):
+    """A counter kept in the database (`services.counters`): appended per transaction that
+    counted something, rolled up by the maintenance job; /metrics sums the rows per key.
+
+    What worker processes count lives here, so every web process (on any host) reports it.
+    """
+
+    __tablename__ = "metric_count"
+    __table_args__ = (Index("ix_metric_count_key", "name", "labels"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    labels: Mapped[str] = mapped_column(String(500))  # the label values, as a JSON list
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class OperationStatus(str, Enum):
     """Lifecycle of a bulk operation."""
 
