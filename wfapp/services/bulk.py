@@ -51,6 +51,7 @@ from .instance_list import InstanceFilters, filtered_ids
 
 OPERATION = BulkOperation.__table__
 CHUNK = 500
+MAX_CHUNK = 5000
 #: Rows the Advance dry run reads per query when it evaluates conditions instance by instance.
 DRY_RUN_PAGE = 2000
 #: PostgreSQL deadlock / serialization failure: the chunk is rolled back whole and tried again.
@@ -562,7 +563,8 @@ def _one_chunk(operation: BulkOperation, action: BulkAction, query: Any, size: i
 def run(operation_id: int, time_budget: float = 20.0, chunk: int | None = None) -> bool:
     """Work on an operation for up to `time_budget` seconds (at least one chunk); True when it
     has finished (or was cancelled)."""
-    size = chunk or int(current_app.config.get("BULK_CHUNK", CHUNK))
+    # Bounded: a chunk's ids are bound parameters of its statements.
+    size = max(1, min(MAX_CHUNK, chunk or int(current_app.config.get("BULK_CHUNK", CHUNK))))
     deadline = time.monotonic() + time_budget
     db.session.execute(update(OPERATION).where(
         OPERATION.c.id == operation_id, OPERATION.c.status == OperationStatus.QUEUED.value)

@@ -19,7 +19,7 @@ from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
-from ..metrics import NAME, MetricFamily
+from ..metrics import MetricFamily, check_counter_name
 from ..models import MetricCount
 
 COUNT = MetricCount.__table__
@@ -31,8 +31,7 @@ DEFINED: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 def define(name: str, help_text: str, labels: tuple[str, ...]) -> str:
     """Declare a database counter (a name `wfapp_…_total`); returns the name."""
-    if not NAME.fullmatch(name) or not name.endswith("_total"):
-        raise ValueError(f"counter name {name!r} must match {NAME.pattern} and end in _total")
+    check_counter_name(name)
     DEFINED[name] = (help_text, labels)
     return name
 
