@@ -675,8 +675,9 @@ class OperationStatus(str, Enum):
 class BulkOperation(Model):
     """One bulk action over every instance (or event) a filter matched, run by a queue job.
 
-    `cursor` is the last id handled: rows are taken in id order above it, and the cursor moves
-    in the same transaction as the change to each row, so a retried job never acts twice.
+    `cursor` is the last id handled: rows are taken in id order above it, a chunk at a time, and
+    the cursor moves (compare-and-set) in the same transaction as the changes to the chunk's
+    rows, so a retried job never acts twice.
     """
 
     __tablename__ = "bulk_operation"

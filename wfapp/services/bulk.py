@@ -485,7 +485,7 @@ def progress(operation: BulkOperation) -> dict[str, Any]:
 
 
 def cancel(operation_id: int, actor: str) -> BulkOperation:
-    """Stop an operation between two rows; what it did so far stays done."""
+    """Stop an operation between two chunks; what it did so far stays done."""
     operation = get_operation(operation_id)
     changed = affected(db.session.execute(update(OPERATION).where(
         OPERATION.c.id == operation_id,
@@ -526,11 +526,10 @@ def _count(operation_id: int, done: int, refused: list[tuple[int, str]]) -> None
     db.session.execute(update(OPERATION).where(OPERATION.c.id == operation_id).values(values))
 
 
-def _one_chunk(operation: BulkOperation, action: BulkAction, query: Any, size: int,
-               actor: str) -> str:
+def _one_chunk(operation_id: int, action: BulkAction, params: dict[str, Any], query: Any,
+               size: int, actor: str) -> str:
     """Claim and act on the next chunk in one transaction: "done", "empty", "stopped", or
     "taken" (another job claimed it first)."""
-    operation_id = operation.id
     key = query.selected_columns[0]
     for attempt in range(3):
         try:
@@ -546,7 +545,7 @@ def _one_chunk(operation: BulkOperation, action: BulkAction, query: Any, size: i
             if not _claim_chunk(operation_id, cursor, ids[-1]):
                 db.session.rollback()
                 return "taken"
-            refused = action.apply(ids, operation.params, actor)
+            refused = action.apply(ids, params, actor)
             _count(operation_id, len(ids) - len(refused), refused)
             db.session.commit()
             break
@@ -577,8 +576,9 @@ def run(operation_id: int, time_budget: float = 20.0, chunk: int | None = None) 
     filters = _filters(operation.target, operation.filter)
     actor = f"bulk:{operation.id}:{operation.created_by}"[:64]
     query = _ids(operation.target, filters)
+    params = dict(operation.params)
     while True:
-        outcome = _one_chunk(operation, action, query, size, actor)
+        outcome = _one_chunk(operation_id, action, params, query, size, actor)
         if outcome == "empty":
             return _finish(operation_id)
         if outcome == "stopped":
