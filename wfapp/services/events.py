@@ -218,9 +218,10 @@ def replay_many(ids: Sequence[int], actor: str) -> list[tuple[int, str]]:
     if not wanted:
         return refused
     # Guarded by the status again: an event a worker picked up meanwhile is not touched.
+    # Tried afresh: attempts used up before the cause was fixed must not fail it again at once.
     done = set(db.session.scalars(update(EVENT).where(
         EVENT.c.id.in_(wanted), EVENT.c.status.in_(REPLAYABLE))
-        .values(status=EventStatus.PENDING.value,
+        .values(status=EventStatus.PENDING.value, attempts=0,
                 result=func.substr("replayed (was: " + func.coalesce(EVENT.c.result, "") + ")",
                                    1, 1000))
         .returning(EVENT.c.id)))
