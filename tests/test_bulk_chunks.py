@@ -151,13 +151,14 @@ def test_set_based_reset_delete_and_replay_audit_each_row(app):
     assert _count(HistoryEntry, HistoryEntry.trigger_type == "reset",
                   HistoryEntry.event_id.is_not(None)) == 7
     db.session.execute(Event.__table__.update().where(Event.source == "on_import")
-                       .values(status="failed", result="boom"))
+                       .values(status="failed", result="boom", attempts=5))
     db.session.commit()
     replay = bulk.plan("events", "replay", bulk._filters("events", {"status": "failed"}), {},
                        False, "tester").operation_id
     assert replay is not None and bulk.run(replay, time_budget=60, chunk=3)
     assert _operation(replay).done == 7
-    assert _count(Event, Event.status == "pending", Event.result == "replayed (was: boom)") == 7
+    assert _count(Event, Event.status == "pending", Event.result == "replayed (was: boom)",
+                  Event.attempts == 0) == 7  # tried afresh
     assert _count(AuditEntry, AuditEntry.action == "replay") == 7
     get_queue().drain()
     delete = bulk.plan("instances", "delete", InstanceFilters(workflow="STUCKFLOW"), {}, False,
