@@ -234,6 +234,7 @@ def test_the_scheduled_retention_job_purges_and_rolls_up_the_tally(app):
     assert ("retention", 3600.0, "wfapp.jobs.retention") in app.extensions["wfapp"]["schedules"]
     with app.app_context():
         result = jobs.retention()
-    assert result == {"events": 2, "instances": 0, "history": 0, "tally_rows": 0}
+    assert result == {"events": 2, "instances": 0, "history": 0, "tally_rows": 0,
+                      "counter_rows": 0}
     assert db.session.scalar(select(func.count()).select_from(Event)) == 0
     assert db.session.scalar(select(func.count()).select_from(Instance)) == 1  # kept: 0 days

@@ -40,6 +40,8 @@ EVENT_BATCH_SIZE = 200
 JOB_TIME_BUDGET = 20
 # Seconds one slice of a bulk operation works before queueing the next slice.
 BULK_TIME_BUDGET = 5
+# Rows a bulk operation acts on per transaction (cancel and progress take effect per chunk).
+BULK_CHUNK = 500
 # The sweep gives an unfinished bulk operation a new job at most this often (a lost job).
 BULK_RESUME_SECONDS = 120
 # Seconds between evaluations of the alert rules.

@@ -129,12 +129,13 @@ def run_operation(operation_id: int) -> bool:
 
 def retention() -> dict[str, int]:
     """Purge what the retention settings no longer keep; roll up finished days of the tally."""
+    from .services import counters, tally
     from .services import retention as policy
-    from .services import tally
 
     try:
         removed = policy.purge(time_budget=float(current_app.config.get("JOB_TIME_BUDGET", 20)))
         removed["tally_rows"] = tally.compact()
+        removed["counter_rows"] = counters.compact()
         return removed
     finally:
         db.session.remove()

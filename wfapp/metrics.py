@@ -4,8 +4,10 @@ Most figures are read from the database when scraped, because the database is th
 every process and host shares: any web process answers the same numbers. They are cached for
 METRICS_CACHE_SECONDS per process so a tight scrape interval costs one set of queries.
 Plugins add their own families through the `register_metrics` hook (a collector is a callable
-returning `MetricFamily` values); in-process counters (`process_counter`) are summed across
-gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is set (see docs/operations.md).
+returning `MetricFamily` values). What worker processes count is kept in the database
+(`services.counters`); in-process counters (`process_counter`, for the web processes' hot
+paths) are summed across gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is set (see
+docs/operations.md).
 """
 
 from __future__ import annotations
@@ -74,10 +76,19 @@ _process_lock = threading.Lock()
 _process_counters: dict[str, Counter] = {}
 
 
-def process_counter(name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
-    """An in-process counter (created once per name), for what only this process sees."""
+def check_counter_name(name: str) -> None:
+    """Raise ValueError unless `name` is one of ours and a counter's (`wfapp_…_total`)."""
     if not NAME.fullmatch(name) or not name.endswith("_total"):
         raise ValueError(f"counter name {name!r} must match {NAME.pattern} and end in _total")
+
+
+def process_counter(name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
+    """An in-process counter (created once per name), for what only this web process sees.
+
+    Not for worker processes: their counts would never reach /metrics (use
+    `services.counters`).
+    """
+    check_counter_name(name)
     with _process_lock:
         counter = _process_counters.get(name)
         if counter is None:

@@ -651,6 +651,22 @@ class TransitionTally(Model):
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class MetricCount(Model):
+    """A counter kept in the database (`services.counters`): appended per transaction that
+    counted something, rolled up by the maintenance job; /metrics sums the rows per key.
+
+    What worker processes count lives here, so every web process (on any host) reports it.
+    """
+
+    __tablename__ = "metric_count"
+    __table_args__ = (Index("ix_metric_count_key", "name", "labels"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    labels: Mapped[str] = mapped_column(String(500))  # the label values, as a JSON list
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class OperationStatus(str, Enum):
     """Lifecycle of a bulk operation."""
 
@@ -663,8 +679,9 @@ class OperationStatus(str, Enum):
 class BulkOperation(Model):
     """One bulk action over every instance (or event) a filter matched, run by a queue job.
 
-    `cursor` is the last id handled: rows are taken in id order above it, and the cursor moves
-    in the same transaction as the change to each row, so a retried job never acts twice.
+    `cursor` is the last id handled: rows are taken in id order above it, a chunk at a time, and
+    the cursor moves (compare-and-set) in the same transaction as the changes to the chunk's
+    rows, so a retried job never acts twice.
     """
 
     __tablename__ = "bulk_operation"

@@ -189,20 +189,55 @@ def get_event(event_id: int) -> Event:
     return event
 
 
+REPLAYABLE = (EventStatus.SKIPPED.value, EventStatus.FAILED.value)
+
+
 def replay(event_id: int) -> Event:
     """Put a skipped or failed event back in the queue (a processed one cannot be replayed)."""
     event = get_event(event_id)
-    if event.status not in (EventStatus.SKIPPED.value, EventStatus.FAILED.value):
-        raise Conflict(f"event {event_id} is {event.status}; only skipped or failed events can "
-                       "be replayed")
-    db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
-        status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000]))
-    audit.record("replay", "event", str(event_id),
-                 {"was": event.status, "result": (event.result or "")[:300]})
+    refused = replay_many([event_id], audit.actor())
+    if refused:
+        db.session.rollback()
+        raise Conflict(refused[0][1])
     db.session.commit()
     _kick_after_commit()
     db.session.refresh(event)
     return event
+
+
+def replay_many(ids: Sequence[int], actor: str) -> list[tuple[int, str]]:
+    """Put these events back in the queue in the caller's transaction, each audited; the ones
+    refused, with why (only skipped or failed events can be replayed). The caller commits and
+    then calls `kick()`."""
+    rows = {row.id: row for row in db.session.execute(
+        select(EVENT.c.id, EVENT.c.status, EVENT.c.result).where(EVENT.c.id.in_(list(ids))))}
+    refused = [(i, f"event {i} does not exist") for i in ids if i not in rows]
+    refused += [(i, f"event {i} is {row.status}; only skipped or failed events can be replayed")
+                for i, row in rows.items() if row.status not in REPLAYABLE]
+    wanted = [i for i, row in rows.items() if row.status in REPLAYABLE]
+    if not wanted:
+        return refused
+    # Guarded by the status again: an event a worker picked up meanwhile is not touched.
+    # Tried afresh: attempts used up before the cause was fixed must not fail it again at once.
+    done = set(db.session.scalars(update(EVENT).where(
+        EVENT.c.id.in_(wanted), EVENT.c.status.in_(REPLAYABLE))
+        .values(status=EventStatus.PENDING.value, attempts=0,
+                result=func.substr("replayed (was: " + func.coalesce(EVENT.c.result, "") + ")",
+                                   1, 1000))
+        .returning(EVENT.c.id)))
+    for event_id in wanted:
+        row = rows[event_id]
+        if event_id in done:
+            audit.record("replay", "event", str(event_id),
+                         {"was": row.status, "result": (row.result or "")[:300]}, who=actor)
+        else:
+            refused.append((event_id, f"event {event_id} changed meanwhile; look again"))
+    return refused
+
+
+def kick() -> None:
+    """Ask the queue for a processing job after events were put back (see `replay_many`)."""
+    _kick_after_commit()
 
 
 def oldest_pending_age() -> float | None:

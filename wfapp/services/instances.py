@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -20,12 +21,14 @@ from ..engine import (
     explain,
     manual_refusal,
 )
-from ..extensions import affected, db
+from ..extensions import db
 from ..formatting import record_url
 from ..models import (
     Event,
     HistoryEntry,
     Instance,
+    Integration,
+    Workflow,
     utcnow,
 )
 from . import audit
@@ -34,10 +37,11 @@ from .firing import (
     INSTANCE,
     Move,
     compiled_workflow,
+    ledger_row,
     load_instance,
     move,
-    record_move,
     waiting_events,
+    write_ledger,
 )
 from .firing import InstanceRow as LoadedInstance
 
@@ -148,8 +152,21 @@ def _locked(instance_id: int) -> tuple[Connection, LoadedInstance, CompiledWorkf
     return conn, row, workflow
 
 
-def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move,
-           event_type: str, payload: dict[str, Any]) -> Instance:
+def ledger_of(row: LoadedInstance, change: Move, before: str, now: datetime) -> dict[str, Any]:
+    """The events-ledger row of a person's Manual fire or reset (`before`: the state it left)."""
+    if change.transition:
+        event_type, what = change.transition, f"fired {change.transition}"
+        payload = {"transition": change.transition, "comment": change.notes,
+                   "actor": change.actor}
+    else:
+        event_type, what = change.to_state, "reset"
+        payload = {"state": change.to_state, "note": change.notes, "actor": change.actor}
+    return ledger_row(row, change.trigger_type, event_type, payload,
+                      f"{what}: {before} → {change.to_state}", now)
+
+
+def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, change: Move
+           ) -> Instance:
     """Move the instance, write the move to the events ledger and commit.
 
     A lost race is a Conflict the person can retry; so are events for this instance that are
@@ -166,46 +183,33 @@ def _apply(conn: Connection, workflow: CompiledWorkflow, row: LoadedInstance, ch
     if not move(conn, workflow, row, change, now, history):
         db.session.rollback()
         raise Conflict("the instance changed meanwhile; look again and retry")
-    what = f"fired {change.transition}" if change.transition else "reset"
-    record_move(conn, row, change.trigger_type, event_type, payload,
-                f"{what}: {before} → {change.to_state}", now, history)
+    write_ledger(conn, [ledger_of(row, change, before, now)], history)
     conn.execute(insert(HistoryEntry.__table__), history)
     db.session.commit()
     return get_instance(row.id)
 
 
-def manual_problem(workflow: CompiledWorkflow | None, code: str, state: str) -> str | None:
-    """Why Manual transition `code` cannot fire from `state` (None when it can, conditions
-    aside): the one check that firing by hand and a bulk dry run share."""
-    transition = workflow.transitions.get(code) if workflow else None
-    if workflow is None or transition is None:
-        return f"transition {code!r} does not exist in this workflow"
-    if transition.trigger_type != "manual":
-        return f"transition {code} is not a Manual transition"
-    if not workflow.enabled:
-        return f"workflow {workflow.code} is disabled"
-    if not transition.enabled:
-        return f"transition {code} is disabled"
-    if transition.from_state != state:
-        return f"transition {code} leaves {transition.from_state}; the instance is in {state}"
-    if state in workflow.states and workflow.states[state].is_final:
-        return f"the instance is in final state {state}"
-    return None
+def manual_move(workflow: CompiledWorkflow, row: LoadedInstance, code: str, comment: str,
+                actor: str) -> tuple[Move | None, str]:
+    """The move firing Manual transition `code` makes on `row`, or None and why it cannot:
+    the one decision that firing by hand, a bulk Advance and its dry run share."""
+    context = build_context({"comment": comment}, row.data, row.context())
+    transition, problem = manual_refusal(workflow, row.state, code, context)
+    if transition is None:
+        return None, problem
+    return Move(transition.to_state, transition.code, "manual", actor, notes=comment or "",
+                vars=capture_vars(transition, context, row.vars)), ""
 
 
 def fire_manual(instance_id: int, transition_code: str, comment: str, actor: str) -> Instance:
     """Fire a Manual transition now, as `actor`; refused with a reason when it cannot fire."""
     conn, row, workflow = _locked(instance_id)
     code = (transition_code or "").strip().upper()
-    context = build_context({"comment": comment}, row.data, row.context())
-    transition, problem = manual_refusal(workflow, row.state, code, context)
-    if transition is None:
+    change, problem = manual_move(workflow, row, code, comment, actor)
+    if change is None:
         db.session.rollback()
         raise Conflict(problem)
-    return _apply(conn, workflow, row, Move(
-        transition.to_state, transition.code, "manual", actor, notes=comment or "",
-        vars=capture_vars(transition, context, row.vars)), transition.code,
-        {"transition": transition.code, "comment": comment or "", "actor": actor})
+    return _apply(conn, workflow, row, change)
 
 
 def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> Instance:
@@ -220,26 +224,44 @@ def reset_instance(instance_id: int, state_code: str, note: str, actor: str) -> 
                                           "this workflow")])
     audit.record("reset", "instance", str(instance_id),
                  {"from": row.state, "to": code, "note": note.strip()}, who=actor)
-    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()),
-                  code, {"state": code, "note": note.strip(), "actor": actor})
+    return _apply(conn, workflow, row, Move(code, None, "reset", actor, notes=note.strip()))
 
 
 def delete_instance(instance_id: int, actor: str) -> None:
     """Remove an instance without firing anything; the deletion goes to the audit log."""
-    instance = get_instance(instance_id)
-    details = {"integration": instance.integration.code, "workflow": instance.workflow.code,
-               "record_key": instance.record_key, "run_id": instance.run_id,
-               "state": instance.state, "vars": instance.vars}
-    # The row count says whether this request deleted it: of several deletes at once, one
-    # succeeds (and is audited), the others find nothing.
-    deleted = affected(db.session.execute(delete(INSTANCE).where(INSTANCE.c.id == instance_id)))
-    if deleted != 1:
+    if not delete_many([instance_id], actor):
         db.session.rollback()
         raise NotFound(f"instance {instance_id} does not exist")
-    db.session.execute(update(Event.__table__).where(Event.instance_id == instance_id)
-                       .values(instance_id=None))
-    audit.record("delete", "instance", str(instance_id), details, who=actor)
     db.session.commit()
+
+
+def delete_many(ids: Sequence[int], actor: str) -> list[int]:
+    """Remove these instances in the caller's transaction, each audited; the ids removed.
+
+    The DELETE's returned ids say which this transaction removed: of several deletes at once,
+    one succeeds (and is audited), the others find nothing.
+    """
+    if not ids:
+        return []
+    details = {row.id: {"integration": row.integration, "workflow": row.workflow,
+                        "record_key": row.record_key, "run_id": row.run_id,
+                        "state": row.state, "vars": row.vars}
+               for row in db.session.execute(
+                   select(INSTANCE.c.id, Integration.code.label("integration"),
+                          Workflow.code.label("workflow"), INSTANCE.c.record_key,
+                          INSTANCE.c.run_id, INSTANCE.c.state, INSTANCE.c.vars)
+                   .join(Integration, Integration.id == INSTANCE.c.integration_id)
+                   .join(Workflow, Workflow.id == INSTANCE.c.workflow_id)
+                   .where(INSTANCE.c.id.in_(list(ids))))}
+    deleted = list(db.session.scalars(delete(INSTANCE).where(INSTANCE.c.id.in_(list(ids)))
+                                      .returning(INSTANCE.c.id)))
+    if deleted:
+        db.session.execute(update(Event.__table__).where(Event.instance_id.in_(deleted))
+                           .values(instance_id=None))
+    for instance_id in deleted:
+        audit.record("delete", "instance", str(instance_id), details.get(instance_id, {}),
+                     who=actor)
+    return deleted
 
 
 def _label(trigger_type: str | None) -> str:

@@ -18,7 +18,7 @@ from ..models import (
     utcnow,
 )
 from ..queue import get_queue
-from . import tally
+from . import counters, tally
 from .events import oldest_pending_age
 
 
@@ -80,4 +80,9 @@ def deliveries() -> Iterable[MetricFamily]:
         [((code, channel, outcome), count) for code, channel, outcome, count in rows])
 
 
-CORE_COLLECTORS = (transitions, events, instances, queue, deliveries)
+def database_counters() -> Iterable[MetricFamily]:
+    """The counters kept in the database (what worker processes count: action outcomes)."""
+    yield from counters.families()
+
+
+CORE_COLLECTORS = (transitions, events, instances, queue, deliveries, database_counters)

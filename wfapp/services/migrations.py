@@ -395,50 +395,80 @@ def fail(migration_id: int) -> None:
                 "log. Instances moved so far stay moved; start the migration again for the rest")
 
 
-# --- one instance at a time: the bulk action "migrate" (issue 11) -------------------------------
+# --- the bulk action "migrate" (issue 11): a chunk of chosen instances ----------------------
 
-def move_instance(instance_id: int, to_version: int, state_map: dict[str, str],
-                  actor: str) -> None:
-    """Move one instance to another version of its workflow, with history and audit; commits.
+def move_many(ids: list[int], to_version: int, state_map: dict[str, str], actor: str
+              ) -> list[tuple[int, str]]:
+    """Move these instances to version `to_version` of their workflow, with history and audit,
+    in the caller's transaction; the ones refused, with why.
 
     The same move as a migration's chunk (same column values, same "migrated vN → vM" history
-    row), for one row: a bulk operation calls it per instance, its claim in this transaction.
+    row): decided per instance, written with one UPDATE per (version, state) group, guarded by
+    that version and state so an instance that moved meanwhile is not moved blindly.
     """
     conn = db.session.connection()
-    row = conn.execute(select(INSTANCE.c.id, INSTANCE.c.state, INSTANCE.c.workflow_id,
-                              INSTANCE.c.workflow_version, INSTANCE.c.version)
-                       .where(INSTANCE.c.id == instance_id)).first()
-    if row is None:
-        raise NotFound(f"instance {instance_id} does not exist")
-    if row.workflow_version == to_version:
-        raise Conflict(f"instance {instance_id} is already on version {to_version}")
-    workflow = db.session.get(Workflow, row.workflow_id)
-    if workflow is None:
-        raise NotFound(f"the workflow of instance {instance_id} no longer exists")
-    sources = _states(get_version(workflow, row.workflow_version).document)
-    targets = _states(get_version(workflow, to_version).document)
-    target_code = state_map.get(row.state, row.state)
-    if target_code not in targets:
-        raise Conflict(f"version {to_version} has no state {target_code}; map {row.state} to "
-                       "one of its states")
+    rows = conn.execute(select(INSTANCE.c.id, INSTANCE.c.state, INSTANCE.c.workflow_id,
+                               INSTANCE.c.workflow_version)
+                        .where(INSTANCE.c.id.in_(ids)).order_by(INSTANCE.c.id)).all()
+    found = {row.id for row in rows}
+    refused = [(i, f"instance {i} does not exist") for i in ids if i not in found]
+    documents: dict[tuple[int, int], dict[str, dict[str, Any]] | None] = {}
+    workflows: dict[int, Workflow | None] = {}
+
+    def states_of(workflow_id: int, number: int) -> dict[str, dict[str, Any]] | None:
+        if (workflow_id, number) not in documents:
+            workflow = workflows.setdefault(workflow_id, db.session.get(Workflow, workflow_id))
+            try:
+                documents[(workflow_id, number)] = None if workflow is None else \
+                    _states(get_version(workflow, number).document)
+            except NotFound:
+                documents[(workflow_id, number)] = None
+        return documents[(workflow_id, number)]
+
+    groups: dict[tuple[int, int, str, str], list[int]] = {}
+    for row in rows:
+        targets = states_of(row.workflow_id, to_version)
+        target_code = state_map.get(row.state, row.state)
+        if row.workflow_version == to_version:
+            refused.append((row.id, f"instance {row.id} is already on version {to_version}"))
+        elif targets is None or states_of(row.workflow_id, row.workflow_version) is None:
+            refused.append((row.id, f"version {to_version} or v{row.workflow_version} of the "
+                                    "instance's workflow no longer exists"))
+        elif target_code not in targets:
+            refused.append((row.id, f"version {to_version} has no state {target_code}; map "
+                                    f"{row.state} to one of its states"))
+        else:
+            groups.setdefault((row.workflow_id, row.workflow_version, row.state, target_code),
+                              []).append(row.id)
     now = utcnow()
-    values = _move_values(to_version, row.state, sources.get(row.state), target_code,
-                          targets[target_code], now)
-    # Compare-and-set: an instance that moved meanwhile (fired, reset) is not moved blindly.
-    moved = conn.execute(update(INSTANCE).where(
-        INSTANCE.c.id == instance_id, INSTANCE.c.version == row.version)
-        .values(**values).returning(INSTANCE.c.id)).all()
-    if len(moved) != 1:
-        raise Conflict(f"instance {instance_id} changed meanwhile; try again")
-    note = f"migrated v{row.workflow_version} → v{to_version}"
-    conn.execute(insert(HISTORY), [{
-        "instance_id": instance_id, "at": now, "from_state": row.state, "to_state": target_code,
-        "transition": None, "trigger_type": "migration", "actor": actor[:64], "event_id": None,
-        "notes": note}])
-    audit.record("migrate", "instance", str(instance_id), {
-        "workflow": workflow.code, "from_version": row.workflow_version,
-        "to_version": to_version, "from_state": row.state, "to_state": target_code}, who=actor)
-    db.session.commit()
+    history: list[dict[str, Any]] = []
+    for (workflow_id, from_version, source, target_code), members in groups.items():
+        targets, sources = states_of(workflow_id, to_version), states_of(workflow_id,
+                                                                         from_version)
+        assert targets is not None and sources is not None  # checked above
+        values = _move_values(to_version, source, sources.get(source), target_code,
+                              targets[target_code], now)
+        moved = set(conn.execute(update(INSTANCE).where(
+            INSTANCE.c.id.in_(members), INSTANCE.c.workflow_version == from_version,
+            INSTANCE.c.state == source).values(**values).returning(INSTANCE.c.id)).scalars())
+        note = f"migrated v{from_version} → v{to_version}"
+        workflow = workflows[workflow_id]
+        for instance_id in members:
+            if instance_id not in moved:
+                refused.append((instance_id, f"instance {instance_id} changed meanwhile; "
+                                             "try again"))
+                continue
+            history.append({"instance_id": instance_id, "at": now, "from_state": source,
+                            "to_state": target_code, "transition": None,
+                            "trigger_type": "migration", "actor": actor[:64], "event_id": None,
+                            "notes": note})
+            audit.record("migrate", "instance", str(instance_id), {
+                "workflow": workflow.code if workflow else None, "from_version": from_version,
+                "to_version": to_version, "from_state": source, "to_state": target_code},
+                who=actor)
+    if history:
+        conn.execute(insert(HISTORY), history)
+    return refused
 
 
 def bulk_check(params: dict[str, Any]) -> dict[str, Any]:
@@ -503,9 +533,9 @@ def bulk_refusals(filters: InstanceFilters, params: dict[str, Any]) -> list[Any]
     return out
 
 
-def bulk_move(instance_id: int, params: dict[str, Any], actor: str) -> None:
-    """One row of a bulk migrate."""
-    move_instance(instance_id, params["to_version"], params["state_map"], actor)
+def bulk_move(ids: list[int], params: dict[str, Any], actor: str) -> list[tuple[int, str]]:
+    """One chunk of a bulk migrate: the refused ids, with why."""
+    return move_many(ids, params["to_version"], params["state_map"], actor)
 
 
 def bulk_choices(filters: InstanceFilters, to_version: int | None) -> dict[str, Any]:

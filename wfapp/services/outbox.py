@@ -32,7 +32,7 @@ from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
 from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
-from . import audit, secrets
+from . import audit, counters, secrets
 from .errors import Conflict, NotFound
 from .events import NewEvent, store
 from .registry import get_registry
@@ -255,6 +255,9 @@ def finish(delivery_id: int, owner: str, attempt: int, result: ActionResult) -> 
     if done != 1:
         db.session.rollback()
         return None
+    # Counted in this transaction (the executor runs in worker processes: see counters).
+    counters.add(counters.ACTION_OUTCOMES, (row.type, "retried" if status ==
+                                            ActionStatus.PENDING else status.value))
     if status == ActionStatus.PENDING or row.instance_id is None:
         # An alert's notification has no instance whose workflow could react to its outcome.
         db.session.commit()
@@ -458,6 +461,7 @@ def give_up(delivery_id: int, actor: str) -> ActionDelivery:
         db.session.rollback()
         raise Conflict(f"action delivery {delivery_id} changed meanwhile; look again")
     audit.record("give_up", "action_delivery", str(delivery_id), {}, who=actor)
+    counters.add(counters.ACTION_OUTCOMES, (row.type, ActionStatus.GAVE_UP.value))
     if row.instance_id is None:  # an alert's notification: no workflow reacts to it
         db.session.commit()
         db.session.refresh(row)
