@@ -2,7 +2,7 @@
 /metrics (action outcomes)
 
 Revision ID: h11_metric_counts
-Revises: g11_alerts
+Revises: h13_sweep
 Create Date: 2026-11-26 03:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = 'h11_metric_counts'
-down_revision = 'g11_alerts'
+down_revision = 'h13_sweep'
 branch_labels = None
 depends_on = None
 
