@@ -43,7 +43,11 @@ def summary(integration_id: int, trigger_type: str) -> list[ScheduleSummary]:
     workflow_id = db.session.scalar(select(INTEGRATION.c.workflow_id)
                                     .where(INTEGRATION.c.id == integration_id))
     workflow_ids = {w for w, _ in stats} | ({workflow_id} if workflow_id else set())
-    transitions = scheduled_transitions(trigger_type, workflow_ids)
+    # Timers are per (workflow, transition); the definition shown is the newest version's that
+    # has the transition (older instances may poll as an older version says).
+    transitions = {}
+    for (w, _version, c), t in sorted(scheduled_transitions(trigger_type, workflow_ids).items()):
+        transitions[(w, c)] = t
     codes = dict(db.session.execute(select(WORKFLOW.c.id, WORKFLOW.c.code)
                                     .where(WORKFLOW.c.id.in_(list(workflow_ids)))).all())
     out = []
