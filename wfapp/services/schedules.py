@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import (
     Float,
     Interval,
@@ -49,7 +50,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import affected, db
