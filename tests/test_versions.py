@@ -498,3 +498,66 @@ def test_migrate_all_from_the_instances_page(client, auth, parcel):
     get_queue().drain()
     assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "AB"] == [
         ("A", 2, "READY"), ("B", 2, "NEW")]
+
+
+def _v2_renamed_and_redescribed() -> None:
+    """Version 2: PACKED renamed READY, and NEW described "Just in"."""
+    document = _renamed()
+    document["workflow"]["states"][0]["description"] = "Just in"
+    import_document(document, replace=True)
+
+
+def _rows_html(page: str) -> list[str]:
+    """The HTML of each row of the instance list's table body."""
+    body = page[page.index("<tbody>"):page.index("</tbody>")]
+    return ["<tr" + part.split("</tr>")[0] for part in body.split("<tr")[1:]]
+
+
+def _svg_states(page: str) -> dict[str, set[str]]:
+    """State code → the classes of its box in the page's diagram."""
+    from tests.pages import svg_of
+
+    return {g.get("data-state"): set((g.get("class") or "").split())
+            for g in svg_of(page).iter("{http://www.w3.org/2000/svg}g")
+            if "state" in (g.get("class") or "").split()}
+
+
+def test_list_and_instance_page_describe_the_state_by_the_instances_version(
+        client, auth, parcel):
+    from tests.pages import find, find_all, svg_of
+    from wfapp.services.instance_list import filter_choices
+
+    _start("OLD", "OLDPACKED")
+    fire_manual(_instance("OLDPACKED").id, "PACK", "", "tester")
+    _v2_renamed_and_redescribed()
+    _start("NEW")
+    fire_manual(_instance("NEW").id, "PACK", "", "tester")
+    _start("FRESH")
+    auth.login("author")
+    page = client.get("/instances/?workflow=PARCEL&sort=record_key").get_data(as_text=True)
+    rows = {find(str_row, "a").text.strip(): find(str_row, "td", "state-description").text
+            for str_row in _rows_html(page)}
+    assert rows == {"OLD": "New", "OLDPACKED": "Packed", "NEW": "Ready", "FRESH": "Just in"}
+    # The state filter offers the states of every version (PACKED only exists in version 1).
+    assert {"PACKED", "READY", "NEW"} <= set(filter_choices("PARCEL")["state"])
+
+    old = client.get(f"/instances/{_instance('OLDPACKED').id}").get_data(as_text=True)
+    assert find(old, id="state-description").text.startswith("Packed")
+    boxes = _svg_states(old)
+    assert set(boxes) == {"NEW", "PACKED", "SENT", "EXPIRED"}  # version 1's states
+    assert "current" in boxes["PACKED"] and "visited" in boxes["NEW"]
+    taken = {(g.get("data-from"), g.get("data-to"))
+             for g in svg_of(old).iter("{http://www.w3.org/2000/svg}g")
+             if "taken" in (g.get("class") or "").split()}
+    assert taken == {("NEW", "PACKED")}
+
+    new = client.get(f"/instances/{_instance('NEW').id}").get_data(as_text=True)
+    assert find(new, id="state-description").text.startswith("Ready")
+    boxes = _svg_states(new)
+    assert set(boxes) == {"NEW", "READY", "SENT", "EXPIRED"}
+    assert "current" in boxes["READY"]
+
+    # Reset to State offers the states of the instance's own version.
+    reset = client.get(f"/instances/reset?id={_instance('OLD').id}").get_data(as_text=True)
+    offered = {o.attrs["value"] for o in find_all(reset, "option") if o.attrs.get("value")}
+    assert offered == {"NEW", "PACKED", "SENT", "EXPIRED"}

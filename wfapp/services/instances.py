@@ -49,6 +49,7 @@ from .instance_list import (  # noqa: E402,F401
     list_instances,
 )
 from .registry import get_registry
+from .versions import get_version
 
 
 def get_instance(instance_id: int) -> Instance:
@@ -130,6 +131,26 @@ def current_state(instance: Instance) -> StateInfo | None:
     """The compiled definition of the instance's state (None when the state was removed)."""
     workflow = compiled_workflow(instance.workflow_id, instance.workflow_version)
     return workflow.states.get(instance.state) if workflow is not None else None
+
+
+def version_definition(instance: Instance) -> dict[str, Any]:
+    """The definition (the export document's `workflow`) of the version the instance follows."""
+    return dict(get_version(instance.workflow, instance.workflow_version).document["workflow"])
+
+
+def reset_choices(instances: Sequence[Instance]) -> list[tuple[str, str]]:
+    """(code, "code · description") of the states every instance's version has, in the order
+    the first instance's version lists them: what Reset to State can offer them all."""
+    versions: dict[tuple[int, int], CompiledWorkflow | None] = {}
+    for instance in instances:
+        key = (instance.workflow_id, instance.workflow_version)
+        if key not in versions:
+            versions[key] = compiled_workflow(*key)
+    compiled = [w for w in versions.values() if w is not None]
+    if not compiled or len(compiled) < len(versions):
+        return []
+    return [(code, f"{code} · {info.description}") for code, info in compiled[0].states.items()
+            if all(code in w.states for w in compiled[1:])]
 
 
 def record_link(instance: Instance) -> str | None:
