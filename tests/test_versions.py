@@ -561,3 +561,70 @@ def test_list_and_instance_page_describe_the_state_by_the_instances_version(
     reset = client.get(f"/instances/reset?id={_instance('OLD').id}").get_data(as_text=True)
     offered = {o.attrs["value"] for o in find_all(reset, "option") if o.attrs.get("value")}
     assert offered == {"NEW", "PACKED", "SENT", "EXPIRED"}
+
+
+def test_state_forms_refuse_only_for_instances_on_the_edited_versions(client, auth, parcel):
+    """Instances on an older version do not stop a rename or delete; those on the latest (or
+    pinned) version do, with how many, and the way on opens the migration planner pre-filled."""
+    from tests.pages import find
+    from wfapp.services.instances import reset_instance
+    from wfapp.services.workflows import StateInUse, delete_state, edited_version_counts
+
+    _start("A")
+    fire_manual(_instance("A").id, "PACK", "", "tester")  # version 1, in PACKED
+    set_enabled("PARCEL", True, "Parcels, v2")  # version 2: nobody on it
+    auth.login("author")
+    renamed = client.post("/workflows/PARCEL/states/PACKED/edit",
+                          data={"code": "READY", "description": "Ready"})
+    assert renamed.status_code == 302  # A is on version 1: unaffected by the edit
+    assert get_workflow("PARCEL").latest_version == 3
+    assert (_instance("A").workflow_version, _instance("A").state) == (1, "PACKED")
+
+    # An instance on the latest version in the state: refused, with the count.
+    _start("B")
+    page = client.post("/workflows/PARCEL/states/NEW/edit",
+                       data={"code": "FRESH", "description": "Fresh", "is_initial": "y",
+                             "timeout_hours": "24", "on_timeout_transition": "EXPIRE"})
+    assert page.status_code == 409
+    text = html.unescape(page.get_data(as_text=True))
+    assert "state 'NEW' has 1 instance(s) (1 on version 3" in text
+    assert find(text, id="keep-instances").attrs["value"] == "1"
+    assert get_workflow("PARCEL").latest_version == 3  # nothing saved
+    # Going ahead saves version 4 and opens the planner: 3 → 4, NEW mapped to FRESH.
+    ahead = client.post("/workflows/PARCEL/states/NEW/edit",
+                        data={"code": "FRESH", "description": "Fresh", "is_initial": "y",
+                              "timeout_hours": "24", "on_timeout_transition": "EXPIRE",
+                              "keep_instances": "1"})
+    assert ahead.status_code == 302
+    location = ahead.headers["Location"]
+    assert "/workflows/PARCEL/migrations/new?" in location
+    for part in ("from_version=3", "to_version=4", "state=NEW", "map_NEW=FRESH"):
+        assert part in location
+    planner = client.get(location).get_data(as_text=True)
+    assert find(planner, "select", id="from_version") and 'value="3" selected' in planner
+    assert 'value="4" selected' in planner
+    assert (_instance("B").workflow_version, _instance("B").state) == (3, "NEW")
+
+    # Delete: a state holding an instance of the latest version gets the confirmation page.
+    save_state("PARCEL", None, {"code": "HOLD", "description": "On hold"})
+    _start("C")
+    reset_instance(_instance("C").id, "HOLD", "waiting for stock", "tester")
+    latest = get_workflow("PARCEL").latest_version
+    with pytest.raises(StateInUse) as refused:
+        delete_state("PARCEL", "HOLD")
+    assert refused.value.counts == {latest: 1}
+    page = client.post("/workflows/PARCEL/states/HOLD/delete")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 409 and find(text, id="in-use-count").text == "1"
+    assert get_workflow("PARCEL").latest_version == latest  # not deleted
+    ahead = client.post("/workflows/PARCEL/states/HOLD/delete", data={"keep_instances": "1"})
+    location = ahead.headers["Location"]
+    for part in (f"from_version={latest}", f"to_version={latest + 1}", "state=HOLD"):
+        assert part in location
+    assert "HOLD" not in {s["code"] for s in export_version("PARCEL")["workflow"]["states"]}
+    assert (_instance("C").workflow_version, _instance("C").state) == (latest, "HOLD")
+
+    # The pinned version counts too: new instances start there.
+    assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {}
+    pin_version("PARCEL", 1)
+    assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {1: 1}
