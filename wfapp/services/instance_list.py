@@ -182,7 +182,8 @@ def state_descriptions(instances: Sequence[Instance]) -> dict[int, str]:
         key = (instance.workflow_id, instance.workflow_version)
         if key not in versions:
             versions[key] = compiled_workflow(*key)
-        info = versions[key].states.get(instance.state) if versions[key] else None
+        compiled = versions[key]
+        info = compiled.states.get(instance.state) if compiled is not None else None
         out[instance.id] = info.description if info else ""
     return out
 

@@ -37,7 +37,7 @@ def _plan_url(workflow: Workflow, error: StateInUse, renamed: str | None = None)
     from that version (the one holding most of them) to the version just saved."""
     source = max(error.counts, key=lambda v: (error.counts[v], v))
     target = load(workflow.code).latest_version
-    extra = {f"map_{error.state}": renamed} if renamed else {}
+    extra: dict[str, Any] = {f"map_{error.state}": renamed} if renamed else {}
     return url_for("workflows.plan", code=workflow.code, from_version=source,
                    to_version=target, state=error.state, **extra)
 
