@@ -628,3 +628,24 @@ def test_state_forms_refuse_only_for_instances_on_the_edited_versions(client, au
     assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {}
     pin_version("PARCEL", 1)
     assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {1: 1}
+
+
+def test_bulk_dry_run_decides_each_instance_by_its_version(client, tokens, parcel):
+    """SEND leaves PACKED in version 1 and READY in version 2: a bulk Advance over instances
+    of both versions refuses none of them, and Reset to a state only version 2 has refuses the
+    version-1 ones, saying which version."""
+    _start("A")
+    fire_manual(_instance("A").id, "PACK", "", "tester")
+    _v2_without_packed()
+    _start("B")
+    fire_manual(_instance("B").id, "PACK", "", "tester")
+    headers = {**tokens["operator"], "Content-Type": "application/json"}
+    advance = client.post(f"{API}/instances/bulk", headers=headers, json={
+        "filter": {"workflow": "PARCEL", "active": True}, "action": "advance",
+        "transition": "SEND", "dry_run": True}).get_json()
+    assert (advance["matched"], advance["refused"]) == (2, [])
+    reset = client.post(f"{API}/instances/bulk", headers=headers, json={
+        "filter": {"workflow": "PARCEL", "active": True}, "action": "reset",
+        "state": "READY", "note": "x", "dry_run": True}).get_json()
+    assert [(r["count"], r["reason"]) for r in reset["refused"]] == [
+        (1, "state READY is not a state of workflow PARCEL version 1")]

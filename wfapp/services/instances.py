@@ -94,9 +94,9 @@ def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAc
             for t in workflow.candidates.get((state_code, "manual"), ())]
 
 
-def manual_from(workflow_id: int, state_code: str) -> list[ManualAction]:
-    """The Manual transitions an instance of this workflow in this state can fire now."""
-    return _manual(compiled_workflow(workflow_id), state_code)
+def manual_from(workflow_id: int, version: int, state_code: str) -> list[ManualAction]:
+    """The Manual transitions an instance of this workflow version in this state can fire now."""
+    return _manual(compiled_workflow(workflow_id, version), state_code)
 
 
 def manual_actions(instance: Instance) -> list[ManualAction]:
