@@ -8,6 +8,10 @@ from wfapp.extensions import db
 from wfapp.services.definitions import FORMAT, import_document
 from wfapp.services.integrations import create_integration
 
+#: The app config of action tests (a module's `APP_CONFIG`, see conftest.app_config): fast
+#: retries, since the backoff itself is tested on its own.
+FAST_RETRIES = {"ACTION_BACKOFF_BASE": 0.05, "ACTION_BACKOFF_CAP": 0.2}
+
 
 def order_workflow(url: str, *, extra_actions: list[dict[str, Any]] = (),
                    **http: Any) -> dict[str, Any]:

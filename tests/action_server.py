@@ -8,40 +8,23 @@ A 2xx answer's body is `server.bodies.get(path, {"ok": True, "id": "C-1"})`.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.http_server import LocalServer, QuietHandler, Request
 
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
+Received = Request  # one request the receiver got
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: ActionServer  # type: ignore[assignment]
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
-        pass
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self.read_body()
         path = self.path.split("?", 1)[0]
-        self.server.record(Received(self.command, self.path, dict(self.headers), body,
-                                    time.monotonic()))
+        self.server.record(Received(self.command, self.path, dict(self.headers),
+                                    time.monotonic(), body))
         answer = self.server.next_answer(path)
         headers: dict[str, str] = {}
         if answer == "drop":
@@ -57,41 +40,19 @@ class _Handler(BaseHTTPRequestHandler):
         ok = 200 <= status < 300
         payload = self.server.bodies.get(path, {"ok": True, "id": "C-1"}) if ok else \
             {"error": f"scripted {status}"}
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(raw)
+        self.send_json(status, payload, headers)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-class ActionServer(ThreadingHTTPServer):
+class ActionServer(LocalServer):
     """The receiver; use as a context manager (it serves on 127.0.0.1 on a free port)."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
+        super().__init__(_Handler)
         self.received: list[Received] = []
         self.scripts: dict[str, list[Any]] = {}
         self.bodies: dict[str, Any] = {}
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # dropped connections are scripted
-
-    def __enter__(self) -> ActionServer:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
 
     def script(self, path: str, answers: list[Any]) -> None:
         """The answers for the next requests to `path` (the last one repeats)."""

@@ -12,6 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import text
 
+from tests.action_server import ActionServer
+from tests.http_server import free_port
 from wfapp import create_app
 from wfapp.extensions import db
 
@@ -83,9 +85,13 @@ def _truncate() -> None:
 
 
 @pytest.fixture
-def app_config(_migrated: str, tmp_path: Path) -> dict[str, Any]:
-    """The configuration each test's app gets; tests may change it before using `app`."""
-    return _config(_migrated, tmp_path)
+def app_config(_migrated: str, tmp_path: Path, request: pytest.FixtureRequest
+               ) -> dict[str, Any]:
+    """The configuration each test's app gets; tests may change it before using `app`, and a
+    test module may set `APP_CONFIG` (a dict) to change it for all its tests."""
+    config = _config(_migrated, tmp_path)
+    config.update(getattr(request.module, "APP_CONFIG", {}))
+    return config
 
 
 def _app_on_clean_database(config: dict[str, Any]) -> Iterator[Flask]:
@@ -101,6 +107,35 @@ def _app_on_clean_database(config: dict[str, Any]) -> Iterator[Flask]:
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     """A wfapp app on a clean, migrated database; an app context is pushed."""
     yield from _app_on_clean_database(app_config)
+
+
+@pytest.fixture
+def receiver() -> Iterator[ActionServer]:
+    """A real HTTP receiver on 127.0.0.1 with scripted answers (see tests/action_server.py)."""
+    with ActionServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp(app: Flask) -> Iterator[list[Any]]:
+    """A real SMTP server on 127.0.0.1; the envelopes it received."""
+    from aiosmtpd.controller import Controller
+
+    got: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            got.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port)
+    try:
+        yield got
+    finally:
+        controller.stop()
 
 
 @pytest.fixture

@@ -13,48 +13,18 @@ it serves at once, overall and per first path segment after `/t/<tag>/` when pre
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.http_server import LocalServer, QuietHandler, Request, free_port
 
-@dataclass
-class Seen:
-    """One request the server received."""
-
-    method: str
-    path: str  # as sent, still URL-encoded
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    at: float
-    tag: str
+Seen = Request  # one request the server received
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: PollServer  # type: ignore[assignment]
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed
-    # ACK would add ~40 ms to every answer of a kept-alive connection.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _handle(self) -> None:
         parts = urlsplit(self.path)
@@ -63,13 +33,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/t/"):
             _, _, tag, path = path.split("/", 3)
             path = "/" + path
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.read_body()
         srv = self.server
         with srv.lock:
-            srv.seen.append(Seen(self.command, self.path, parse_qs(parts.query),
-                                 dict(self.headers.items()), time.monotonic(), tag))
+            srv.seen.append(Seen(self.command, self.path, dict(self.headers.items()),
+                                 time.monotonic(), body, parse_qs(parts.query), tag))
             srv.active += 1
             srv.active_by_tag[tag] += 1
             srv.max_active = max(srv.max_active, srv.active)
@@ -83,7 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.lock:
                 srv.active -= 1
                 srv.active_by_tag[tag] -= 1
-        self._send(*answer)
+        status, body, content_type, headers = answer
+        self.send(status, body, content_type, headers)
 
     def _answer(self, path: str, query: dict[str, list[str]]
                 ) -> tuple[int, bytes, str, dict[str, str] | None]:
@@ -116,15 +85,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
 
-class PollServer(ThreadingHTTPServer):
+class PollServer(LocalServer):
     """The server; `url` is its base URL. Use as a context manager."""
 
-    daemon_threads = True
-    request_queue_size = 128
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
+        super().__init__(_Handler)
         self.seen: list[Seen] = []
         self.answers: dict[str, Any] = {}
         self.delay = 0.0
@@ -132,20 +97,6 @@ class PollServer(ThreadingHTTPServer):
         self.max_active = 0
         self.active_by_tag: Counter[str] = Counter()
         self.max_by_tag: Counter[str] = Counter()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a poll that timed out, a killed worker) is no error here."""
-
-    def __enter__(self) -> PollServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
 
     def requests(self, tag: str | None = None) -> list[Seen]:
         """The requests received so far (of one tag)."""
@@ -155,7 +106,4 @@ class PollServer(ThreadingHTTPServer):
 
 def refused_url() -> str:
     """A base URL where nothing listens (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"

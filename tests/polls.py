@@ -42,6 +42,35 @@ def poll_workflow(code: str = "SHIP", *, url: str = "http://127.0.0.1:9/orders/{
     return wf
 
 
+def edit_poll(workflow: str = "SHIP", code: str = "CHECK", *, migrate: bool = True,
+              **fields: Any) -> int:
+    """Save transition `code` with `fields` (a new version; `trigger_config` is merged) and, when
+    `migrate`, move the workflow's active instances onto that version. Returns its number."""
+    from wfapp.services.definitions import get_workflow
+    from wfapp.services.workflows import save_transition
+
+    if "trigger_config" in fields:
+        wf = get_workflow(workflow)
+        current = next(t for t in wf.transitions if t.code == code)
+        fields["trigger_config"] = {**(current.trigger_config or {}), **fields["trigger_config"]}
+    number = save_transition(workflow, code, fields).latest_version
+    if migrate:
+        rows = db.session.execute(
+            select(Instance.id).join(Instance.workflow)
+            .where(Instance.active.is_(True), Instance.workflow_version != number)).all()
+        move_to_version([instance_id for (instance_id,) in rows], number)
+    return number
+
+
+def move_to_version(ids: Iterable[int], number: int) -> None:
+    """Migrate these instances onto version `number` of their workflow (committed)."""
+    from wfapp.services.migrations import move_many
+
+    refused = move_many(list(ids), number, {}, "tester")
+    db.session.commit()
+    assert not refused, refused
+
+
 def integration(code: str = "FEED", workflow: str = "SHIP", **fields: Any) -> Any:
     """Create an integration attached to `workflow`."""
     return create_integration({"code": code, "workflow_code": workflow, **fields})

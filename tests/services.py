@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.http_server import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,12 +25,6 @@ def _ping(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
     except Exception:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_or_start_redis(workdir: Path) -> tuple[str | None, subprocess.Popen[bytes] | None, str]:

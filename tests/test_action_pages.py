@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import select
 
 from tests.action_flows import order_workflow, shop_integration
@@ -17,13 +14,6 @@ from wfapp.services.integrations import get_integration
 from wfapp.services.processing import process_pending
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def receiver() -> Iterator[ActionServer]:
-    """A real HTTP receiver on 127.0.0.1."""
-    with ActionServer() as server:
-        yield server
 
 
 def _failed_delivery(receiver: ActionServer, key: str = "P1") -> ActionDelivery:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 
-from tests.action_flows import order_workflow, shop_integration
-from tests.action_server import ActionServer
+from tests.action_flows import FAST_RETRIES, order_workflow, shop_integration
 from wfapp import create_app
 from wfapp.extensions import db
 from wfapp.models import ActionDelivery, Event, HistoryEntry, Instance, utcnow
@@ -26,21 +24,7 @@ from wfapp.services.integrations import get_integration
 from wfapp.services.processing import process_pending
 from wfapp.signing import generate_secret, verify_standard
 
-
-@pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
-    """The app with fast retries (the backoff itself is tested on its own)."""
-    from tests.conftest import _app_on_clean_database
-
-    app_config.update(ACTION_BACKOFF_BASE=0.05, ACTION_BACKOFF_CAP=0.2)
-    yield from _app_on_clean_database(app_config)
-
-
-@pytest.fixture
-def receiver() -> Iterator[ActionServer]:
-    """A real HTTP receiver on 127.0.0.1."""
-    with ActionServer() as server:
-        yield server
+APP_CONFIG = FAST_RETRIES
 
 
 def _send(key: str, data: dict[str, Any] | None = None) -> None:
@@ -222,32 +206,15 @@ def test_send_webhook_is_signed_per_standard_webhooks(app, receiver):
         assert message["data"]["vars"]["origin"] == "wfapp"
 
 
-def test_send_email_through_a_local_smtp_server(app, receiver):
-    from aiosmtpd.controller import Controller
-
-    got: list[Any] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            got.append(envelope)
-            return "250 OK"
-
-    from tests.services import _free_port
-
-    port = _free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port)
-        order_workflow(receiver.url, extra_actions=[
-            {"type": "send_email", "config": {"to": "ops@example.com",
-                                              "subject": "Order {record_key} submitted",
-                                              "body": "Origin {vars.origin}"}}])
-        shop_integration()
-        _send("M1")
-        run_until(lambda: len(got) == 1)
-    finally:
-        controller.stop()
+def test_send_email_through_a_local_smtp_server(app, receiver, smtp):
+    got = smtp
+    order_workflow(receiver.url, extra_actions=[
+        {"type": "send_email", "config": {"to": "ops@example.com",
+                                          "subject": "Order {record_key} submitted",
+                                          "body": "Origin {vars.origin}"}}])
+    shop_integration()
+    _send("M1")
+    run_until(lambda: len(got) == 1)
     text = got[0].content.decode()
     assert got[0].rcpt_tos == ["ops@example.com"]
     assert "Subject: Order M1 submitted" in text and "Origin wfapp" in text

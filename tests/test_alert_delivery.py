@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from flask import Flask
 from sqlalchemy import select, update
 
+from tests.action_flows import FAST_RETRIES
 from tests.action_server import ActionServer
 from wfapp.extensions import db
 from wfapp.models import ActionDelivery, AlertRule, AuditEntry, Event, Instance, utcnow
@@ -23,45 +22,7 @@ from wfapp.signing import generate_secret, verify_standard
 
 from .lists import INTEGRATION, make_stuck
 
-
-@pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
-    """The app with fast retries (the backoff itself is tested with the actions)."""
-    from tests.conftest import _app_on_clean_database
-
-    app_config.update(ACTION_BACKOFF_BASE=0.05, ACTION_BACKOFF_CAP=0.2)
-    yield from _app_on_clean_database(app_config)
-
-
-@pytest.fixture
-def receiver() -> Iterator[ActionServer]:
-    """A real HTTP receiver on 127.0.0.1."""
-    with ActionServer() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp(app: Flask) -> Iterator[list[Any]]:
-    """A real SMTP server on 127.0.0.1; the envelopes it received."""
-    from aiosmtpd.controller import Controller
-
-    from tests.services import _free_port
-
-    got: list[Any] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            got.append(envelope)
-            return "250 OK"
-
-    port = _free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port)
-    try:
-        yield got
-    finally:
-        controller.stop()
+APP_CONFIG = FAST_RETRIES
 
 
 def _age(hours: float) -> None:

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import random
 import xml.etree.ElementTree as ET
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 
 from tests.strategies import workflows
-from wfapp.workflows.diagram import Overlay, state_diagram
+from wfapp.workflows.diagram import Overlay, definition_shape, state_diagram
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _as_model(document: dict[str, Any]) -> Any:
-    wf = document["workflow"]
-    states = [SimpleNamespace(**{"description": "", "is_final": False, "is_initial": False,
-                                 "timeout_hours": None,
-                                 **s}) for s in wf["states"]]
-    transitions = [SimpleNamespace(**{"enabled": True, **t}) for t in wf["transitions"]]
-    return SimpleNamespace(code=wf["code"], initial_state=wf["initial_state"], states=states,
-                           transitions=transitions)
+    return definition_shape(document["workflow"])
 
 
 def _generated(seed: int) -> dict[str, Any]:

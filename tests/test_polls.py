@@ -18,6 +18,7 @@ from wfapp.builtin_plugins.on_scheduled_poll import run_polls, stop_polls
 from tests.poll_server import PollServer, refused_url
 from tests.polls import (
     count_poll_events,
+    edit_poll,
     integration,
     make_due,
     parse_page,
@@ -213,11 +214,26 @@ def test_failures_back_off_and_recover(app, server):
 
 
 def _set_url(url: str) -> None:
-    from wfapp.models import Transition
+    edit_poll(trigger_config={"url": url})
 
-    transition = db.session.scalar(select(Transition).where(Transition.code == "CHECK"))
-    transition.trigger_config = {**transition.trigger_config, "url": url}
-    db.session.commit()
+
+def test_each_instance_is_polled_at_its_own_versions_url(app, server):
+    """Editing the poll transition makes version 2; the instance on version 1 keeps polling
+    version 1's URL, the new one polls version 2's, and the answer fires by each version."""
+    poll_workflow(url=server.url + "/t/one/orders/{record_key}")
+    integration()
+    waiting("FEED", ["A"])
+    edit_poll(migrate=False, trigger_config={"url": server.url + "/t/two/orders/{record_key}",
+                                             "expected_value": "delivered"})
+    waiting("FEED", ["B"])
+    server.answers.update({"A": {"status": "shipped"}, "B": {"status": "delivered"}})
+    events = poll_round(2)
+    assert sorted((s.tag, s.path.rsplit("/", 1)[1]) for s in server.requests()) == [
+        ("one", "A"), ("two", "B")]
+    assert {e.record_key: e.type.split(" ", 1)[1].split("/t/")[1][:3] for e in events} == {
+        "A": "one", "B": "two"}
+    process_pending()
+    assert states() == {"A": "DONE", "B": "DONE"}
 
 
 def test_an_empty_answer_and_a_json_list(app, server):

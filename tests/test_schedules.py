@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
-from tests.polls import integration, make_due, poll_workflow, send, waiting
+from tests.polls import (
+    edit_poll,
+    integration,
+    make_due,
+    move_to_version,
+    poll_workflow,
+    send,
+    waiting,
+)
 from wfapp.extensions import db
-from wfapp.models import Instance, InstanceTimer, Transition, Workflow, utcnow
+from wfapp.models import Instance, InstanceTimer, Workflow, WorkflowVersion, utcnow
 from wfapp.services import schedule_summary, schedules
 from wfapp.services.instances import delete_instance
 
@@ -74,12 +83,13 @@ def test_sync_drops_timers_that_no_longer_apply(app):
     assert (now["KEEP"].id, now["KEEP"].entered_at) == first["KEEP"]
     assert now["REENTER"].entered_at != first["REENTER"][1]  # a fresh timer (SQLite may reuse ids)
     assert _close(now["REENTER"].entered_at, _instance("REENTER").entered_state_at, 0.001)
-    # The transition disabled: every timer goes; enabled again: they come back.
-    db.session.execute(update(Transition).where(Transition.code == "CHECK").values(enabled=False))
-    db.session.commit()
+    # The transition disabled in a new version: the instances on the old one keep polling;
+    # once migrated to it, their timers go; enabled again (and migrated): they come back.
+    edit_poll(enabled=False, migrate=False)
+    assert schedules.sync(POLL) == (0, 0)
+    edit_poll(enabled=False)
     assert schedules.sync(POLL) == (2, 0)
-    db.session.execute(update(Transition).where(Transition.code == "CHECK").values(enabled=True))
-    db.session.commit()
+    edit_poll(enabled=True)
     assert schedules.sync(POLL) == (0, 2)
     # The transition replaced by one of another trigger type: its timers go.
     wf["transitions"][2]["trigger_type"] = "manual"
@@ -88,7 +98,64 @@ def test_sync_drops_timers_that_no_longer_apply(app):
     from wfapp.services.definitions import FORMAT, import_document
 
     import_document({"format": FORMAT, "workflow": wf}, replace=True)
+    assert schedules.sync(POLL) == (0, 0)  # still on the version that polls
+    edit_poll(code="START", description="moved on")  # migrates them to the newest version
     assert schedules.sync(POLL) == (2, 0) and _timers() == []
+
+
+def _by_key(claimed: list[schedules.ClaimedTimer]) -> dict[str, schedules.ClaimedTimer]:
+    return {c.record_key: c for c in claimed}
+
+
+def test_each_instance_is_scheduled_by_the_version_it_follows(app):
+    """Version 2 changes CHECK's URL and interval, version 3 removes it: the instance on
+    version 1 keeps polling as version 1 says, the one on 3 is not polled at all."""
+    from wfapp.services.workflows import delete_transition
+
+    poll_workflow(url="http://h/v1/{record_key}", interval_minutes=2)
+    integration()
+    waiting("FEED", ["OLD"])
+    assert edit_poll(migrate=False, trigger_config={"url": "http://h/v2/{record_key}",
+                                                    "interval_minutes": 1}) == 2
+    waiting("FEED", ["MID"])
+    delete_transition("SHIP", "CHECK")
+    waiting("FEED", ["NEW"])
+    assert {k: _instance(k).workflow_version for k in ("OLD", "MID", "NEW")} == {
+        "OLD": 1, "MID": 2, "NEW": 3}
+    assert schedules.sync(POLL) == (0, 2)
+    timers = {_instance_key(t): t for t in _timers()}
+    assert set(timers) == {"OLD", "MID"}
+    for key, seconds in (("OLD", 120), ("MID", 60)):
+        entered = _instance(key).entered_state_at
+        assert _close(timers[key].due_at, entered + timedelta(seconds=seconds))
+    make_due(utcnow() - timedelta(seconds=1))
+    claimed = _by_key(schedules.claim_due(POLL, 10))
+    assert set(claimed) == {"OLD", "MID"}
+    assert (claimed["OLD"].config["url"], claimed["OLD"].interval,
+            claimed["OLD"].workflow_version) == ("http://h/v1/{record_key}", 120, 1)
+    assert (claimed["MID"].config["url"], claimed["MID"].interval,
+            claimed["MID"].workflow_version) == ("http://h/v2/{record_key}", 60, 2)
+    # finish() backs off by the instance's version's interval (2 min for OLD, not 1).
+    schedules.finish(claimed["OLD"].timer_id, "connection refused")
+    old = next(t for t in _timers() if _instance_key(t) == "OLD")
+    assert (old.due_at - old.last_run_at).total_seconds() == pytest.approx(240, abs=2)
+    # Migrated to version 3 (no poll from WAIT): its timer goes at the next sync.
+    move_to_version([_instance("OLD").id], 3)
+    assert schedules.sync(POLL) == (1, 0)
+    assert {_instance_key(t) for t in _timers()} == {"MID"}
+
+
+def test_a_stale_version_timer_is_not_claimed_before_sync_drops_it(app):
+    """Claiming checks the instance's version too, not only its state."""
+    poll_workflow()
+    integration()
+    waiting("FEED", ["A", "B"])
+    schedules.sync(POLL)
+    edit_poll(migrate=False, from_state="NEW")  # version 2 polls from NEW, not WAIT
+    move_to_version([_instance("A").id], 2)
+    make_due()
+    assert [c.record_key for c in schedules.claim_due(POLL, 10)] == ["B"]
+    assert {_instance_key(t) for t in _timers()} == {"B"}
 
 
 def test_claim_moves_due_one_interval_and_never_twice(app):
@@ -265,15 +332,21 @@ def test_summary_per_transition(app):
 
 @pytest.mark.parametrize("minutes", [None, 0, -1, "5", True])
 def test_a_transition_without_a_valid_interval_has_no_timers(app, minutes):
-    wf = poll_workflow()
+    poll_workflow()
     integration()
     waiting("FEED", ["A"])
     assert schedules.sync(POLL) == (0, 1)
-    # Stored outside the rules (an older release, a hand edit): no interval, no timer.
-    config = dict(wf["transitions"][2]["trigger_config"], interval_minutes=minutes)
-    db.session.execute(update(Transition).where(Transition.code == "CHECK")
-                       .values(trigger_config=config))
+    # Stored outside the rules (an older release, a hand edit of the version): no interval,
+    # no timer.
+    version = db.session.scalar(select(WorkflowVersion))
+    document = copy.deepcopy(version.document)
+    document["workflow"]["transitions"][2]["trigger_config"]["interval_minutes"] = minutes
+    # An UPDATE, not an attribute change: the ORM would see 1 == True as no change.
+    db.session.execute(update(WorkflowVersion).where(WorkflowVersion.id == version.id)
+                       .values(document=document))
     db.session.commit()
+    app.extensions["wfapp"].pop("compiled_versions", None)
+    app.extensions["wfapp"].pop("scheduled_versions", None)
     assert schedules.sync(POLL) == (1, 0)
     assert schedules.claim_due(POLL, 10, sync_first=True) == []
 

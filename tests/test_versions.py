@@ -498,3 +498,154 @@ def test_migrate_all_from_the_instances_page(client, auth, parcel):
     get_queue().drain()
     assert [(k, _instance(k).workflow_version, _instance(k).state) for k in "AB"] == [
         ("A", 2, "READY"), ("B", 2, "NEW")]
+
+
+def _v2_renamed_and_redescribed() -> None:
+    """Version 2: PACKED renamed READY, and NEW described "Just in"."""
+    document = _renamed()
+    document["workflow"]["states"][0]["description"] = "Just in"
+    import_document(document, replace=True)
+
+
+def _rows_html(page: str) -> list[str]:
+    """The HTML of each row of the instance list's table body."""
+    body = page[page.index("<tbody>"):page.index("</tbody>")]
+    return ["<tr" + part.split("</tr>")[0] for part in body.split("<tr")[1:]]
+
+
+def _svg_states(page: str) -> dict[str, set[str]]:
+    """State code → the classes of its box in the page's diagram."""
+    from tests.pages import svg_of
+
+    return {g.get("data-state"): set((g.get("class") or "").split())
+            for g in svg_of(page).iter("{http://www.w3.org/2000/svg}g")
+            if "state" in (g.get("class") or "").split()}
+
+
+def test_list_and_instance_page_describe_the_state_by_the_instances_version(
+        client, auth, parcel):
+    from tests.pages import find, find_all, svg_of
+    from wfapp.services.instance_list import filter_choices
+
+    _start("OLD", "OLDPACKED")
+    fire_manual(_instance("OLDPACKED").id, "PACK", "", "tester")
+    _v2_renamed_and_redescribed()
+    _start("NEW")
+    fire_manual(_instance("NEW").id, "PACK", "", "tester")
+    _start("FRESH")
+    auth.login("author")
+    page = client.get("/instances/?workflow=PARCEL&sort=record_key").get_data(as_text=True)
+    rows = {find(str_row, "a").text.strip(): find(str_row, "td", "state-description").text
+            for str_row in _rows_html(page)}
+    assert rows == {"OLD": "New", "OLDPACKED": "Packed", "NEW": "Ready", "FRESH": "Just in"}
+    # The state filter offers the states of every version (PACKED only exists in version 1).
+    assert {"PACKED", "READY", "NEW"} <= set(filter_choices("PARCEL")["state"])
+
+    old = client.get(f"/instances/{_instance('OLDPACKED').id}").get_data(as_text=True)
+    assert find(old, id="state-description").text.startswith("Packed")
+    boxes = _svg_states(old)
+    assert set(boxes) == {"NEW", "PACKED", "SENT", "EXPIRED"}  # version 1's states
+    assert "current" in boxes["PACKED"] and "visited" in boxes["NEW"]
+    taken = {(g.get("data-from"), g.get("data-to"))
+             for g in svg_of(old).iter("{http://www.w3.org/2000/svg}g")
+             if "taken" in (g.get("class") or "").split()}
+    assert taken == {("NEW", "PACKED")}
+
+    new = client.get(f"/instances/{_instance('NEW').id}").get_data(as_text=True)
+    assert find(new, id="state-description").text.startswith("Ready")
+    boxes = _svg_states(new)
+    assert set(boxes) == {"NEW", "READY", "SENT", "EXPIRED"}
+    assert "current" in boxes["READY"]
+
+    # Reset to State offers the states of the instance's own version.
+    reset = client.get(f"/instances/reset?id={_instance('OLD').id}").get_data(as_text=True)
+    offered = {o.attrs["value"] for o in find_all(reset, "option") if o.attrs.get("value")}
+    assert offered == {"NEW", "PACKED", "SENT", "EXPIRED"}
+
+
+def test_state_forms_refuse_only_for_instances_on_the_edited_versions(client, auth, parcel):
+    """Instances on an older version do not stop a rename or delete; those on the latest (or
+    pinned) version do, with how many, and the way on opens the migration planner pre-filled."""
+    from tests.pages import find
+    from wfapp.services.instances import reset_instance
+    from wfapp.services.workflows import StateInUse, delete_state, edited_version_counts
+
+    _start("A")
+    fire_manual(_instance("A").id, "PACK", "", "tester")  # version 1, in PACKED
+    set_enabled("PARCEL", True, "Parcels, v2")  # version 2: nobody on it
+    auth.login("author")
+    renamed = client.post("/workflows/PARCEL/states/PACKED/edit",
+                          data={"code": "READY", "description": "Ready"})
+    assert renamed.status_code == 302  # A is on version 1: unaffected by the edit
+    assert get_workflow("PARCEL").latest_version == 3
+    assert (_instance("A").workflow_version, _instance("A").state) == (1, "PACKED")
+
+    # An instance on the latest version in the state: refused, with the count.
+    _start("B")
+    page = client.post("/workflows/PARCEL/states/NEW/edit",
+                       data={"code": "FRESH", "description": "Fresh", "is_initial": "y",
+                             "timeout_hours": "24", "on_timeout_transition": "EXPIRE"})
+    assert page.status_code == 409
+    text = html.unescape(page.get_data(as_text=True))
+    assert "state 'NEW' has 1 instance(s) (1 on version 3" in text
+    assert find(text, id="keep-instances").attrs["value"] == "1"
+    assert get_workflow("PARCEL").latest_version == 3  # nothing saved
+    # Going ahead saves version 4 and opens the planner: 3 → 4, NEW mapped to FRESH.
+    ahead = client.post("/workflows/PARCEL/states/NEW/edit",
+                        data={"code": "FRESH", "description": "Fresh", "is_initial": "y",
+                              "timeout_hours": "24", "on_timeout_transition": "EXPIRE",
+                              "keep_instances": "1"})
+    assert ahead.status_code == 302
+    location = ahead.headers["Location"]
+    assert "/workflows/PARCEL/migrations/new?" in location
+    for part in ("from_version=3", "to_version=4", "state=NEW", "map_NEW=FRESH"):
+        assert part in location
+    planner = client.get(location).get_data(as_text=True)
+    assert find(planner, "select", id="from_version") and 'value="3" selected' in planner
+    assert 'value="4" selected' in planner
+    assert (_instance("B").workflow_version, _instance("B").state) == (3, "NEW")
+
+    # Delete: a state holding an instance of the latest version gets the confirmation page.
+    save_state("PARCEL", None, {"code": "HOLD", "description": "On hold"})
+    _start("C")
+    reset_instance(_instance("C").id, "HOLD", "waiting for stock", "tester")
+    latest = get_workflow("PARCEL").latest_version
+    with pytest.raises(StateInUse) as refused:
+        delete_state("PARCEL", "HOLD")
+    assert refused.value.counts == {latest: 1}
+    page = client.post("/workflows/PARCEL/states/HOLD/delete")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 409 and find(text, id="in-use-count").text == "1"
+    assert get_workflow("PARCEL").latest_version == latest  # not deleted
+    ahead = client.post("/workflows/PARCEL/states/HOLD/delete", data={"keep_instances": "1"})
+    location = ahead.headers["Location"]
+    for part in (f"from_version={latest}", f"to_version={latest + 1}", "state=HOLD"):
+        assert part in location
+    assert "HOLD" not in {s["code"] for s in export_version("PARCEL")["workflow"]["states"]}
+    assert (_instance("C").workflow_version, _instance("C").state) == (latest, "HOLD")
+
+    # The pinned version counts too: new instances start there.
+    assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {}
+    pin_version("PARCEL", 1)
+    assert edited_version_counts(get_workflow("PARCEL"), "PACKED") == {1: 1}
+
+
+def test_bulk_dry_run_decides_each_instance_by_its_version(client, tokens, parcel):
+    """SEND leaves PACKED in version 1 and READY in version 2: a bulk Advance over instances
+    of both versions refuses none of them, and Reset to a state only version 2 has refuses the
+    version-1 ones, saying which version."""
+    _start("A")
+    fire_manual(_instance("A").id, "PACK", "", "tester")
+    _v2_without_packed()
+    _start("B")
+    fire_manual(_instance("B").id, "PACK", "", "tester")
+    headers = {**tokens["operator"], "Content-Type": "application/json"}
+    advance = client.post(f"{API}/instances/bulk", headers=headers, json={
+        "filter": {"workflow": "PARCEL", "active": True}, "action": "advance",
+        "transition": "SEND", "dry_run": True}).get_json()
+    assert (advance["matched"], advance["refused"]) == (2, [])
+    reset = client.post(f"{API}/instances/bulk", headers=headers, json={
+        "filter": {"workflow": "PARCEL", "active": True}, "action": "reset",
+        "state": "READY", "note": "x", "dry_run": True}).get_json()
+    assert [(r["count"], r["reason"]) for r in reset["refused"]] == [
+        (1, "state READY is not a state of workflow PARCEL version 1")]

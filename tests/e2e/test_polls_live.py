@@ -11,7 +11,15 @@ from sqlalchemy import select
 
 from tests.e2e.conftest import login
 from tests.poll_server import PollServer
-from tests.polls import integration, poll_events, poll_workflow, states, wait_until, waiting
+from tests.polls import (
+    edit_poll,
+    integration,
+    poll_events,
+    poll_workflow,
+    states,
+    wait_until,
+    waiting,
+)
 from wfapp.extensions import db
 from wfapp.models import Instance
 
@@ -56,11 +64,7 @@ def test_polls_move_instances_in_the_running_app(app, server, page):
 
 
 def _break(server: PollServer) -> None:
-    """Point CHECK at an endpoint that answers 500 (the poll reads its config at each claim)."""
-    from wfapp.models import Transition
-
+    """Point CHECK at an endpoint that answers 500: a new version, B migrated onto it (the poll
+    reads its version's config at each claim)."""
     db.session.rollback()
-    transition = db.session.scalar(select(Transition).where(Transition.code == "CHECK"))
-    transition.trigger_config = {**transition.trigger_config,
-                                 "url": server.url + "/status/500"}
-    db.session.commit()
+    edit_poll(trigger_config={"url": server.url + "/status/500"})

@@ -117,3 +117,43 @@ def test_broken_scenario_shown_before_the_run_and_migrate_all_from_the_list(page
     assert {k: v[2] for k, v in _instances().items()} == {"OLD1": 2, "OLD2": 2}
     page.goto(f"/instances/{_instances()['OLD1'][0]}")
     assert "migrated v1 → v2" in page.content()
+
+
+def test_deleting_a_state_with_instances_leads_to_the_migration_planner(page, app):
+    """The Delete of a state that instances of the latest version sit in says how many and
+    goes on to the planner, pre-filled; the migration then moves them out of it."""
+    from wfapp.services.instances import reset_instance
+
+    document = copy.deepcopy(PARCEL)
+    document["workflow"]["states"].append(
+        {"code": "HOLD", "description": "On hold", "is_initial": False, "is_final": False,
+         "timeout_hours": None, "on_timeout_transition": None})
+    import_document(document)
+    create_integration({"code": "PARCELS", "description": "Parcels", "workflow_code": "PARCEL",
+                        "instance_mode": "per_record", "enabled": True})
+    _start("H1", "H2", "N1")
+    for key in ("H1", "H2"):
+        reset_instance(_instances()[key][0], "HOLD", "waiting for stock", "tester")
+    login(page, "author")
+
+    page.goto("/workflows/PARCEL")
+    page.get_by_label("Select state HOLD").check()
+    page.locator("#state-actions").get_by_role("button", name="Delete").click()
+    page.wait_for_url("**/states/HOLD/delete")
+    assert page.locator("#in-use-count").inner_text() == "2"
+    assert "2 on version 1" in page.locator("#state-in-use").inner_text()
+    page.locator("#delete-and-plan").click()
+    page.wait_for_url("**/migrations/new?*")
+    assert page.get_by_label("From version").input_value() == "1"
+    assert page.get_by_label("To version").input_value() == "2"
+    assert page.locator("#state").input_value() == "HOLD"
+    page.get_by_label("Target of HOLD").select_option("PACKED")
+    page.get_by_role("button", name="Dry run").click()
+    page.wait_for_load_state()
+    assert page.locator("#movable").inner_text() == "2"
+    page.locator("#run-migration").click()
+    page.wait_for_url("**/migrations/*")
+    page.locator("#migration-status", has_text="completed").wait_for(timeout=20_000)
+    found = _instances()
+    assert {k: v[1:] for k, v in found.items()} == {
+        "H1": ("PACKED", 2), "H2": ("PACKED", 2), "N1": ("NEW", 1)}

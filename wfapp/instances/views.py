@@ -25,7 +25,7 @@ from ..services import instance_list, outbox
 from ..services import instances as service
 from ..services.errors import NotFound, ServiceError, ValidationFailed
 from ..services.registry import get_registry
-from ..workflows.diagram import path_overlay, state_diagram
+from ..workflows.diagram import definition_shape, path_overlay, state_diagram
 from . import bp
 from .common import MAX_ID, local_url
 from .export import csv_rows
@@ -179,8 +179,9 @@ def reset() -> Page:
         return redirect(back)
     workflows = {i.workflow_id for i in instances}
     form = ResetForm()
-    form.state.choices = choice_options([(s.code, f"{s.code} · {s.description}")
-                          for s in instances[0].workflow.states]) if len(workflows) == 1 else []
+    # The states of the versions the instances follow (older ones may lack a new state).
+    form.state.choices = choice_options(service.reset_choices(instances)) \
+        if len(workflows) == 1 else []
     if len(workflows) == 1 and form.validate_on_submit():
         state, note = form.state.data, form.note.data.strip()
         _each(instances, lambda i: service.reset_instance(i, state, note, actor_name()),
@@ -229,7 +230,8 @@ def show(instance_id: int) -> Page:
     history = service.history(instance.id)
     return render_template(
         "instances/show.html", instance=instance, state=service.current_state(instance),
-        diagram=state_diagram(instance.workflow, path_overlay(instance.state, history)),
+        diagram=state_diagram(definition_shape(service.version_definition(instance)),
+                              path_overlay(instance.state, history)),
         history=history, events=service.events_of(instance.id),
         actions=service.manual_actions(instance), about=about, verdicts=verdicts, why=why,
         sample=sample, link=service.record_link(instance), labels=_labels(),

@@ -125,13 +125,14 @@ def _text(params: dict[str, Any], key: str, required: bool = True, limit: int = 
     return value.strip()
 
 
-def _groups(filters: InstanceFilters) -> list[tuple[int, str, int]]:
-    """(workflow id, state, count) of the matching instances."""
+def _groups(filters: InstanceFilters) -> list[tuple[tuple[int, int], str, int]]:
+    """((workflow id, version), state, count) of the matching instances: each is decided by
+    the workflow version it follows."""
     ids = filtered_ids(filters).subquery()
-    return [(r[0], r[1], r[2]) for r in db.session.execute(
-        select(Instance.workflow_id, Instance.state, func.count())
+    return [((r[0], r[1]), r[2], r[3]) for r in db.session.execute(
+        select(Instance.workflow_id, Instance.workflow_version, Instance.state, func.count())
         .where(Instance.id.in_(select(ids.c.id)))
-        .group_by(Instance.workflow_id, Instance.state))]
+        .group_by(Instance.workflow_id, Instance.workflow_version, Instance.state))]
 
 
 def _advance_check(params: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +314,7 @@ def _reset_refusals(filters: InstanceFilters, params: dict[str, Any]) -> list[Re
             code = workflow.code if workflow else None
             out[(workflow_id, version)] = Refusal(
                 count, f"state {params['state']} is not a state of workflow {code} "
-                       f"v{version}", code)
+                       f"version {version}", code)
     return list(out.values())
 
 
@@ -368,8 +369,8 @@ def advance_options(filters: InstanceFilters) -> list[tuple[str, str]]:
     """(code, label) of the Manual transitions some matching instance can fire, the ones
     leaving the most matching instances first."""
     counts: dict[tuple[str, str], int] = {}
-    for workflow_id, state, count in _groups(filters):
-        for action in instance_service.manual_from(workflow_id, state):
+    for version, state, count in _groups(filters):
+        for action in instance_service.manual_from(*version, state):
             key = (action.code, f"{action.code} · {action.label} ({state} → {action.to_state})")
             counts[key] = counts.get(key, 0) + count
     return [key for key, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -378,8 +379,8 @@ def advance_options(filters: InstanceFilters) -> list[tuple[str, str]]:
 def reset_options(filters: InstanceFilters) -> list[tuple[str, str]]:
     """(code, label) of the states every matching instance's workflow has."""
     common: dict[str, str] | None = None
-    for workflow_id in {g[0] for g in _groups(filters)}:
-        workflow = compiled_workflow(workflow_id)
+    for version in {g[0] for g in _groups(filters)}:
+        workflow = compiled_workflow(*version)
         states = {c: f"{c} · {s.description}" for c, s in (workflow.states.items()
                                                            if workflow else ())}
         common = states if common is None else {c: d for c, d in common.items()

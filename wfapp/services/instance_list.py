@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
     cast,
     func,
     literal,
@@ -28,10 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..engine import RuleError
+from ..engine import CompiledWorkflow, RuleError
 from ..extensions import db
-from ..models import Event, Instance, Integration, State, Workflow
+from ..models import Event, Instance, Integration, State, Workflow, WorkflowVersion
 from .errors import ValidationFailed
+from .versions import compiled_workflow
 
 MAX_PAGE = 500
 #: The total is counted exactly up to this many rows, then shown as "more than".
@@ -167,12 +167,25 @@ def _where(query: Any, filters: InstanceFilters) -> Any:
 
 
 def _joined(filters: InstanceFilters) -> Select[Any]:
-    query = (select(Instance, Integration.code, Workflow.code, State.description)
+    query = (select(Instance, Integration.code, Workflow.code)
              .join(Integration, Integration.id == Instance.integration_id)
-             .join(Workflow, Workflow.id == Instance.workflow_id)
-             .outerjoin(State, and_(State.workflow_id == Instance.workflow_id,
-                                    State.code == Instance.state)))
+             .join(Workflow, Workflow.id == Instance.workflow_id))
     return _where(query, filters)
+
+
+def state_descriptions(instances: Sequence[Instance]) -> dict[int, str]:
+    """Each instance's state description as the workflow version it follows defines it (""
+    when that version has no such state), one compiled-definition lookup per version."""
+    versions: dict[tuple[int, int], CompiledWorkflow | None] = {}
+    out = {}
+    for instance in instances:
+        key = (instance.workflow_id, instance.workflow_version)
+        if key not in versions:
+            versions[key] = compiled_workflow(*key)
+        compiled = versions[key]
+        info = compiled.states.get(instance.state) if compiled is not None else None
+        out[instance.id] = info.description if info else ""
+    return out
 
 
 @dataclass
@@ -270,7 +283,8 @@ def list_page(filters: InstanceFilters, limit: int = 50, cursor: str | None = No
     found = found[:limit]
     if backwards:
         found.reverse()
-    rows = [InstanceRow(r[0], r[1], r[2], r[3] or "") for r in found]
+    descriptions = state_descriptions([r[0] for r in found])
+    rows = [InstanceRow(r[0], r[1], r[2], descriptions[r[0].id]) for r in found]
     if not rows:
         return Page(rows, None, None)
 
@@ -313,16 +327,24 @@ def iter_rows(filters: InstanceFilters, sort: str | None = None, chunk: int = 10
 
 def filter_choices(workflow: str | None) -> dict[str, list[str]]:
     """The known values of the drop-down filters: workflow and integration codes, and the
-    state codes of the chosen workflow (of every workflow when none is chosen)."""
+    state codes of the chosen workflow (in any of its versions: older instances may sit in a
+    state the latest one dropped) or of every workflow's latest version when none is chosen."""
     codes = list(db.session.scalars(select(Workflow.code).order_by(Workflow.code)))
-    states = select(State.code).distinct().order_by(State.code)
     # Called before the form is validated: only a code that exists narrows the states (a value
     # with a NUL byte or of any length never reaches the database).
     chosen = (workflow or "").strip().upper()
     if chosen in codes:
-        states = states.join(Workflow, Workflow.id == State.workflow_id).where(
-            Workflow.code == chosen)
+        found: set[str] = set()
+        for workflow_id, number in db.session.execute(
+                select(WorkflowVersion.workflow_id, WorkflowVersion.number)
+                .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+                .where(Workflow.code == chosen)).all():
+            compiled = compiled_workflow(workflow_id, number)
+            found.update(compiled.states if compiled else ())
+        states = sorted(found)
+    else:
+        states = list(db.session.scalars(select(State.code).distinct().order_by(State.code)))
     return {"workflow": codes,
             "integration": list(db.session.scalars(select(Integration.code)
                                                    .order_by(Integration.code))),
-            "state": list(db.session.scalars(states))}
+            "state": states}

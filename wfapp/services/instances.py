@@ -53,6 +53,7 @@ from .instance_list import (  # noqa: E402,F401
     list_instances,
 )
 from .registry import get_registry
+from .versions import get_version
 
 
 def get_instance(instance_id: int) -> Instance:
@@ -97,9 +98,9 @@ def _manual(workflow: CompiledWorkflow | None, state_code: str) -> list[ManualAc
             for t in workflow.candidates.get((state_code, "manual"), ())]
 
 
-def manual_from(workflow_id: int, state_code: str) -> list[ManualAction]:
-    """The Manual transitions an instance of this workflow in this state can fire now."""
-    return _manual(compiled_workflow(workflow_id), state_code)
+def manual_from(workflow_id: int, version: int, state_code: str) -> list[ManualAction]:
+    """The Manual transitions an instance of this workflow version in this state can fire now."""
+    return _manual(compiled_workflow(workflow_id, version), state_code)
 
 
 def manual_actions(instance: Instance) -> list[ManualAction]:
@@ -134,6 +135,26 @@ def current_state(instance: Instance) -> StateInfo | None:
     """The compiled definition of the instance's state (None when the state was removed)."""
     workflow = compiled_workflow(instance.workflow_id, instance.workflow_version)
     return workflow.states.get(instance.state) if workflow is not None else None
+
+
+def version_definition(instance: Instance) -> dict[str, Any]:
+    """The definition (the export document's `workflow`) of the version the instance follows."""
+    return dict(get_version(instance.workflow, instance.workflow_version).document["workflow"])
+
+
+def reset_choices(instances: Sequence[Instance]) -> list[tuple[str, str]]:
+    """(code, "code · description") of the states every instance's version has, in the order
+    the first instance's version lists them: what Reset to State can offer them all."""
+    versions: dict[tuple[int, int], CompiledWorkflow | None] = {}
+    for instance in instances:
+        key = (instance.workflow_id, instance.workflow_version)
+        if key not in versions:
+            versions[key] = compiled_workflow(*key)
+    compiled = [w for w in versions.values() if w is not None]
+    if not compiled or len(compiled) < len(versions):
+        return []
+    return [(code, f"{code} · {info.description}") for code, info in compiled[0].states.items()
+            if all(code in w.states for w in compiled[1:])]
 
 
 def record_link(instance: Instance) -> str | None:

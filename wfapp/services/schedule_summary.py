@@ -9,7 +9,13 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 
 from ..extensions import db
-from .schedules import INTEGRATION, TIMER, WORKFLOW, scheduled_transitions
+from .schedules import (
+    INTEGRATION,
+    TIMER,
+    WORKFLOW,
+    ScheduledTransition,
+    scheduled_transitions,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,12 @@ def summary(integration_id: int, trigger_type: str) -> list[ScheduleSummary]:
     workflow_id = db.session.scalar(select(INTEGRATION.c.workflow_id)
                                     .where(INTEGRATION.c.id == integration_id))
     workflow_ids = {w for w, _ in stats} | ({workflow_id} if workflow_id else set())
-    transitions = scheduled_transitions(trigger_type, workflow_ids)
+    # Timers are per (workflow, transition); the definition shown is the newest version's that
+    # has the transition (older instances may poll as an older version says).
+    transitions: dict[tuple[int, str], ScheduledTransition] = {}
+    for (w, _version, c), found in sorted(
+            scheduled_transitions(trigger_type, workflow_ids).items()):
+        transitions[(w, c)] = found
     codes = dict(db.session.execute(select(WORKFLOW.c.id, WORKFLOW.c.code)
                                     .where(WORKFLOW.c.id.in_(list(workflow_ids)))).all())
     out = []

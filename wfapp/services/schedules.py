@@ -5,10 +5,15 @@ instance in a transition's From State (transition enabled) there is one `instanc
 that says when that instance is next due for that transition. Like the timeout sweep, the
 timers live in the database, so a restart loses none.
 
+- Which transitions are scheduled is read from each instance's own workflow version (the
+  immutable document, see `versions.py`), never from the latest definition rows: an instance
+  pinned to version 1 is polled as version 1 says (URL, interval), and not at all when its
+  version has no poll transition leaving its state.
 - `sync()` keeps the timers in step with the instances, set-based: it drops timers whose
   instance left the state, re-entered it (`entered_at` differs from the instance's
-  `entered_state_at`) or ended, or whose transition is gone, disabled or of another trigger type
-  now; and it creates the missing ones (first due = entered_state_at + interval).
+  `entered_state_at`) or ended, or whose transition is gone from the instance's version, disabled
+  or of another trigger type there; and it creates the missing ones (first due =
+  entered_state_at + interval).
 - `claim_due()` selects due timers (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes its
   single write lock first), moves each one's `due_at` one interval ahead and commits, all in one
   transaction: two schedulers never claim one instance twice per interval. A timer that fell
@@ -28,6 +33,7 @@ from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import (
     Float,
     Interval,
@@ -39,20 +45,21 @@ from sqlalchemy import (
     func,
     literal,
     not_,
-    or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import affected, db
-from ..models import Instance, InstanceTimer, Integration, Transition, Workflow, utcnow
+from ..models import Instance, InstanceTimer, Integration, Workflow, WorkflowVersion, utcnow
 from .registry import get_registry
+from .versions import compiled_workflow
 
 TIMER = InstanceTimer.__table__
 INSTANCE = Instance.__table__
-TRANSITION = Transition.__table__
+VERSION = WorkflowVersion.__table__
 WORKFLOW = Workflow.__table__
 INTEGRATION = Integration.__table__
 
@@ -69,14 +76,19 @@ _rotation = count()
 
 @dataclass(frozen=True)
 class ScheduledTransition:
-    """A transition of a scheduled trigger type, with its interval."""
+    """A transition of a scheduled trigger type in one workflow version, with its interval."""
 
     workflow_id: int
+    version: int
     code: str
     from_state: str
     enabled: bool
     config: Mapping[str, Any]
     interval: float
+
+
+#: (workflow id, version, transition code): the key of a scheduled transition.
+Key = tuple[int, int, str]
 
 
 @dataclass(frozen=True)
@@ -97,31 +109,72 @@ class ClaimedTimer:
     vars: Mapping[str, Any]
     data: Mapping[str, Any]
     failures: int
+    #: The workflow version the instance follows (whose transition this run polls for).
+    workflow_version: int = 0
 
 
-def scheduled_transitions(trigger_type: str, workflow_ids: Iterable[int] | None = None
-                          ) -> dict[tuple[int, str], ScheduledTransition]:
-    """Transitions of `trigger_type` that their plugin gives an interval, by (workflow, code)."""
-    trigger = get_registry().trigger_types.get(trigger_type)
-    if trigger is None:
-        return {}
-    query = select(TRANSITION.c.workflow_id, TRANSITION.c.code, TRANSITION.c.from_state,
-                   TRANSITION.c.enabled, TRANSITION.c.trigger_config).where(
-        TRANSITION.c.trigger_type == trigger_type)
-    if workflow_ids is not None:
-        query = query.where(TRANSITION.c.workflow_id.in_(list(workflow_ids)))
-    out = {}
-    for row in db.session.execute(query):
-        config = dict(row.trigger_config or {})
+def _version_cache() -> dict[tuple[str, int, datetime, int], tuple[ScheduledTransition, ...]]:
+    """Scheduled transitions per (trigger type, workflow, its creation, version), per app.
+
+    Versions never change, so what a version schedules is worked out once; the key carries the
+    workflow's creation time because a re-created workflow may get the same id.
+    """
+    store: dict[tuple[str, int, datetime, int], tuple[ScheduledTransition, ...]] = \
+        current_app.extensions["wfapp"].setdefault("scheduled_versions", {})
+    return store
+
+
+def _of_version(trigger: Any, trigger_type: str, workflow_id: int, number: int
+                ) -> tuple[ScheduledTransition, ...]:
+    """The transitions of `trigger_type` in one version that their plugin gives an interval."""
+    compiled = compiled_workflow(workflow_id, number)
+    if compiled is None:
+        return ()
+    out = []
+    for t in compiled.transitions.values():
+        if t.trigger_type != trigger_type:
+            continue
+        config = dict(t.config)
         try:
             seconds = trigger.schedule_seconds(config)
         except (TypeError, ValueError):
             seconds = None
         if seconds is None or not seconds > 0:
             continue
-        out[(row.workflow_id, row.code)] = ScheduledTransition(
-            row.workflow_id, row.code, row.from_state, bool(row.enabled), config, float(seconds))
+        out.append(ScheduledTransition(workflow_id, number, t.code, t.from_state,
+                                       bool(t.enabled), config, float(seconds)))
+    return tuple(out)
+
+
+def scheduled_transitions(trigger_type: str, workflow_ids: Iterable[int] | None = None
+                          ) -> dict[Key, ScheduledTransition]:
+    """Transitions of `trigger_type` that their plugin gives an interval, in every version,
+    by (workflow, version, code): each instance is scheduled by the version it follows."""
+    trigger = get_registry().trigger_types.get(trigger_type)
+    if trigger is None:
+        return {}
+    query = (select(VERSION.c.workflow_id, VERSION.c.number, WORKFLOW.c.created_at)
+             .join(WORKFLOW, WORKFLOW.c.id == VERSION.c.workflow_id))
+    if workflow_ids is not None:
+        query = query.where(VERSION.c.workflow_id.in_(list(workflow_ids)))
+    cache = _version_cache()
+    out = {}
+    for workflow_id, number, created_at in db.session.execute(query).all():
+        key = (trigger_type, workflow_id, created_at, number)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _of_version(trigger, trigger_type, workflow_id, number)
+        for t in found:
+            out[(workflow_id, number, t.code)] = t
     return out
+
+
+def _applies(transitions: Mapping[Key, ScheduledTransition]) -> Any:
+    """SQL: the timer's transition leaves its instance's state in the version it follows."""
+    valid = [(t.workflow_id, t.version, t.from_state, t.code)
+             for t in transitions.values() if t.enabled]
+    return tuple_(INSTANCE.c.workflow_id, INSTANCE.c.workflow_version, INSTANCE.c.state,
+                  TIMER.c.transition).in_(valid)
 
 
 def _plus_seconds(column: Any, seconds: float) -> Any:
@@ -144,37 +197,30 @@ def sync(trigger_type: str) -> tuple[int, int]:
     """Drop stale timers and create missing ones, set-based; commits. Returns (dropped, made)."""
     transitions = scheduled_transitions(trigger_type)
     # Stale: no such instance state any more, re-entered, ended, moved to another workflow, or
-    # the transition is gone, disabled, or no longer of this (scheduled) trigger type.
-    valid_pairs = [(w, c) for (w, c), t in transitions.items() if t.enabled]
+    # the transition is gone from the instance's version, disabled there, or no longer of this
+    # (scheduled) trigger type (a transition whose interval became invalid is not in
+    # `transitions`: its timers go too).
     current = exists().where(
         INSTANCE.c.id == TIMER.c.instance_id, INSTANCE.c.active.is_(True),
         INSTANCE.c.entered_state_at == TIMER.c.entered_at,
-        INSTANCE.c.workflow_id == TIMER.c.workflow_id,
-        TRANSITION.c.workflow_id == TIMER.c.workflow_id, TRANSITION.c.code == TIMER.c.transition,
-        TRANSITION.c.enabled.is_(True), TRANSITION.c.trigger_type == trigger_type,
-        TRANSITION.c.from_state == INSTANCE.c.state)
-    if valid_pairs:
-        # A transition whose interval became invalid is not in `transitions`: drop its timers.
-        known = or_(*[and_(TIMER.c.workflow_id == w, TIMER.c.transition == c)
-                      for w, c in valid_pairs])
-        stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type,
-                                    or_(not_(current), not_(known)))
-    else:
-        stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type)
+        INSTANCE.c.workflow_id == TIMER.c.workflow_id, _applies(transitions))
+    stale = delete(TIMER).where(TIMER.c.trigger_type == trigger_type, not_(current))
     dropped = affected(db.session.execute(stale))
     made = 0
     columns = ["instance_id", "workflow_id", "integration_id", "transition", "trigger_type",
                "entered_at", "due_at", "failures", "last_error"]
-    for (workflow_id, code), t in transitions.items():
+    for (workflow_id, version, code), t in transitions.items():
         if not t.enabled:
             continue
+        # An index probe on ix_instance_workflow_version: a version without waiting instances
+        # costs next to nothing.
         missing = select(
             INSTANCE.c.id, INSTANCE.c.workflow_id, INSTANCE.c.integration_id,
             literal(code), literal(trigger_type), INSTANCE.c.entered_state_at,
             _plus_seconds(INSTANCE.c.entered_state_at, t.interval), literal(0), literal(""),
         ).where(
-            INSTANCE.c.workflow_id == workflow_id, INSTANCE.c.active.is_(True),
-            INSTANCE.c.state == t.from_state,
+            INSTANCE.c.workflow_id == workflow_id, INSTANCE.c.workflow_version == version,
+            INSTANCE.c.state == t.from_state, INSTANCE.c.active.is_(True),
             not_(exists().where(TIMER.c.instance_id == INSTANCE.c.id,
                                 TIMER.c.transition == code)))
         made += len(db.session.execute(
@@ -209,8 +255,8 @@ def _lock_due(trigger_type: str, integration_id: int, limit: int, now: datetime
 
     The locking part reads one table through its (trigger_type, due_at) index only, so its cost
     grows with `limit`, not with how many timers are due; timers of disabled workflows are
-    passed over (and kept). Each locked timer comes back with its instance when it still
-    applies (`current`), else stale: its instance moved on since the last sync.
+    passed over (and kept). Each locked timer comes back with its instance when it is still
+    there (`found`), else stale: its instance moved on since the last sync.
     """
     paused = select(WORKFLOW.c.id).where(WORKFLOW.c.enabled.is_(False))
     locked = (select(TIMER.c.id)
@@ -221,25 +267,31 @@ def _lock_due(trigger_type: str, integration_id: int, limit: int, now: datetime
     if db.session.get_bind().dialect.name == "postgresql":
         locked = locked.with_for_update(skip_locked=True)
     locked_cte = locked.cte("locked")
-    current = and_(INSTANCE.c.id.is_not(None), TRANSITION.c.id.is_not(None))
+    # Whether the timer still applies to its instance's version is decided by the caller,
+    # against the scheduled transitions of that version.
     query = (
         select(TIMER.c.id, TIMER.c.instance_id, TIMER.c.integration_id, TIMER.c.workflow_id,
                TIMER.c.transition, TIMER.c.due_at, TIMER.c.failures, INSTANCE.c.record_key,
                INSTANCE.c.run_id, INSTANCE.c.state, INSTANCE.c.vars, INSTANCE.c.data,
-               current.label("current"))
+               INSTANCE.c.workflow_version, INSTANCE.c.id.is_not(None).label("found"))
         .select_from(locked_cte)
         .join(TIMER, TIMER.c.id == locked_cte.c.id)
         .outerjoin(INSTANCE, and_(INSTANCE.c.id == TIMER.c.instance_id,
                                   INSTANCE.c.entered_state_at == TIMER.c.entered_at,
                                   INSTANCE.c.workflow_id == TIMER.c.workflow_id,
                                   INSTANCE.c.active.is_(True)))
-        .outerjoin(TRANSITION, and_(TRANSITION.c.workflow_id == TIMER.c.workflow_id,
-                                    TRANSITION.c.code == TIMER.c.transition,
-                                    TRANSITION.c.from_state == INSTANCE.c.state,
-                                    TRANSITION.c.trigger_type == trigger_type,
-                                    TRANSITION.c.enabled.is_(True)))
         .order_by(TIMER.c.due_at, TIMER.c.id))
     return list(db.session.execute(query))
+
+
+def _current(row: Any, transitions: Mapping[Key, ScheduledTransition]
+             ) -> ScheduledTransition | None:
+    """The scheduled transition a locked timer runs for, None when it no longer applies: its
+    instance moved on, or the version it follows has no such enabled transition from its state."""
+    if not row.found:
+        return None
+    t = transitions.get((row.workflow_id, row.workflow_version, row.transition))
+    return t if t is not None and t.enabled and t.from_state == row.state else None
 
 
 def next_due_after_claim(due_at: datetime, interval: float, now: datetime) -> datetime:
@@ -250,7 +302,7 @@ def next_due_after_claim(due_at: datetime, interval: float, now: datetime) -> da
 
 
 def _claim_batch(trigger_type: str, integration_id: int, limit: int, now: datetime,
-                 transitions: Mapping[tuple[int, str], ScheduledTransition]
+                 transitions: Mapping[Key, ScheduledTransition]
                  ) -> list[ClaimedTimer]:
     """Claim due timers of one integration and move them one interval ahead (not committed).
 
@@ -261,12 +313,14 @@ def _claim_batch(trigger_type: str, integration_id: int, limit: int, now: dateti
     for _ in range(5):
         want = limit - len(claimed)
         rows = _lock_due(trigger_type, integration_id, want, now)
-        batch = [ClaimedTimer(
-            r.id, r.instance_id, r.integration_id, r.workflow_id, r.transition,
-            transitions[(r.workflow_id, r.transition)].config,
-            transitions[(r.workflow_id, r.transition)].interval, r.due_at, r.record_key,
-            r.run_id, r.state, dict(r.vars or {}), dict(r.data or {}), r.failures)
-            for r in rows if r.current and (r.workflow_id, r.transition) in transitions]
+        batch = []
+        for r in rows:
+            t = _current(r, transitions)
+            if t is not None:
+                batch.append(ClaimedTimer(
+                    r.id, r.instance_id, r.integration_id, r.workflow_id, r.transition,
+                    t.config, t.interval, r.due_at, r.record_key, r.run_id, r.state,
+                    dict(r.vars or {}), dict(r.data or {}), r.failures, t.version))
         if batch:
             db.session.execute(
                 update(TIMER).where(TIMER.c.id == bindparam("tid"))
@@ -381,13 +435,15 @@ def finish_many(results: Sequence[Finished], now: datetime | None = None) -> Non
 
 def finish(timer_id: int, error: str | None = None) -> None:
     """Record one run (see `finish_many`); the interval and failure count are read here."""
-    row = db.session.execute(select(TIMER.c.workflow_id, TIMER.c.transition,
-                                    TIMER.c.trigger_type, TIMER.c.failures)
-                             .where(TIMER.c.id == timer_id)).first()
+    row = db.session.execute(
+        select(TIMER.c.workflow_id, TIMER.c.transition, TIMER.c.trigger_type, TIMER.c.failures,
+               INSTANCE.c.workflow_version)
+        .join(INSTANCE, INSTANCE.c.id == TIMER.c.instance_id)
+        .where(TIMER.c.id == timer_id)).first()
     if row is None:
         db.session.commit()
         return
     t = scheduled_transitions(row.trigger_type, [row.workflow_id]).get(
-        (row.workflow_id, row.transition))
+        (row.workflow_id, row.workflow_version, row.transition))
     interval = t.interval if t is not None else 60.0
     finish_many([Finished(timer_id, interval, row.failures, error)])

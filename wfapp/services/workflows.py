@@ -67,6 +67,39 @@ def state_instance_counts(workflow: Workflow) -> dict[str, int]:
         .group_by(Instance.state)).all())
 
 
+def edited_version_counts(workflow: Workflow, state_code: str) -> dict[int, int]:
+    """Instances in `state_code` per version, on the versions an edit of the latest affects:
+    the latest and the one new instances start on (instances on older versions keep theirs)."""
+    numbers = {workflow.latest_version, versions.start_version(workflow)}
+    return dict(db.session.execute(
+        select(Instance.workflow_version, func.count())
+        .where(Instance.workflow_id == workflow.id, Instance.state == state_code,
+               Instance.workflow_version.in_(numbers))
+        .group_by(Instance.workflow_version)).all())
+
+
+class StateInUse(ValidationFailed):
+    """A state to rename or delete holds instances on the latest (or start) version.
+
+    `counts` is {version: instances}; the view offers to go ahead anyway and then opens the
+    migration planner for them, pre-filled.
+    """
+
+    def __init__(self, path: str, state: str, counts: dict[int, int], verb: str) -> None:
+        self.state, self.counts = state, dict(sorted(counts.items()))
+        total = sum(self.counts.values())
+        where = ", ".join(f"{n} on version {v}" for v, n in self.counts.items())
+        super().__init__([RuleError(path, f"state {state!r} has {total} instance(s) ({where}, "
+                                          f"which edits of the latest version affect); "
+                                          f"{verb} it anyway and migrate them, or move "
+                                          "them out of it first")])
+
+    @property
+    def total(self) -> int:
+        """How many instances are in the state."""
+        return sum(self.counts.values())
+
+
 def active_counts_by_state(workflow: Workflow) -> dict[str, int]:
     """Active instances per state (an index-only count on ix_instance_workflow_active)."""
     return dict(db.session.execute(
@@ -168,8 +201,13 @@ def _index(rows: list[dict[str, Any]], code: str, kind: str) -> int:
     raise NotFound(f"{kind} {code!r} does not exist")
 
 
-def save_state(code: str, state_code: str | None, fields: dict[str, Any]) -> Workflow:
-    """Add a state (`state_code` None) or edit one; renames follow through to transitions."""
+def save_state(code: str, state_code: str | None, fields: dict[str, Any],
+               keep_instances: bool = False) -> Workflow:
+    """Add a state (`state_code` None) or edit one; renames follow through to transitions.
+
+    A rename is refused (StateInUse) while instances on the latest or start version are in the
+    state, unless `keep_instances`: they then stay on their version until migrated.
+    """
     new = {
         "code": normalize_code(fields.get("code")),
         "description": fields.get("description") or "",
@@ -188,12 +226,9 @@ def save_state(code: str, state_code: str | None, fields: dict[str, Any]) -> Wor
             old = states[i]["code"]
             states[i] = new
             if new["code"] != old:
-                count = state_instance_counts(get_workflow(code)).get(old, 0)
-                if count:
-                    raise ValidationFailed([RuleError(
-                        f"workflow.states[{i}].code",
-                        f"state {old!r} has {count} instance(s); it cannot be renamed while "
-                        "instances are in it")])
+                counts = edited_version_counts(get_workflow(code), old)
+                if counts and not keep_instances:
+                    raise StateInUse(f"workflow.states[{i}].code", old, counts, "rename")
                 _rename_state(wf, old, new["code"])
         if new["is_initial"]:
             # Marking a state initial moves the mark; exactly one state is initial.
@@ -214,8 +249,12 @@ def _rename_state(wf: dict[str, Any], old: str, new: str) -> None:
             t["to_state"] = new
 
 
-def delete_state(code: str, state_code: str) -> Workflow:
-    """Delete a state unless it is initial, used by transitions or holds instances."""
+def delete_state(code: str, state_code: str, keep_instances: bool = False) -> Workflow:
+    """Delete a state unless it is initial or used by transitions.
+
+    Refused (StateInUse) while instances on the latest or start version are in it, unless
+    `keep_instances`: they then stay on their version until migrated.
+    """
     workflow = get_workflow(code)
     state_code = normalize_code(state_code)
     wf = workflow_to_dict(workflow)
@@ -229,11 +268,11 @@ def delete_state(code: str, state_code: str) -> Workflow:
     if users:
         errors.append(RuleError(place, f"state {state_code!r} is used by transitions "
                                 f"{', '.join(users)}"))
-    count = state_instance_counts(workflow).get(state_code, 0)
-    if count:
-        errors.append(RuleError(place, f"state {state_code!r} has {count} instance(s)"))
     if errors:
         raise ValidationFailed(errors)
+    counts = edited_version_counts(workflow, state_code)
+    if counts and not keep_instances:
+        raise StateInUse(place, state_code, counts, "delete")
     del wf["states"][i]
     return save_definition(workflow, wf)
 

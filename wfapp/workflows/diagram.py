@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
+from types import SimpleNamespace
 from typing import Any
 
 from ..models import Workflow
@@ -64,6 +65,20 @@ class Edge:
     def height(self) -> float:
         """The height its label needs."""
         return len(self.lines()) * LINE_H + 2
+
+
+def definition_shape(wf: Mapping[str, Any]) -> Any:
+    """A definition (an export document's `workflow`, e.g. a version's) in the shape
+    `state_diagram` draws: attributes like a Workflow row's, nothing read from the database."""
+    states = [SimpleNamespace(**{"description": "", "is_final": False,
+                                 "timeout_hours": None, "on_timeout_transition": None,
+                                 **s, "is_initial": bool(s.get("is_initial"))
+                                 or s.get("code") == wf.get("initial_state")})
+              for s in wf.get("states") or []]
+    transitions = [SimpleNamespace(**{"enabled": True, "actions": [], **t})
+                   for t in wf.get("transitions") or []]
+    return SimpleNamespace(code=wf.get("code", ""), initial_state=wf.get("initial_state"),
+                           states=states, transitions=transitions)
 
 
 def _columns(workflow: Workflow) -> dict[str, int]:

@@ -13,6 +13,7 @@ from ..models import Role, Workflow
 from ..security import requires_role
 from ..services import workflows as service
 from ..services.errors import NotFound, ValidationFailed
+from ..services.workflows import StateInUse
 from . import bp
 from .forms import DeleteForm, StateForm, route_errors
 from .views import flash_checks, load, refusal
@@ -29,6 +30,16 @@ def _state_form(workflow: Workflow, state_code: str | None, formdata: Any = None
     if formdata is None and state is not None:
         form.on_timeout_transition.data = state.on_timeout_transition or ""
     return form
+
+
+def _plan_url(workflow: Workflow, error: StateInUse, renamed: str | None = None) -> str:
+    """The migration planner for the instances a rename or delete left on their version:
+    from that version (the one holding most of them) to the version just saved."""
+    source = max(error.counts, key=lambda v: (error.counts[v], v))
+    target = load(workflow.code).latest_version
+    extra: dict[str, Any] = {f"map_{error.state}": renamed} if renamed else {}
+    return url_for("workflows.plan", code=workflow.code, from_version=source,
+                   to_version=target, state=error.state, **extra)
 
 
 def _state_index(workflow: Workflow, state_code: str | None) -> int:
@@ -51,6 +62,8 @@ def state(code: str, state_code: str | None) -> Response | tuple[str, int]:
     posted = request.method == "POST"
     form = _state_form(workflow, state_code, request.form if posted else None)
     errors: list[RuleError] = []
+    in_use: StateInUse | None = None
+    keep = posted and request.form.get("keep_instances") == "1"
     if posted and form.validate():
         fields = {
             "code": form.code.data, "description": form.description.data,
@@ -60,8 +73,20 @@ def state(code: str, state_code: str | None) -> Response | tuple[str, int]:
         }
         index = _state_index(workflow, state_code)
         try:
-            service.save_state(workflow.code, state_code, fields)
+            if keep and state_code is not None:
+                # Asked for after a refusal: say where the instances are now, then plan.
+                try:
+                    service.save_state(workflow.code, state_code, fields)
+                except StateInUse as error:
+                    in_use = error
+                    service.save_state(workflow.code, state_code, fields, keep_instances=True)
+            else:
+                service.save_state(workflow.code, state_code, fields)
+        except StateInUse as error:
+            in_use = error
+            errors = route_errors(error.errors, f"workflow.states[{index}]", form)
         except ValidationFailed as error:
+            in_use = None
             errors = route_errors(error.errors, f"workflow.states[{index}]", form)
             errors = route_errors(errors, "workflow", form, {"states": "is_initial",
                                                              "initial_state": "is_initial"})
@@ -69,26 +94,47 @@ def state(code: str, state_code: str | None) -> Response | tuple[str, int]:
             flash(error.message, "danger")
             return redirect(url_for("workflows.card", code=workflow.code))
         else:
-            flash(f"State {fields['code'].strip().upper()} saved.", "success")
+            saved = fields["code"].strip().upper()
+            flash(f"State {saved} saved.", "success")
             flash_checks(workflow.code)
+            if in_use is not None:
+                flash(f"{in_use.total} instance(s) stay in {in_use.state} on their version: "
+                      "plan their migration below.", "info")
+                return redirect(_plan_url(workflow, in_use, saved))
             return redirect(url_for("workflows.card", code=workflow.code) + "#states")
+    counts = service.edited_version_counts(workflow, state_code) if state_code else {}
     return render_template("workflows/state.html", workflow=workflow, form=form,
-                           state_code=state_code, errors=errors,
-                           count=service.state_instance_counts(workflow).get(state_code, 0)
-                           if state_code else 0), 422 if posted else 200
+                           state_code=state_code, errors=errors, in_use=in_use,
+                           counts=counts), (409 if in_use else 422) if posted else 200
 
 
 @bp.post("/<code>/states/<state_code>/delete")
 @requires_role(Role.AUTHOR)
-def delete_state(code: str, state_code: str) -> Response:
-    """Delete a state unless it is initial, used by transitions or holds instances."""
+def delete_state(code: str, state_code: str) -> Response | tuple[str, int]:
+    """Delete a state unless it is initial or used by transitions. While instances on the
+    latest (or start) version are in it, say how many and offer to delete it anyway and plan
+    their migration."""
     workflow = load(code)
-    if DeleteForm().validate_on_submit():
+    form = DeleteForm()
+    if form.validate_on_submit():
+        keep = request.form.get("keep_instances") == "1"
+        in_use: StateInUse | None = None
         try:
-            service.delete_state(workflow.code, state_code)
+            try:
+                service.delete_state(workflow.code, state_code)
+            except StateInUse as error:
+                if not keep:
+                    return render_template("workflows/state_in_use.html", workflow=workflow,
+                                           error=error, form=form), 409
+                in_use = error
+                service.delete_state(workflow.code, state_code, keep_instances=True)
         except (ValidationFailed, NotFound) as error:
             flash(refusal(f"State {state_code.upper()} not deleted", error), "danger")
         else:
             flash(f"State {state_code.upper()} deleted.", "success")
             flash_checks(workflow.code)
+            if in_use is not None:
+                flash(f"{in_use.total} instance(s) stay in {in_use.state} on their version: "
+                      "plan their migration below.", "info")
+                return redirect(_plan_url(workflow, in_use))
     return redirect(url_for("workflows.card", code=workflow.code) + "#states")
