@@ -17,22 +17,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response
 
 from wfapp.plugin_api import (
     MISSING,
     InputError,
+    IntegrationChanged,
     IntegrationInfo,
     NewEvent,
     StorageUnavailable,
-    config,
-    csrf_exempt,
     find_integration,
+    inbound,
     json_error,
     parse_json,
-    public,
     record_delivery,
     resolve_path,
     signing,
@@ -92,33 +90,45 @@ def _secret_keys(info: IntegrationInfo, scheme: str) -> list[str]:
     return keys
 
 
-def _read_body(limit: int) -> bytes:
-    """The body, at most `limit` bytes: Content-Length is checked first, then at most limit+1
-    bytes are read (a chunked body has no length), so nothing unbounded is buffered."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise Refused(413, "too_large", f"the body has {length} bytes; this integration accepts "
-                      f"at most {limit}")
-    try:
-        stream = request.stream
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except HTTPException as error:  # Werkzeug's own limit, a broken chunked encoding
-        if error.code == 413:
-            raise Refused(413, "too_large", "the body is larger than this server accepts"
-                          ) from None
-        raise Refused(400, "unreadable_body", "the body could not be read") from None
-    except (OSError, ValueError):
-        raise Refused(400, "unreadable_body", "the body could not be read") from None
-    if size > limit:
-        raise Refused(413, "too_large", f"the body is larger than {limit} bytes, the most this "
-                      "integration accepts")
-    return b"".join(chunks)
+class Body:
+    """The request body, read at most once and never more than a limit: Content-Length is
+    checked first, then at most limit+1 bytes are read (a chunked body has no length), so
+    nothing unbounded is buffered. A second `read` (a fresh copy of the settings may allow
+    more) goes on where the first stopped."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done = False
+
+    def read(self, limit: int) -> bytes:
+        """The whole body if it has at most `limit` bytes; Refused (413, 400) otherwise."""
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Refused(413, "too_large", f"the body has {length} bytes; this integration "
+                          f"accepts at most {limit}")
+        try:
+            stream = request.stream
+            while not self.done and self.size <= limit:
+                chunk = stream.read(min(READ_CHUNK, limit + 1 - self.size))
+                if not chunk:
+                    self.done = True
+                    break
+                self.chunks.append(chunk)
+                self.size += len(chunk)
+        except HTTPException as error:  # Werkzeug's own limit, a broken chunked encoding
+            if error.code == 413:
+                raise Refused(413, "too_large", "the body is larger than this server accepts"
+                              ) from None
+            raise Refused(400, "unreadable_body", "the body could not be read") from None
+        except (OSError, ValueError):
+            raise Refused(400, "unreadable_body", "the body could not be read") from None
+        if self.size > limit:
+            raise Refused(413, "too_large", f"the body is larger than {limit} bytes, the most "
+                          "this integration accepts")
+        if len(self.chunks) > 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0] if self.chunks else b""
 
 
 def _header(name: str) -> str | None:
@@ -196,20 +206,30 @@ def _event_type(payload: Mapping[str, Any], path: str) -> str:
 
 def receive(code: str) -> tuple[Response, int] | Response:
     """Check one delivery in the documented order and store it as an event."""
-    # A snapshot of the integration (and its secret) up to WEBHOOK_CONFIG_SECONDS old: the
-    # endpoint runs per delivery, and the two reads and the decryption cost more than the insert.
-    info = find_integration(code, max_age=float(config("WEBHOOK_CONFIG_SECONDS", 2)))
-    if info is None:
-        return json_error(404, "not_found", f"integration {code!r} does not exist")
-    try:
-        return _accept(info)
-    except Refused as refusal:
-        record_delivery(info, CHANNEL, "refused", refusal.message, status_code=refusal.status,
-                        key=refusal.key)
-        return json_error(refusal.status, refusal.code, refusal.message, refusal.details)
+    # This process's copy of the integration and its secret (no read before verifying): the
+    # endpoint runs per delivery, and the reads and the decryption cost more than the insert.
+    # A copy another process made stale is caught when storing (IntegrationChanged) or, for
+    # a refusal, by comparing versions; then everything is checked again on a fresh copy.
+    info = find_integration(code, cached=True)
+    body = Body()
+    while info is not None:
+        try:
+            return _accept(info, body)
+        except Refused as refusal:
+            if info.cached:
+                fresh = find_integration(code)
+                if fresh is None or fresh.version != info.version:
+                    info = fresh
+                    continue
+            record_delivery(info, CHANNEL, "refused", refusal.message,
+                            status_code=refusal.status, key=refusal.key)
+            return json_error(refusal.status, refusal.code, refusal.message, refusal.details)
+        except IntegrationChanged:
+            info = find_integration(code)  # fresh: not cached, so no second round
+    return json_error(404, "not_found", f"integration {code!r} does not exist")
 
 
-def _accept(info: IntegrationInfo) -> tuple[Response, int] | Response:
+def _accept(info: IntegrationInfo, reader: Body) -> tuple[Response, int] | Response:
     if not info.enabled:
         raise Refused(403, "disabled", f"integration {info.code} is disabled")
     if not info.setting("webhook_enabled", False):
@@ -221,7 +241,7 @@ def _accept(info: IntegrationInfo) -> tuple[Response, int] | Response:
     if allowed and not allow_list(allowed).allows(request.remote_addr):
         raise Refused(403, "ip_not_allowed", f"the client address {request.remote_addr} is not "
                       "in this integration's allow-list")
-    body = _read_body(int(info.setting("webhook_max_bytes", DEFAULT_MAX_BYTES)))
+    body = reader.read(int(info.setting("webhook_max_bytes", DEFAULT_MAX_BYTES)))
     verified = _verify_standard(keys, body) if scheme == "standard" else \
         _verify_hmac(info, keys, body)
     try:
@@ -245,12 +265,12 @@ def _accept(info: IntegrationInfo) -> tuple[Response, int] | Response:
         record_delivery(info, CHANNEL, "duplicate", "redelivery of an accepted webhook",
                         status_code=200, key=dedupe[3:])
         return {"duplicate": True}, 200  # type: ignore[return-value]
-    return {"event_id": stored.ids[0]}, 202  # type: ignore[return-value]
+    # Built directly (what jsonify would send): this answer goes out on every delivery.
+    return Response(b'{"event_id":%d}\n' % stored.ids[0], 202, mimetype="application/json")
 
 
 @bp.post("/hooks/<code>")
-@public
-@csrf_exempt
+@inbound
 def hook(code: str) -> Any:
     """A webhook delivery for an integration (public: it authenticates by signature)."""
     try:

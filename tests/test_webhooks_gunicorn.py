@@ -55,3 +55,29 @@ def test_gunicorn_and_a_worker_process_move_instances_in_three_styles(gunicorn, 
     finally:
         worker.terminate()
         worker.wait(timeout=20)
+
+
+def test_a_change_counts_on_the_next_request_of_every_gunicorn_worker(gunicorn, app_config):
+    """Each worker answers from its own copy of the integration; a change made here (another
+    process) must count on each worker's next request: rotated secret, then webhooks off."""
+    from wfapp import signing
+    from wfapp.services.integrations import update_integration
+
+    old = make_integration("STD", webhook_secret_grace_hours=0)
+
+    def codes(secret: str, count: int = 8) -> set[int]:
+        seen = set()
+        with requests.Session() as session:
+            for n in range(count):
+                body, headers = standard(secret, {"type": "x", "id": f"R-{n}"})
+                seen.add(session.post(f"{gunicorn}/hooks/STD", data=body, headers=headers,
+                                      timeout=10).status_code)
+        return seen
+
+    assert codes(old, 12) == {202}  # every worker now holds a copy with the old secret
+    new = signing.generate_secret()
+    update_integration("STD", {"webhook_secret": new})
+    assert codes(old) == {401}
+    assert codes(new) == {202}
+    update_integration("STD", {"webhook_enabled": False})
+    assert codes(new) == {403}

@@ -21,7 +21,9 @@ def _templates_dir() -> str:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build a wfapp application: config, extensions, plugins, blueprints, CLI."""
     instance_path = (test_config or {}).get("INSTANCE_PATH")
-    app = Flask(__name__, instance_relative_config=True, template_folder=_templates_dir(),
+    from .inbound import WfappFlask
+
+    app = WfappFlask(__name__, instance_relative_config=True, template_folder=_templates_dir(),
                 instance_path=instance_path)
     app.config.from_object("wfapp.config")
     app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'wfapp.sqlite'}"

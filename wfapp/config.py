@@ -98,9 +98,6 @@ TOKEN_LIMIT_ADDRESS = "30 per 1 minute"
 # are in wfapp/engine/rules.py (Limits): states 200, transitions 500, conditions 50 and captures
 # 50 per transition, condition values 1000 characters, list values 500 items, paths 200.
 DEFINITION_LIMITS: dict[str, int] = {}
-# Seconds a web process may answer webhooks from its cached copy of an integration's webhook
-# settings and secret; a change made through another process is seen within this time.
-WEBHOOK_CONFIG_SECONDS = 2
 
 # --- operations ----------------------------------------------------------------------------------
 # GET /metrics: open to these client addresses (CIDRs; a list, or comma-separated in the

@@ -94,13 +94,15 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH, root: str = "") -> None:
     """Refuse nesting deeper than `max_depth` and NUL characters (naming every place)."""
-    found: list[str] = []
-    stack: list[tuple[str, Any, int]] = [(root, value, 0)]
+    # Places are kept as (parent, key) links and spelled out only for what is refused: every
+    # webhook payload passes through here, and almost none has anything to name.
+    found: list[Any] = []
+    stack: list[tuple[Any, int, Any]] = [(value, 0, None)]
     while stack:
-        place, item, depth = stack.pop()
+        item, depth, node = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                found.append(place or "body")
+                found.append(node)
             continue
         children: Iterable[tuple[Any, Any]]
         if isinstance(item, dict):
@@ -110,18 +112,33 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, root: str = "") -> No
         else:
             continue
         if depth >= max_depth:
-            raise InputError(f"is nested more than {max_depth} levels deep", place or "body")
+            raise InputError(f"is nested more than {max_depth} levels deep",
+                             _place(root, node) or "body")
         for key, child in children:
-            inner = f"{place}[{key}]" if isinstance(key, int) else (
-                f"{place}.{key}" if place else str(key))
             if isinstance(key, str) and "\x00" in key:
-                found.append(inner)
-            else:
-                stack.append((inner, child, depth + 1))
+                found.append((node, key))
+            elif isinstance(child, str):
+                if "\x00" in child:
+                    found.append((node, key))
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1, (node, key)))
     if found:
-        found.sort()
-        raise InputError("must not contain NUL characters", found[0], malformed=False,
-                         places=found)
+        places = sorted(_place(root, node) or "body" for node in found)
+        raise InputError("must not contain NUL characters", places[0], malformed=False,
+                         places=places)
+
+
+def _place(root: str, node: Any) -> str:
+    """The dotted place of a (parent, key) link below `root`: a.b[0].c."""
+    keys = []
+    while node is not None:
+        node, key = node
+        keys.append(key)
+    place = root
+    for key in reversed(keys):
+        place = f"{place}[{key}]" if isinstance(key, int) else (
+            f"{place}.{key}" if place else str(key))
+    return place
 
 
 MAX_ID = 2**63 - 1

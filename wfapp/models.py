@@ -257,6 +257,9 @@ class Integration(Model):
     # Settings that trigger plugins add (webhook secret, record-key path, ...), keyed by name.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Bumped by every change of the fields, settings or secrets (config_cache.changed): web
+    # processes keep a copy of an integration and check this in the statement that stores.
+    config_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     workflow: Mapped[Workflow | None] = relationship()
 

@@ -14,7 +14,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from . import signing
 from .actions import ActionContext, ActionResult, ActionType
 from .formatting import span
 from .hookspecs import hookimpl
+from .inbound import inbound
 from .inputs import MAX_DEPTH as _MAX_DEPTH
 from .inputs import InputError, check_value, parse_json
 from .metrics import MetricFamily, process_counter
@@ -35,10 +36,12 @@ from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
     "ActionContext", "ActionResult", "ActionType", "DeliveryOutcome", "DueInstance", "Field",
-    "InputError", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING", "MetricFamily", "NewEvent",
+    "InputError", "IntegrationChanged", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING",
+    "MetricFamily", "NewEvent",
     "Panel", "Role", "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType",
     "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
     "external_url", "find_integration", "finish_due", "finish_due_batch", "glob_match", "hookimpl",
+    "inbound",
     "integrations", "job", "json_error", "parse_json", "public", "recent_deliveries",
     "record_delivery", "release_due", "requires_role", "resolve_path", "roles", "schedule_summary",
     "set_secret", "signing", "span", "state_get", "state_items", "state_put", "state_remove",
@@ -68,6 +71,12 @@ def _writing() -> Iterator[None]:
 
 
 # --- events -------------------------------------------------------------------------------------
+
+
+class IntegrationChanged(RuntimeError):
+    """`store_event_now` with a cached `IntegrationInfo`: the integration's settings or secrets
+    changed since the copy was read (in any process); nothing was stored. Read it again with
+    `find_integration(code)`, check the request again, and store with the fresh copy."""
 
 
 class StorageUnavailable(RuntimeError):
@@ -113,8 +122,9 @@ class StoredEvents:
         return len(self.ids)
 
 
-def _check_event(index: int, event: Any) -> None:
-    """Refuse, before anything is written, an event no database or engine could take."""
+def _check_event(index: int, event: Any) -> str:
+    """Refuse, before anything is written, an event no database or engine could take; the
+    payload as JSON text."""
     from .services.registry import get_registry
 
     where = f"events[{index}]"
@@ -137,7 +147,7 @@ def _check_event(index: int, event: Any) -> None:
         raise ValueError(f"{where}.payload must be a dict")
     try:
         # The payload is stored as JSON: refuse what JSON or the database cannot hold.
-        json.dumps(event.payload, allow_nan=False)
+        text = json.dumps(event.payload, allow_nan=False)
         check_value({"type": event.type, "record_key": event.record_key or "",
                      "dedupe_key": event.dedupe_key or "", "payload": event.payload},
                     root=where, max_depth=_MAX_DEPTH + 1)
@@ -145,6 +155,7 @@ def _check_event(index: int, event: Any) -> None:
         raise ValueError(f"{exc.path}: {exc.message}") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}.payload is not JSON: {exc}") from None
+    return text
 
 
 def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
@@ -198,6 +209,10 @@ class IntegrationInfo:
     workflow_code: str | None
     instance_mode: str
     settings: Mapping[str, Any]
+    #: Bumped by every change of the integration's fields, settings or secrets.
+    version: int = 0
+    #: True for a copy `find_integration(code, cached=True)` kept from an earlier request.
+    cached: bool = field(default=False, compare=False)
     # Secrets read through this snapshot, kept with it (a cached snapshot reads them once).
     _secrets: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -232,7 +247,8 @@ class IntegrationInfo:
         return secrets.read_all(self.id, secrets.NAMED)
 
 
-def _info(integration: Any, workflow_code: Any = MISSING) -> IntegrationInfo:
+def _info(integration: Any, workflow_code: Any = MISSING, version: int | None = None
+          ) -> IntegrationInfo:
     from .services.registry import get_registry
 
     declared = get_registry().integration_settings
@@ -244,26 +260,47 @@ def _info(integration: Any, workflow_code: Any = MISSING) -> IntegrationInfo:
     return IntegrationInfo(
         id=integration.id, code=integration.code, description=integration.description or "",
         enabled=bool(integration.enabled), workflow_code=workflow_code,
-        instance_mode=integration.instance_mode, settings=settings)
+        instance_mode=integration.instance_mode, settings=settings,
+        version=getattr(integration, "config_version", 0) if version is None else version)
 
 
-def find_integration(code: str, max_age: float = 0.0) -> IntegrationInfo | None:
+def find_integration(code: str, max_age: float = 0.0, *, cached: bool = False
+                     ) -> IntegrationInfo | None:
     """The integration with this code (any case), or None; StorageUnavailable if the database
-    fails. One query; with `max_age` > 0 a snapshot up to that many seconds old (with the
-    secrets it read) may be returned instead — for endpoints called on every request. A change
-    made in this process is seen at once; one made in another process within `max_age`."""
+    fails. One query, or none:
+
+    - `cached=True`: this process's copy from an earlier call (with the secrets it read), read
+      once and kept until the integration changes — for endpoints called on every request. It
+      may be stale when another process changed the integration: `store_event_now` notices in
+      the statement that stores (raising IntegrationChanged, storing nothing), and a caller that
+      refuses a request on a cached copy should first compare `version` with a fresh
+      `find_integration(code)`. A change made in this process drops every copy at once.
+    - `max_age` > 0 (older, superseded by `cached`): a copy up to that many seconds old.
+    """
     from .services import config_cache
     from .services.integrations import find_integration_row
 
     if not isinstance(code, str) or len(code) > 100:
         return None
+    key = ("integration", code.strip().upper())
+    if cached:
+        found = config_cache.peek(key)
+        if found is not None:
+            return found
 
     def load() -> IntegrationInfo | None:
         with _writing():
             row = find_integration_row(code)
-        return None if row is None else _info(row, row.workflow_code)
+        return None if row is None else _info(row, row.workflow_code, row.config_version)
 
-    return config_cache.get(("integration", code.strip().upper()), max_age, load)
+    if max_age > 0:
+        return config_cache.get(key, max_age, load)
+    generation = config_cache.generation()
+    info = load()
+    # Every fresh read refreshes the copy; unknown codes are not kept (a flood of made-up
+    # codes must not fill the cache), and a copy of one that is gone is dropped.
+    config_cache.put(key, None if info is None else replace(info, cached=True), generation)
+    return info
 
 
 def store_event_now(integration: IntegrationInfo, event: NewEvent) -> StoredEvents:
@@ -272,21 +309,27 @@ def store_event_now(integration: IntegrationInfo, event: NewEvent) -> StoredEven
     The hot path for inbound endpoints (one event per request): on PostgreSQL a single
     round trip on a connection kept for it. Checks the event like `store_events`; raises
     StorageUnavailable when the database fails (nothing stored). `duplicates` is 1 for a
-    repeated dedupe key.
+    repeated dedupe key. With a cached `integration` (`find_integration(code, cached=True)`)
+    the same statement checks that the integration has not changed since, and raises
+    IntegrationChanged (nothing stored) when it has.
     """
+    from .services.events import IntegrationChanged as Changed
     from .services.events import NewEvent as CoreEvent
     from .services.inbox_writer import WriteFailed, store_one
 
-    _check_event(0, event)
+    payload_json = _check_event(0, event)
     if event.failure is not None:
         return store_events(integration, [event])
     try:
         with _writing():  # SQLite takes the regular path, whose errors arrive as SQLAlchemy's
             new_id = store_one(integration.id, CoreEvent(
                 event.source, event.type, event.record_key, event.run_id, event.payload, None,
-                event.dedupe_key))
+                event.dedupe_key), expect_version=integration.version if integration.cached
+                else None, payload_json=payload_json)
     except WriteFailed as error:
         raise StorageUnavailable(str(error)) from error
+    except Changed as error:
+        raise IntegrationChanged(str(error)) from None
     _count_inbound(event.source, int(new_id is not None), int(new_id is None))
     return StoredEvents([new_id], 0) if new_id is not None else StoredEvents([], 1)
 

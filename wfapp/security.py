@@ -167,6 +167,16 @@ def _check_idle() -> Any:
 class SessionInterface(SecureCookieSessionInterface):
     """Signed-cookie sessions whose cookie is Secure whenever the request came over HTTPS."""
 
+    def open_session(self, app: Flask, request: Any) -> Any:
+        """No session (a null one) for paths only inbound endpoints serve: machines send no
+        cookie, and parsing and signing one costs as much as a webhook's insert."""
+        from .inbound import inbound_prefixes
+
+        prefixes = inbound_prefixes(app)
+        if prefixes and request.path.startswith(prefixes):
+            return None
+        return super().open_session(app, request)
+
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure over HTTPS (directly or as TRUSTED_PROXIES report it), or when forced."""
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or (

@@ -11,6 +11,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
 from ..extensions import db
+from ..inbound import also_inbound
 from ..security import api_error, database_unavailable, is_api_request, standalone_page
 from ..services.errors import is_unavailable
 from ..services.search import Hit, best_hit, search
@@ -66,6 +67,7 @@ def search_json() -> Response:
 
 
 @bp.before_app_request
+@also_inbound
 def refuse_nul_in_paths() -> None:
     """A NUL character in a URL names nothing that can exist (no database stores one): 404."""
     if "\x00" in request.path or any(isinstance(v, str) and "\x00" in v

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..engine import RuleError
@@ -128,13 +128,18 @@ def _link_failed_to_instances(ids: list[int]) -> None:
     db.session.execute(update(EVENT).where(EVENT.c.id.in_(ids)).values(instance_id=found))
 
 
-def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
-          ) -> tuple[list[int], int]:
+class IntegrationChanged(RuntimeError):
+    """The integration's configuration changed since the caller read it: nothing was stored."""
+
+
+def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True,
+          expect_version: int | None = None) -> tuple[list[int], int]:
     """Store events in one transaction, then queue their processing: (new ids, duplicates).
 
     An event with a `failure` is stored as failed, with the reason as its result, linked to its
     instance when there is one, and not queued. Raises ValueError for a record key longer than
-    200 characters (callers check first).
+    200 characters (callers check first). With `expect_version`, raises IntegrationChanged
+    (storing nothing) unless the integration's config_version is still that.
     """
     for e in events:
         if e.record_key is not None and len(e.record_key) > MAX_KEY:
@@ -149,7 +154,12 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
         "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
     } for e in events]
     try:
+        # Before the insert (an integration deleted since would fail it), and after: the
+        # insert holds SQLite's write lock (and on PostgreSQL a later statement sees every
+        # change committed before it), so no change slips in between.
+        _check_version(integration_id, expect_version)
         ids = _insert_ignoring_duplicates(rows) if rows else []
+        _check_version(integration_id, expect_version)
         failed = [i for i, status in _statuses(ids, rows)
                   if status == EventStatus.FAILED.value]
         if failed:
@@ -161,6 +171,16 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
     if kick and len(failed) < len(ids):
         _kick_after_commit()
     return ids, len(rows) - len(ids)
+
+
+_VERSION = select(Integration.__table__.c.config_version).where(
+    Integration.__table__.c.id == bindparam("id"))
+
+
+def _check_version(integration_id: int, expected: int | None) -> None:
+    if expected is not None and db.session.connection().execute(
+            _VERSION, {"id": integration_id}).scalar() != expected:
+        raise IntegrationChanged(f"integration {integration_id} changed")
 
 
 def _statuses(ids: list[int], rows: list[dict[str, Any]]) -> list[tuple[int, str]]:

@@ -54,12 +54,13 @@ class IntegrationRow:
     instance_mode: str
     settings: dict[str, Any]
     workflow_code: str | None
+    config_version: int = 1
 
 
 # Built once, on the tables (not the ORM classes): the cheapest statement SQLAlchemy runs.
 _I, _W = Integration.__table__, Workflow.__table__
 _ROW_BY_CODE = select(_I.c.id, _I.c.code, _I.c.description, _I.c.enabled, _I.c.instance_mode,
-                      _I.c.settings, _W.c.code).select_from(
+                      _I.c.settings, _W.c.code, _I.c.config_version).select_from(
     _I.outerjoin(_W, _W.c.id == _I.c.workflow_id)).where(_I.c.code == bindparam("code"))
 
 
@@ -74,7 +75,7 @@ def find_integration_row(code: str) -> IntegrationRow | None:
     if row is None:
         return None
     return IntegrationRow(row[0], row[1], row[2] or "", bool(row[3]), row[4], row[5] or {},
-                          row[6])
+                          row[6], row[7])
 
 
 def integration_to_dict(integration: Integration) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def _plugin_setting_errors(fields: dict[str, Any], stored: dict[str, Any]) -> li
 
 
 def _apply(integration: Integration, fields: dict[str, Any], workflow: Workflow | None) -> None:
-    config_cache.invalidate()
+    config_cache.changed(integration.id)
     for key in ("description", "instance_mode", "enabled", "record_url_template"):
         if key in fields:
             setattr(integration, key, fields[key])

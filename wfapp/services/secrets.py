@@ -32,15 +32,17 @@ def secretbox() -> SecretBox:
 
 def put(integration_id: int, kind: str, name: str, value: str) -> None:
     """Store (or replace) a secret in the current transaction; the old value becomes `previous`."""
-    config_cache.invalidate()
     box = secretbox()
     row = db.session.get(IntegrationSecret, (integration_id, kind, name))
     now = utcnow()
+    same = row is not None and box.decrypt(row.ciphertext) == value
+    if not same:
+        config_cache.changed(integration_id)
     if row is None:
         db.session.add(IntegrationSecret(integration_id=integration_id, kind=kind, name=name,
                                          ciphertext=box.encrypt(value), updated_at=now))
         return
-    if box.decrypt(row.ciphertext) == value:
+    if same:
         return  # the same value again is no rotation
     row.previous = row.ciphertext
     row.rotated_at = now
@@ -50,8 +52,8 @@ def put(integration_id: int, kind: str, name: str, value: str) -> None:
 
 def remove(integration_id: int, kind: str, names: list[str]) -> None:
     """Delete secrets in the current transaction."""
-    config_cache.invalidate()
     if names:
+        config_cache.changed(integration_id)
         db.session.execute(delete(IntegrationSecret).where(
             IntegrationSecret.integration_id == integration_id, IntegrationSecret.kind == kind,
             IntegrationSecret.name.in_(names)))
