@@ -2,7 +2,7 @@
 secrets, so web processes may answer webhooks from a cached copy and still see a change at once
 
 Revision ID: h7_config_version
-Revises: g11_alerts
+Revises: h11_metric_counts
 Create Date: 2026-11-26 02:50:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = 'h7_config_version'
-down_revision = 'g11_alerts'
+down_revision = 'h11_metric_counts'
 branch_labels = None
 depends_on = None
 
