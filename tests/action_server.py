@@ -3,7 +3,8 @@
 `server.script("/submit/A1", [500, "drop", (429, {"Retry-After": "1"}), 200])` answers the
 next requests to that path in turn (the last answer repeats): a status code, `"drop"` (the
 connection is closed without an answer), `("sleep", seconds)` then 200, or (status, headers).
-A 2xx answer's body is `server.bodies.get(path, {"ok": True, "id": "C-1"})`.
+A 2xx answer's body is `server.bodies.get(path, {"ok": True, "id": "C-1"})`. `server.peak` is
+the most requests it was answering at once (for concurrency limits).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         self.server.record(Received(self.command, self.path, dict(self.headers), body,
                                     time.monotonic()))
+        self.server.entered()
+        try:
+            self._answer(path)
+        finally:
+            self.server.left()
+
+    def _answer(self, path: str) -> None:
         answer = self.server.next_answer(path)
         headers: dict[str, str] = {}
         if answer == "drop":
@@ -81,6 +89,9 @@ class ActionServer(ThreadingHTTPServer):
         self.scripts: dict[str, list[Any]] = {}
         self.bodies: dict[str, Any] = {}
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        #: Requests being answered right now, and the most there ever were at once.
+        self.in_flight = 0
+        self.peak = 0
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # dropped connections are scripted
@@ -102,6 +113,15 @@ class ActionServer(ThreadingHTTPServer):
         with self.lock:
             answers = self.scripts.get(path) or [200]
             return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def entered(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+
+    def left(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def record(self, item: Received) -> None:
         with self.lock:

@@ -136,6 +136,20 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
     instance when there is one, and not queued. Raises ValueError for a record key longer than
     200 characters (callers check first).
     """
+    try:
+        ids, duplicates, queued = stage(integration_id, events)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    if kick and queued:
+        _kick_after_commit()
+    return ids, duplicates
+
+
+def stage(integration_id: int, events: Sequence[NewEvent]) -> tuple[list[int], int, int]:
+    """Insert events in the caller's transaction without committing: (new ids, duplicates,
+    how many wait for processing). The caller commits, then kicks when any wait."""
     for e in events:
         if e.record_key is not None and len(e.record_key) > MAX_KEY:
             raise ValueError(f"record key longer than {MAX_KEY} characters")
@@ -148,19 +162,11 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True
         "status": EventStatus.PENDING.value if e.failure is None else EventStatus.FAILED.value,
         "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
     } for e in events]
-    try:
-        ids = _insert_ignoring_duplicates(rows) if rows else []
-        failed = [i for i, status in _statuses(ids, rows)
-                  if status == EventStatus.FAILED.value]
-        if failed:
-            _link_failed_to_instances(failed)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    if kick and len(failed) < len(ids):
-        _kick_after_commit()
-    return ids, len(rows) - len(ids)
+    ids = _insert_ignoring_duplicates(rows) if rows else []
+    failed = [i for i, status in _statuses(ids, rows) if status == EventStatus.FAILED.value]
+    if failed:
+        _link_failed_to_instances(failed)
+    return ids, len(rows) - len(ids), len(ids) - len(failed)
 
 
 def _statuses(ids: list[int], rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
