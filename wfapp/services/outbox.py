@@ -138,6 +138,9 @@ CLAIM_LOCK = 0x7766_6F75
 #: Attempts to record a batch of results before they are dropped (the database is away): the
 #: rows' leases then run out and they are delivered again, with the same idempotency key.
 STORE_ATTEMPTS = 5
+#: How long the pump waits before claiming again when a concurrency limit held back every due
+#: delivery (their slots are taken by calls running elsewhere, which free them when recorded).
+HELD_BACK_PAUSE = 0.1
 #: How long an idle executor pump (nothing queued, running or to record) lives before it exits.
 IDLE_SECONDS = 2.0
 
@@ -188,15 +191,28 @@ def claim(limit: int, owner: str, now: datetime | None = None) -> list[Claimed]:
 
 def _claim(limit: int, owner: str, now: datetime | None = None
            ) -> tuple[list[Claimed], bool]:
-    """The claimed deliveries, and whether due ones were left (the limit or a cap reached).
+    """`claim`, and whether due deliveries were left (the limit or a cap reached); commits."""
+    try:
+        found = _claim_in_transaction(limit, owner, now or utcnow())
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return found
+
+
+def _claim_in_transaction(limit: int, owner: str, now: datetime
+                          ) -> tuple[list[Claimed], bool]:
+    """Lease due deliveries in the caller's transaction: the claimed ones, and whether due
+    ones were left (the limit or a cap reached).
 
     Leased rows — running anywhere, or claimed and waiting for a thread — count against the
     integration's limit (ACTION_CONCURRENCY_PER_INTEGRATION) and the action's own
-    (`max_concurrency` in its config), so at most that many requests run at once across all
-    processes. One transaction: candidates, running counts, one UPDATE … RETURNING of the lease,
-    the integrations' secrets read once for the batch.
+    (`max_concurrency` in its config), so at most that many calls run at once across all
+    processes; on PostgreSQL claims take turns (a transaction-level advisory lock) so two
+    processes cannot both take the last slot. Candidates, running counts, one UPDATE …
+    RETURNING of the lease, the integrations and their secrets read once for the batch.
     """
-    now = now or utcnow()
     if limit <= 0:
         return [], False
     cfg = current_app.config
@@ -204,58 +220,50 @@ def _claim(limit: int, owner: str, now: datetime | None = None
     per_integration = int(cfg.get("ACTION_CONCURRENCY_PER_INTEGRATION", 4))
     registry = get_registry().action_types
     c = DELIVERY.c
-    try:
-        query = (select(c.id, c.integration_id, c.workflow_id, c.transition, c.position,
-                        c.action_id, c.type, c.config)
-                 .where(_due(now)).order_by(c.next_attempt_at, c.id).limit(max(limit * 4, 100)))
-        if _postgres():
-            db.session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
-            query = query.with_for_update(skip_locked=True)
-        candidates = list(db.session.execute(query))
-        if not candidates:
-            db.session.commit()
-            return [], False
-        busy_integration: Counter[int] = Counter()
-        busy_action: Counter[tuple[Any, ...]] = Counter()
-        for row in db.session.execute(
-                select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
-                       func.count().label("n"))
-                .where(c.status == ActionStatus.RUNNING.value, c.lease_until >= now,
-                       c.integration_id.in_({r.integration_id for r in candidates}))
-                .group_by(c.integration_id, c.workflow_id, c.transition, c.position,
-                          c.action_id)):
-            busy_integration[row.integration_id] += row.n
-            busy_action[_action_key(row)] += row.n
-        chosen: list[int] = []
-        for row in candidates:
-            if len(chosen) >= limit:
-                break
-            kind = registry.get(row.type)
-            cap = kind.max_concurrency(row.config or {}) if kind is not None else None
-            key = _action_key(row)
-            if busy_integration[row.integration_id] >= per_integration or \
-                    (cap is not None and busy_action[key] >= cap):
-                continue
-            busy_integration[row.integration_id] += 1
-            busy_action[key] += 1
-            chosen.append(row.id)
-        more = len(candidates) > len(chosen)
-        if not chosen:
-            db.session.commit()
-            return [], more
-        leased = list(db.session.execute(
-            update(DELIVERY).where(c.id.in_(chosen), _due(now))
-            .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
-                    leased_by=owner, attempts=c.attempts + 1, updated_at=now)
-            .returning(c.id, c.integration_id, c.type, c.config, c.context, c.attempts,
-                       c.idempotency_key)))
-        items = _claimed(leased, owner, registry)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    items.sort(key=lambda item: chosen.index(item.id))  # oldest due first
-    return items, more
+    query = (select(c.id, c.integration_id, c.workflow_id, c.transition, c.position,
+                    c.action_id, c.type, c.config)
+             .where(_due(now)).order_by(c.next_attempt_at, c.id).limit(max(limit * 4, 100)))
+    if _postgres():
+        db.session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+        query = query.with_for_update(skip_locked=True)
+    candidates = list(db.session.execute(query))
+    if not candidates:
+        return [], False
+    busy_integration: Counter[int] = Counter()
+    busy_action: Counter[tuple[Any, ...]] = Counter()
+    for row in db.session.execute(
+            select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
+                   func.count().label("n"))
+            .where(c.status == ActionStatus.RUNNING.value, c.lease_until >= now,
+                   c.integration_id.in_({r.integration_id for r in candidates}))
+            .group_by(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id)):
+        busy_integration[row.integration_id] += row.n
+        busy_action[_action_key(row)] += row.n
+    chosen: list[int] = []
+    for row in candidates:
+        if len(chosen) >= limit:
+            break
+        kind = registry.get(row.type)
+        cap = kind.max_concurrency(row.config or {}) if kind is not None else None
+        key = _action_key(row)
+        if busy_integration[row.integration_id] >= per_integration or \
+                (cap is not None and busy_action[key] >= cap):
+            continue
+        busy_integration[row.integration_id] += 1
+        busy_action[key] += 1
+        chosen.append(row.id)
+    more = len(candidates) > len(chosen)
+    if not chosen:
+        return [], more
+    leased = list(db.session.execute(
+        update(DELIVERY).where(c.id.in_(chosen), _due(now))
+        .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
+                leased_by=owner, attempts=c.attempts + 1, updated_at=now)
+        .returning(c.id, c.integration_id, c.type, c.config, c.context, c.attempts,
+                   c.idempotency_key)))
+    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    leased.sort(key=lambda row: order[row.id])  # oldest due first
+    return _claimed(leased, owner, registry), more
 
 
 def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> list[Claimed]:
@@ -266,8 +274,7 @@ def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> li
     ids = {row.integration_id for row in rows}
     found = {i.id: i for i in db.session.scalars(select(Integration)
                                                  .where(Integration.id.in_(ids)))}
-    keys = {iid: {**secrets.read_all(iid, secrets.NAMED), **secrets.read_all(iid, secrets.SETTING)}
-            for iid in ids}
+    keys = secrets.read_many(ids, (secrets.NAMED, secrets.SETTING))
     items = []
     for row in rows:
         snapshot = dict(row.context or {})
@@ -320,82 +327,95 @@ def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, 
     when the lease ran out and another worker took the row, this late result is dropped (the
     other attempt's result counts) and its status is None. Returns the new status per id.
     """
-    out: dict[int, str | None] = {d[0]: None for d in done}
-    if not done:
-        return out
-    now = utcnow()
-    cfg = current_app.config
-    base = float(cfg.get("ACTION_BACKOFF_BASE", 2.0))
-    cap = float(cfg.get("ACTION_BACKOFF_CAP", 600.0))
-    c = DELIVERY.c
-    postgres = _postgres()
+    return exchange(done, 0, "")[0]
+
+
+def exchange(done: list[tuple[int, str, int, ActionResult]], limit: int, owner: str
+             ) -> tuple[dict[int, str | None], list[Claimed], bool]:
+    """One executor round in one transaction: record results (see `record_results`), then
+    claim up to `limit` more for `owner` (see `claim`); returns the new statuses, the claimed
+    deliveries and whether due ones were left."""
     try:
-        query = (select(c.id, c.instance_id, c.integration_id, c.action_id, c.type,
-                        c.transition, c.context, c.request, c.max_attempts, c.leased_by,
-                        c.attempts, c.status).where(c.id.in_(list(out))))
-        if postgres:
-            # Locked until the commit: a claim skips them, so no one re-takes a row whose
-            # result is being recorded and each guarded UPDATE below matches.
-            query = query.with_for_update()
-        rows = {row.id: row for row in db.session.execute(query)}
-        changes: list[dict[str, Any]] = []
-        outcomes: dict[int, list[NewEvent]] = {}
-        for delivery_id, owner, attempts, result in done:
-            row = rows.get(delivery_id)
-            if row is None or row.status != ActionStatus.RUNNING.value or \
-                    row.leased_by != owner or row.attempts != attempts:
-                continue
-            if result.succeeded:
-                status = ActionStatus.SUCCEEDED
-            elif result.retryable and attempts < row.max_attempts:
-                status = ActionStatus.PENDING
-            else:
-                status = ActionStatus.FAILED
-            wait = backoff(attempts, base, cap) if result.retry_after is None else \
-                max(result.retry_after, 0.0)
-            changes.append({
-                "b_id": delivery_id, "b_owner": owner, "b_attempts": attempts,
-                "v_status": status.value, "v_code": result.status_code,
-                "v_error": result.error[:2000], "v_request": result.request or row.request or {},
-                "v_response": _small(result.response),
-                "v_next": now + timedelta(seconds=wait) if status == ActionStatus.PENDING
-                else None,
-                "v_finished": now if status != ActionStatus.PENDING else None})
-            out[delivery_id] = status.value
-            # An alert's notification has no instance whose workflow could react to it.
-            if status != ActionStatus.PENDING and row.instance_id is not None:
-                outcomes.setdefault(row.integration_id, []).append(
-                    _outcome_event(row, status, result, attempts))
-        if not changes:
-            db.session.rollback()
-            return out
-        statement = (
-            update(DELIVERY)
-            .where(c.id == bindparam("b_id"), c.leased_by == bindparam("b_owner"),
-                   c.attempts == bindparam("b_attempts"),
-                   c.status == ActionStatus.RUNNING.value)
-            .values(status=bindparam("v_status"), lease_until=None, updated_at=now,
-                    last_status_code=bindparam("v_code"), last_error=bindparam("v_error"),
-                    request=bindparam("v_request", type_=c.request.type),
-                    response=bindparam("v_response", type_=c.response.type),
-                    next_attempt_at=bindparam("v_next", type_=c.next_attempt_at.type),
-                    finished_at=bindparam("v_finished", type_=c.finished_at.type)))
-        if postgres:
-            db.session.execute(statement, changes)  # one round trip (the rows are locked)
-        else:
-            for change in changes:  # SQLite: check each, another process may have taken it
-                if affected(db.session.execute(statement, change)) != 1:
-                    raise Conflict(f"action delivery {change['b_id']} changed meanwhile")
-        queued = 0
-        for integration_id, events in outcomes.items():
-            queued += stage(integration_id, events)[2]
+        out, queued = _record_in_transaction(done)
+        items, more = _claim_in_transaction(limit, owner, utcnow())
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
     if queued:
         kick_soon()
-    return out
+    return out, items, more
+
+
+def _record_in_transaction(done: list[tuple[int, str, int, ActionResult]]
+                           ) -> tuple[dict[int, str | None], int]:
+    """Record results in the caller's transaction: new statuses, outcome events queued."""
+    out: dict[int, str | None] = {d[0]: None for d in done}
+    if not done:
+        return out, 0
+    now = utcnow()
+    cfg = current_app.config
+    base = float(cfg.get("ACTION_BACKOFF_BASE", 2.0))
+    cap = float(cfg.get("ACTION_BACKOFF_CAP", 600.0))
+    c = DELIVERY.c
+    postgres = _postgres()
+    query = (select(c.id, c.instance_id, c.integration_id, c.action_id, c.type,
+                    c.transition, c.context, c.request, c.max_attempts, c.leased_by,
+                    c.attempts, c.status).where(c.id.in_(list(out))))
+    if postgres:
+        # Locked until the commit: a claim skips them, so no one re-takes a row whose
+        # result is being recorded and each guarded UPDATE below matches.
+        query = query.with_for_update()
+    rows = {row.id: row for row in db.session.execute(query)}
+    changes: list[dict[str, Any]] = []
+    outcomes: dict[int, list[NewEvent]] = {}
+    for delivery_id, owner, attempts, result in done:
+        row = rows.get(delivery_id)
+        if row is None or row.status != ActionStatus.RUNNING.value or \
+                row.leased_by != owner or row.attempts != attempts:
+            continue
+        if result.succeeded:
+            status = ActionStatus.SUCCEEDED
+        elif result.retryable and attempts < row.max_attempts:
+            status = ActionStatus.PENDING
+        else:
+            status = ActionStatus.FAILED
+        wait = backoff(attempts, base, cap) if result.retry_after is None else \
+            max(result.retry_after, 0.0)
+        changes.append({
+            "b_id": delivery_id, "b_owner": owner, "b_attempts": attempts,
+            "v_status": status.value, "v_code": result.status_code,
+            "v_error": result.error[:2000], "v_request": result.request or row.request or {},
+            "v_response": _small(result.response),
+            "v_next": now + timedelta(seconds=wait) if status == ActionStatus.PENDING else None,
+            "v_finished": now if status != ActionStatus.PENDING else None})
+        out[delivery_id] = status.value
+        # An alert's notification has no instance whose workflow could react to it.
+        if status != ActionStatus.PENDING and row.instance_id is not None:
+            outcomes.setdefault(row.integration_id, []).append(
+                _outcome_event(row, status, result, attempts))
+    if not changes:
+        return out, 0
+    statement = (
+        update(DELIVERY)
+        .where(c.id == bindparam("b_id"), c.leased_by == bindparam("b_owner"),
+               c.attempts == bindparam("b_attempts"), c.status == ActionStatus.RUNNING.value)
+        .values(status=bindparam("v_status"), lease_until=None, updated_at=now,
+                last_status_code=bindparam("v_code"), last_error=bindparam("v_error"),
+                request=bindparam("v_request", type_=c.request.type),
+                response=bindparam("v_response", type_=c.response.type),
+                next_attempt_at=bindparam("v_next", type_=c.next_attempt_at.type),
+                finished_at=bindparam("v_finished", type_=c.finished_at.type)))
+    if postgres:
+        db.session.execute(statement, changes)  # one round trip (the rows are locked)
+    else:
+        for change in changes:  # SQLite: check each, another process may have taken it
+            if affected(db.session.execute(statement, change)) != 1:
+                raise Conflict(f"action delivery {change['b_id']} changed meanwhile")
+    queued = 0
+    for integration_id, events in outcomes.items():
+        queued += stage(integration_id, events)[2]
+    return out, queued
 
 
 def _small(value: Any, limit: int = 20000) -> Any:
@@ -470,9 +490,10 @@ class ActionExecutor:
         self.pump: threading.Thread | None = None
         self.woken = False
         self.more = False
+        self.held_until = 0.0
         self.stopping = False
         self.storing = False
-        #: Counts (claimed, recorded, dropped) and seconds the pump spent (claim_s, record_s).
+        #: Counts (rounds, claimed, recorded, dropped) and seconds the pump's rounds took.
         self.stats: dict[str, float] = defaultdict(float)
 
     def wake(self) -> dict[str, int]:
@@ -553,14 +574,16 @@ class ActionExecutor:
         idle_since = time.monotonic()
         while True:
             with self.cond:
+                held = self.held_until - time.monotonic()
                 if not (self.woken or self.results or
-                        (self.more and self._free() > 0 and not self.stopping)):
-                    self.cond.wait(0.5)
+                        (self.more and held <= 0 and self._free() > 0 and not self.stopping)):
+                    self.cond.wait(min(0.5, held) if self.more and held > 0 else 0.5)
                 woken, self.woken = self.woken, False
                 results, self.results = self.results, []
                 self.storing = bool(results)
                 free = self._free()
-                claim_now = not self.stopping and free > 0 and (woken or self.more)
+                claim_now = not self.stopping and free > 0 and (
+                    woken or (self.more and time.monotonic() >= self.held_until))
                 if results or claim_now or self.queue or self.active:
                     idle_since = time.monotonic()
                 elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
@@ -571,18 +594,7 @@ class ActionExecutor:
             try:
                 with self.app.app_context():
                     try:
-                        if results:
-                            self._record(results)
-                        if claim_now:
-                            began = time.perf_counter()
-                            items, more = _claim(free, self.owner)
-                            self.stats["claim_s"] += time.perf_counter() - began
-                            self.stats["claimed"] += len(items)
-                            with self.cond:
-                                # Full, or held back by a limit that recording frees: ask again.
-                                self.more = more or len(items) >= free
-                            if items:
-                                self._submit(items)
+                        self._round(results, free if claim_now else 0)
                     finally:
                         db.session.remove()
             except Exception:  # noqa: BLE001 — the database is away: try again next round
@@ -593,23 +605,33 @@ class ActionExecutor:
                     self.storing = False
                     self.cond.notify_all()
 
-    def _record(self, results: list[tuple[Claimed, ActionResult, int]]) -> None:
+    def _round(self, results: list[tuple[Claimed, ActionResult, int]], free: int) -> None:
+        """Record the results and claim for the free threads, in one transaction."""
         began = time.perf_counter()
         try:
-            record([(item, result) for item, result, _ in results])
+            _, items, more = exchange([(i.id, i.owner, i.attempt, r) for i, r, _ in results],
+                                      free, self.owner)
         except Exception:
-            # Keep them (counting the failure) for the next round; a row whose results are
-            # dropped is delivered again once its lease runs out.
+            # Keep the results (counting the failure) for the next round; a row whose results
+            # are dropped is delivered again once its lease runs out.
             retry = [(i, r, n + 1) for i, r, n in results if n + 1 < STORE_ATTEMPTS]
             self.stats["dropped"] += len(results) - len(retry)
             with self.cond:
                 self.results.extend(retry)
             raise
         finally:
-            self.stats["record_s"] += time.perf_counter() - began
+            self.stats["round_s"] += time.perf_counter() - began
+            self.stats["rounds"] += 1
         self.stats["recorded"] += len(results)
+        self.stats["claimed"] += len(items)
         with self.cond:
-            self.more = True  # their slots are free again: what was held back may go now
+            # Full, held back by a limit, or slots just freed by recording: ask again soon —
+            # after a pause when a limit held everything back (the slots are busy elsewhere).
+            self.more = more or len(items) >= free > 0 or bool(results)
+            if more and not items and not results:
+                self.held_until = time.monotonic() + HELD_BACK_PAUSE
+        if items:
+            self._submit(items)
 
 
 def release(items: list[Claimed]) -> None:
