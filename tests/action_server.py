@@ -31,6 +31,7 @@ class Received:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ActionServer  # type: ignore[assignment]
+    counted = False
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
@@ -44,9 +45,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.record(Received(self.command, self.path, dict(self.headers), body,
                                     time.monotonic()))
         self.server.entered()
+        self.counted = True
         try:
             self._answer(path)
         finally:
+            self._done()
+
+    def _done(self) -> None:
+        """No longer in flight: called before the first byte of the answer goes out, so the
+        client cannot have its answer (and start another call) while this one still counts."""
+        if self.counted:
+            self.counted = False
             self.server.left()
 
     def _answer(self, path: str) -> None:
@@ -54,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         if answer == "drop":
             self.close_connection = True
+            self._done()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if isinstance(answer, tuple) and answer[0] == "sleep":
@@ -66,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         payload = self.server.bodies.get(path, {"ok": True, "id": "C-1"}) if ok else \
             {"error": f"scripted {status}"}
         raw = json.dumps(payload).encode()
+        self._done()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))

@@ -19,6 +19,7 @@ delivery, so it moves the instance exactly once however often the delivery was r
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import random
 import threading
@@ -26,6 +27,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +39,7 @@ from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
 from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
-from . import audit, secrets
+from . import audit, config_cache, secrets
 from .errors import Conflict, NotFound
 from .events import NewEvent, kick_soon, stage, store
 from .registry import get_registry
@@ -201,8 +203,8 @@ def _claim(limit: int, owner: str, now: datetime | None = None
     return found
 
 
-def _claim_in_transaction(limit: int, owner: str, now: datetime
-                          ) -> tuple[list[Claimed], bool]:
+def _claim_in_transaction(limit: int, owner: str, now: datetime,
+                          finished: Callable[[], set[int]] = set) -> tuple[list[Claimed], bool]:
     """Lease due deliveries in the caller's transaction: the claimed ones, and whether due
     ones were left (the limit or a cap reached).
 
@@ -210,8 +212,9 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime
     integration's limit (ACTION_CONCURRENCY_PER_INTEGRATION) and the action's own
     (`max_concurrency` in its config), so at most that many calls run at once across all
     processes; on PostgreSQL claims take turns (a transaction-level advisory lock) so two
-    processes cannot both take the last slot. Candidates, running counts, one UPDATE …
-    RETURNING of the lease, the integrations and their secrets read once for the batch.
+    processes cannot both take the last slot. `finished()` names leased rows of the caller
+    whose calls are over (their results not recorded yet): they hold no slot. Candidates,
+    running counts, one UPDATE … RETURNING of the lease.
     """
     if limit <= 0:
         return [], False
@@ -231,12 +234,16 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime
         return [], False
     busy_integration: Counter[int] = Counter()
     busy_action: Counter[tuple[Any, ...]] = Counter()
-    for row in db.session.execute(
-            select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
-                   func.count().label("n"))
-            .where(c.status == ActionStatus.RUNNING.value, c.lease_until >= now,
-                   c.integration_id.in_({r.integration_id for r in candidates}))
-            .group_by(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id)):
+    over = finished()  # read after the lock: a call that ended meanwhile frees its slot
+    running = (select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
+                      func.count().label("n"))
+               .where(c.status == ActionStatus.RUNNING.value, c.lease_until >= now,
+                      c.integration_id.in_({r.integration_id for r in candidates}))
+               .group_by(c.integration_id, c.workflow_id, c.transition, c.position,
+                         c.action_id))
+    if over:
+        running = running.where(c.id.not_in(over))
+    for row in db.session.execute(running):
         busy_integration[row.integration_id] += row.n
         busy_action[_action_key(row)] += row.n
     chosen: list[int] = []
@@ -267,30 +274,39 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime
 
 
 def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> list[Claimed]:
-    """Claimed items with their contexts; each integration's secrets are read once per claim.
+    """Claimed items with their contexts, the integration's code, settings and secrets filled.
 
-    Secrets are read per attempt, never stored with the row: a rotated secret applies at once.
+    Secrets are never stored with the row; they are read when the delivery is claimed, from
+    the per-process configuration cache (at most ACTION_CONFIG_SECONDS old, dropped at once by
+    a change made in this process), so a busy outbox does not read and decrypt them per batch.
     """
-    ids = {row.integration_id for row in rows}
-    found = {i.id: i for i in db.session.scalars(select(Integration)
-                                                 .where(Integration.id.in_(ids)))}
-    keys = secrets.read_many(ids, (secrets.NAMED, secrets.SETTING))
+    max_age = float(current_app.config.get("ACTION_CONFIG_SECONDS", 2))
+    configs = {iid: config_cache.get(("action-integration", iid), max_age,
+                                     functools.partial(_integration_config, iid))
+               for iid in {row.integration_id for row in rows}}
     items = []
     for row in rows:
         snapshot = dict(row.context or {})
         context = ActionContext(**{k: v for k, v in snapshot.items()
                                    if k in ActionContext.__dataclass_fields__})
-        integration = found.get(row.integration_id)
-        if integration is not None:
-            context.integration = integration.code
-            context.settings = dict(integration.settings or {})
+        code, settings, keys = configs[row.integration_id]
+        context.integration = code or context.integration
+        context.settings = dict(settings)
         context.delivery_id = row.id
         context.idempotency_key = row.idempotency_key
         context.attempt = row.attempts
-        context.secrets = dict(keys.get(row.integration_id, {}))
+        context.secrets = dict(keys)
         items.append(Claimed(row.id, row.attempts, owner, row.type, registry.get(row.type),
                              dict(row.config or {}), context))
     return items
+
+
+def _integration_config(integration_id: int) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """An integration's code, settings and secrets (named ones and settings; empty if gone)."""
+    integration = db.session.get(Integration, integration_id)
+    keys = secrets.read_many({integration_id}, (secrets.NAMED, secrets.SETTING))
+    return (integration.code if integration else "",
+            dict(integration.settings or {}) if integration else {}, keys[integration_id])
 
 
 def attempt(item: Claimed) -> ActionResult:
@@ -330,14 +346,16 @@ def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, 
     return exchange(done, 0, "")[0]
 
 
-def exchange(done: list[tuple[int, str, int, ActionResult]], limit: int, owner: str
+def exchange(done: list[tuple[int, str, int, ActionResult]], limit: int, owner: str,
+             finished: Callable[[], set[int]] = set
              ) -> tuple[dict[int, str | None], list[Claimed], bool]:
     """One executor round in one transaction: record results (see `record_results`), then
-    claim up to `limit` more for `owner` (see `claim`); returns the new statuses, the claimed
-    deliveries and whether due ones were left."""
+    claim up to `limit` more for `owner` (see `claim`; `finished` names its rows whose calls
+    are over); returns the new statuses, the claimed deliveries and whether due ones were
+    left."""
     try:
         out, queued = _record_in_transaction(done)
-        items, more = _claim_in_transaction(limit, owner, utcnow())
+        items, more = _claim_in_transaction(limit, owner, utcnow(), finished)
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -605,12 +623,17 @@ class ActionExecutor:
                     self.storing = False
                     self.cond.notify_all()
 
+    def _finished(self) -> set[int]:
+        """Rows whose calls ended during this round (recorded by the next one)."""
+        with self.cond:
+            return {item.id for item, _, _ in self.results}
+
     def _round(self, results: list[tuple[Claimed, ActionResult, int]], free: int) -> None:
         """Record the results and claim for the free threads, in one transaction."""
         began = time.perf_counter()
         try:
             _, items, more = exchange([(i.id, i.owner, i.attempt, r) for i, r, _ in results],
-                                      free, self.owner)
+                                      free, self.owner, self._finished)
         except Exception:
             # Keep the results (counting the failure) for the next round; a row whose results
             # are dropped is delivered again once its lease runs out.
