@@ -120,9 +120,19 @@ def _wake_after_commit() -> None:
 
 
 def wake() -> None:
-    """Queue a delivery job (deliveries are also picked up by the periodic schedule)."""
+    """Wake this process's executor if it runs here (a worker, or the embedded queue), and
+    queue a delivery job for the others (deliveries are also picked up by the schedule).
+
+    The direct wake matters on a busy worker: the job waits in the queue behind event
+    processing, and the deliveries of the transitions it commits would wait with it.
+    """
     from ..queue import get_queue
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _executors_lock:
+        local = _executors.get(app)
+    if local is not None:
+        local.wake()
     try:
         queue = get_queue()
         if queue.once("actions-wake", 0.2):
