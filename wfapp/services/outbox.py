@@ -237,8 +237,9 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime,
                     c.action_id, c.type, c.config)
              .where(_due(now)).order_by(c.next_attempt_at, c.id).limit(max(limit * 4, 100)))
     if _postgres():
+        # Claims take turns, so the candidates need no row locks (locking a hundred rows per
+        # round is a write each); the UPDATE below re-checks that each is still due.
         db.session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
-        query = query.with_for_update(skip_locked=True)
     candidates = list(db.session.execute(query))
     if not candidates:
         return [], False
