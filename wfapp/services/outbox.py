@@ -164,6 +164,24 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 
 
 @dataclass
+class Row:
+    """What recording a delivery's result needs of its row (read when it was claimed)."""
+
+    id: int
+    instance_id: int | None
+    integration_id: int
+    action_id: str
+    type: str
+    transition: str
+    context: dict[str, Any]
+    request: dict[str, Any]
+    max_attempts: int
+
+
+ROW_COLUMNS = tuple(DELIVERY.c[name] for name in Row.__dataclass_fields__)
+
+
+@dataclass
 class Claimed:
     """A leased delivery with all its attempt needs, read in the claim (no query during it)."""
 
@@ -174,6 +192,7 @@ class Claimed:
     kind: ActionType | None
     config: dict[str, Any]
     context: ActionContext
+    row: Row
 
 
 def _due(now: datetime) -> Any:
@@ -277,8 +296,7 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime,
         update(DELIVERY).where(c.id.in_(chosen), _due(now))
         .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
                 leased_by=owner, attempts=c.attempts + 1, updated_at=now)
-        .returning(c.id, c.integration_id, c.type, c.config, c.context, c.attempts,
-                   c.idempotency_key)))
+        .returning(*ROW_COLUMNS, c.config, c.attempts, c.idempotency_key)))
     order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
     leased.sort(key=lambda row: order[row.id])  # oldest due first
     return _claimed(leased, owner, registry), more
@@ -308,7 +326,7 @@ def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> li
         context.attempt = row.attempts
         context.secrets = dict(keys)
         items.append(Claimed(row.id, row.attempts, owner, row.type, registry.get(row.type),
-                             dict(row.config or {}), context))
+                             dict(row.config or {}), context, _row(row)))
     return items
 
 
@@ -342,9 +360,14 @@ def finish(delivery_id: int, owner: str, attempt: int, result: ActionResult) -> 
     return record_results([(delivery_id, owner, attempt, result)])[delivery_id]
 
 
+def _row(found: Any) -> Row:
+    return Row(*(getattr(found, name) for name in Row.__dataclass_fields__))
+
+
 def record(done: list[tuple[Claimed, ActionResult]]) -> dict[int, str | None]:
     """Record the results of claimed deliveries in one transaction (see `record_results`)."""
-    return record_results([(item.id, item.owner, item.attempt, result) for item, result in done])
+    return exchange([(item.row, item.owner, item.attempt, result) for item, result in done],
+                    0, "")[0]
 
 
 def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, str | None]:
@@ -354,10 +377,15 @@ def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, 
     when the lease ran out and another worker took the row, this late result is dropped (the
     other attempt's result counts) and its status is None. Returns the new status per id.
     """
-    return exchange(done, 0, "")[0]
+    rows = {row.id: _row(row) for row in db.session.execute(
+        select(*ROW_COLUMNS).where(DELIVERY.c.id.in_([d[0] for d in done])))}
+    out: dict[int, str | None] = {d[0]: None for d in done}
+    out.update(exchange([(rows[i], owner, n, result) for i, owner, n, result in done
+                         if i in rows], 0, "")[0])
+    return out
 
 
-def exchange(done: list[tuple[int, str, int, ActionResult]], limit: int, owner: str,
+def exchange(done: list[tuple[Row, str, int, ActionResult]], limit: int, owner: str,
              finished: Callable[[], set[int]] = set
              ) -> tuple[dict[int, str | None], list[Claimed], bool]:
     """One executor round in one transaction: record results (see `record_results`), then
@@ -376,10 +404,14 @@ def exchange(done: list[tuple[int, str, int, ActionResult]], limit: int, owner: 
     return out, items, more
 
 
-def _record_in_transaction(done: list[tuple[int, str, int, ActionResult]]
+def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
                            ) -> tuple[dict[int, str | None], int]:
-    """Record results in the caller's transaction: new statuses, outcome events queued."""
-    out: dict[int, str | None] = {d[0]: None for d in done}
+    """Record results in the caller's transaction: new statuses, outcome events queued.
+
+    Each UPDATE is guarded by owner, attempt and status: a row whose lease ran out and that
+    another worker took keeps that worker's attempt, and gets no outcome event from this one.
+    """
+    out: dict[int, str | None] = {d[0].id: None for d in done}
     if not done:
         return out, 0
     now = utcnow()
@@ -387,22 +419,9 @@ def _record_in_transaction(done: list[tuple[int, str, int, ActionResult]]
     base = float(cfg.get("ACTION_BACKOFF_BASE", 2.0))
     cap = float(cfg.get("ACTION_BACKOFF_CAP", 600.0))
     c = DELIVERY.c
-    postgres = _postgres()
-    query = (select(c.id, c.instance_id, c.integration_id, c.action_id, c.type,
-                    c.transition, c.context, c.request, c.max_attempts, c.leased_by,
-                    c.attempts, c.status).where(c.id.in_(list(out))))
-    if postgres:
-        # Locked until the commit: a claim skips them, so no one re-takes a row whose
-        # result is being recorded and each guarded UPDATE below matches.
-        query = query.with_for_update()
-    rows = {row.id: row for row in db.session.execute(query)}
     changes: list[dict[str, Any]] = []
-    outcomes: dict[int, list[NewEvent]] = {}
-    for delivery_id, owner, attempts, result in done:
-        row = rows.get(delivery_id)
-        if row is None or row.status != ActionStatus.RUNNING.value or \
-                row.leased_by != owner or row.attempts != attempts:
-            continue
+    outcomes: list[tuple[Row, NewEvent]] = []
+    for row, owner, attempts, result in done:
         if result.succeeded:
             status = ActionStatus.SUCCEEDED
         elif result.retryable and attempts < row.max_attempts:
@@ -412,19 +431,16 @@ def _record_in_transaction(done: list[tuple[int, str, int, ActionResult]]
         wait = backoff(attempts, base, cap) if result.retry_after is None else \
             max(result.retry_after, 0.0)
         changes.append({
-            "b_id": delivery_id, "b_owner": owner, "b_attempts": attempts,
+            "b_id": row.id, "b_owner": owner, "b_attempts": attempts,
             "v_status": status.value, "v_code": result.status_code,
             "v_error": result.error[:2000], "v_request": result.request or row.request or {},
             "v_response": _small(result.response),
             "v_next": now + timedelta(seconds=wait) if status == ActionStatus.PENDING else None,
             "v_finished": now if status != ActionStatus.PENDING else None})
-        out[delivery_id] = status.value
+        out[row.id] = status.value
         # An alert's notification has no instance whose workflow could react to it.
         if status != ActionStatus.PENDING and row.instance_id is not None:
-            outcomes.setdefault(row.integration_id, []).append(
-                _outcome_event(row, status, result, attempts))
-    if not changes:
-        return out, 0
+            outcomes.append((row, _outcome_event(row, status, result, attempts)))
     statement = (
         update(DELIVERY)
         .where(c.id == bindparam("b_id"), c.leased_by == bindparam("b_owner"),
@@ -435,14 +451,25 @@ def _record_in_transaction(done: list[tuple[int, str, int, ActionResult]]
                 response=bindparam("v_response", type_=c.response.type),
                 next_attempt_at=bindparam("v_next", type_=c.next_attempt_at.type),
                 finished_at=bindparam("v_finished", type_=c.finished_at.type)))
-    if postgres:
-        db.session.execute(statement, changes)  # one round trip (the rows are locked)
+    if _postgres():
+        # One round trip; its row count tells whether every guard held (almost always).
+        if affected(db.session.execute(statement, changes)) != len(changes):
+            ours = {(r.id, r.leased_by, r.attempts) for r in db.session.execute(
+                select(c.id, c.leased_by, c.attempts).where(
+                    c.id.in_(list(out)), c.updated_at == now, c.lease_until.is_(None)))}
+            lost = {ch["b_id"] for ch in changes
+                    if (ch["b_id"], ch["b_owner"], ch["b_attempts"]) not in ours}
+            out.update({i: None for i in lost})
     else:
-        for change in changes:  # SQLite: check each, another process may have taken it
+        for change in changes:  # SQLite: check each
             if affected(db.session.execute(statement, change)) != 1:
-                raise Conflict(f"action delivery {change['b_id']} changed meanwhile")
+                out[change["b_id"]] = None
+    by_integration: dict[int, list[NewEvent]] = {}
+    for row, event in outcomes:
+        if out[row.id] is not None:
+            by_integration.setdefault(row.integration_id, []).append(event)
     queued = 0
-    for integration_id, events in outcomes.items():
+    for integration_id, events in by_integration.items():
         queued += stage(integration_id, events)[2]
     return out, queued
 
@@ -643,7 +670,7 @@ class ActionExecutor:
         """Record the results and claim for the free threads, in one transaction."""
         began = time.perf_counter()
         try:
-            _, items, more = exchange([(i.id, i.owner, i.attempt, r) for i, r, _ in results],
+            _, items, more = exchange([(i.row, i.owner, i.attempt, r) for i, r, _ in results],
                                       free, self.owner, self._finished)
         except Exception:
             # Keep the results (counting the failure) for the next round; a row whose results
