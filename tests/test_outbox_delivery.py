@@ -74,14 +74,19 @@ def _drain_with_executor(count: int) -> None:
         executor.stop(10)
 
 
-def test_per_action_max_concurrency_holds_over_real_http(app, receiver):
-    order_workflow(receiver.url, max_concurrency=2)
+def _slow_orders(receiver: ActionServer, prefix: str, count: int, **http: Any) -> None:
+    """`count` orders submitted, each call answered after half a second, all delivered."""
+    order_workflow(receiver.url, **http)
     shop_integration()
-    keys = [f"P{i}" for i in range(8)]
+    keys = [f"{prefix}{i}" for i in range(count)]
     for key in keys:
         receiver.script(f"/submit/{key}", [("sleep", 0.5)])
     _send(*keys)
-    _drain_with_executor(8)
+    _drain_with_executor(count)
+
+
+def test_per_action_max_concurrency_holds_over_real_http(app, receiver):
+    _slow_orders(receiver, "P", 8, max_concurrency=2)
     assert len(receiver.requests()) == 8
     # Eight threads and an integration limit of eight, yet never more than the action's two
     # calls at once — and two did run together (the limit is not one-at-a-time).
@@ -95,13 +100,7 @@ def test_per_action_max_concurrency_holds_over_real_http(app, receiver):
 
 def test_the_integration_limit_holds_without_an_action_limit(app, receiver):
     app.config["ACTION_CONCURRENCY_PER_INTEGRATION"] = 3
-    order_workflow(receiver.url)
-    shop_integration()
-    keys = [f"Q{i}" for i in range(6)]
-    for key in keys:
-        receiver.script(f"/submit/{key}", [("sleep", 0.5)])
-    _send(*keys)
-    _drain_with_executor(6)
+    _slow_orders(receiver, "Q", 6)
     assert receiver.peak == 3
 
 
