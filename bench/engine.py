@@ -413,16 +413,52 @@ def _receiver(delay: float):
     return server
 
 
-def bench_with_actions(app, args, env) -> tuple[float, float, int]:
-    """(f): (a) with a set_variable and an http_request (10 ms receiver) on every transition.
+ACTION_ENV = {"WFAPP_ACTION_INTERVAL": "0.2", "WFAPP_ACTION_CONCURRENCY_PER_INTEGRATION": "16",
+              "WFAPP_ACTION_THREADS": "16"}
 
-    Returns transitions/s, deliveries/s (from the first job until the outbox is drained) and
-    the backlog left after waiting for it.
-    """
+
+def _delivery_count(status: list[str]) -> int:
     from sqlalchemy import func, select
 
     from wfapp.extensions import db
     from wfapp.models import ActionDelivery
+
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(ActionDelivery)
+                             .where(ActionDelivery.status.in_(status)))
+
+
+def _wait_drained(timeout: float = 600) -> int:
+    """Wait until no delivery is pending or running; return the backlog left (0 = drained)."""
+    deadline = time.monotonic() + timeout
+    while _delivery_count(["pending", "running"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _delivery_count(["pending", "running"])
+
+
+def _follow_latest() -> None:
+    """Move the bench instances onto the workflow's latest version (an import makes a new one;
+    instances keep the version they started on, so without this no action would run)."""
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE instance SET workflow_version = w.latest_version "
+                          "FROM workflow w WHERE w.id = instance.workflow_id "
+                          "AND w.code = 'BENCH'"))
+
+
+def bench_with_actions(app, args, env) -> tuple[float, float, int, float, int]:
+    """(f): (a) with a set_variable and an http_request (10 ms receiver) on every transition.
+
+    Returns transitions/s, deliveries/s (from the first job until the outbox is drained) and
+    the backlog left after waiting for it; then the delivery capacity on its own: as many
+    deliveries as (f) made, put back as due, drained by fresh workers (deliveries/s, backlog).
+    """
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
     from wfapp.queue import get_queue
     from wfapp.services.definitions import import_document
 
@@ -436,34 +472,48 @@ def bench_with_actions(app, args, env) -> tuple[float, float, int]:
                 {"id": "call", "type": "http_request",
                  "config": {"url": url, "body": {"key": "{record_key}"}, "max_attempts": 3}}]
     import_document(document, replace=True)
+    _follow_latest()
     get_queue().connection.flushdb()
     store_events(app, args.events, args.instances, seed=6)
     before = transitions_in_history(app)
-    count = lambda status: db.session.scalar(  # noqa: E731
-        select(func.count()).select_from(ActionDelivery)
-        .where(ActionDelivery.status.in_(status)))
-    delivered_before = count(["succeeded", "failed"])
-    procs = start_workers(args.workers, {**env, "WFAPP_ACTION_INTERVAL": "0.2",
-                                         "WFAPP_ACTION_CONCURRENCY_PER_INTEGRATION": "16",
-                                         "WFAPP_ACTION_THREADS": "16"})
+    delivered_before = _delivery_count(["succeeded", "failed"])
+    procs = start_workers(args.workers, {**env, **ACTION_ENV})
     try:
         start = time.perf_counter()
         get_queue().kick()
         wait_processed(app)
         moved = time.perf_counter() - start
         fired = transitions_in_history(app) - before
-        deadline = time.monotonic() + 600
-        while count(["pending", "running"]) and time.monotonic() < deadline:
-            db.session.rollback()
-            time.sleep(0.2)
+        backlog = _wait_drained()
         drained = time.perf_counter() - start
-        delivered = count(["succeeded", "failed"]) - delivered_before
-        backlog = count(["pending", "running"])
+        delivered = _delivery_count(["succeeded", "failed"]) - delivered_before
     finally:
         stop_workers(procs)
+    try:
+        # The same deliveries again, all due at once: how fast the outbox drains by itself.
+        columns = ("instance_id, workflow_id, integration_id, alert_id, transition, position, "
+                   "action_id, type, config, context, max_attempts, request, event_id")
+        with db.engine.begin() as conn:
+            again = conn.execute(text(
+                f"INSERT INTO action_delivery ({columns}, status, attempts, next_attempt_at, "
+                "leased_by, idempotency_key, last_error, created_at, updated_at) "
+                f"SELECT {columns}, 'pending', 0, now(), '', md5(random()::text || id::text), "
+                "'', now(), now() FROM action_delivery WHERE status = 'succeeded'")).rowcount
+        get_queue().connection.flushdb()
+        procs = start_workers(args.workers, {**env, **ACTION_ENV})
+        try:
+            start = time.perf_counter()
+            get_queue().enqueue("wfapp.jobs.deliver_actions")
+            drain_backlog = _wait_drained()
+            drain_rate = again / (time.perf_counter() - start)
+            wait_processed(app)  # their outcome events, so the next part starts clean
+        finally:
+            stop_workers(procs)
+    finally:
         server.shutdown()
         import_document(ring_workflow(), replace=True)
-    return fired / moved, delivered / drained, backlog
+        _follow_latest()
+    return fired / moved, delivered / drained, backlog, drain_rate, drain_backlog
 
 
 def bench_decisions(seconds: float = 3.0) -> float:
@@ -585,7 +635,8 @@ def main() -> None:
     parser.add_argument("--sweep-due", type=int, default=100_000)
     parser.add_argument("--profile", metavar="FILE",
                         help="write cProfile stats of the sweep (all due) to FILE")
-    parser.add_argument("--only", choices=["all", "throughput", "sweep"], default="all")
+    parser.add_argument("--only", choices=["all", "throughput", "actions", "sweep"],
+                        default="all", help="actions: (a) and (f) only")
     args = parser.parse_args()
 
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres",
@@ -599,6 +650,12 @@ def main() -> None:
         print(f"pure engine decisions:            {decisions:12,.0f} /s  (target ≥ 200,000)")
         if args.only in ("all", "throughput"):
             throughput(app, args, env)
+        if args.only == "actions":
+            reset_database(app)
+            seed_instances(app, args.instances)
+            a = bench_wfapp(app, args, env)
+            print(f"(a) wfapp batched workers:        {a:12,.0f} transitions/s")
+            actions(app, args, env, a)
         if args.only in ("all", "sweep"):
             elapsed, fired, idle_ms = bench_sweep(app, args)
             print(f"timeout sweep: {fired:,} due of {args.sweep_instances:,} fired in "
@@ -628,10 +685,18 @@ def throughput(app, args, env) -> None:
     e = bench_set_sql(app, args)
     print(f"(e) set-based SQL per 200:        {e:12,.0f} transitions/s")
     print(f"    a / d = {a / d:.2f}   a / e = {a / e:.2f} (goal ≥ 0.5)")
-    f_rate, deliveries, backlog = bench_with_actions(app, args, env)
+    actions(app, args, env, a)
+
+
+def actions(app, args, env, a: float) -> None:
+    """(f) beside the (a) of the same run."""
+    f_rate, deliveries, backlog, drain_rate, drain_backlog = bench_with_actions(app, args, env)
     print(f"(f) with set_variable + http_request (10 ms receiver): {f_rate:,.0f} transitions/s "
           f"(f / a = {f_rate / a:.2f}, goal ≥ 0.7); {deliveries:,.0f} deliveries/s "
           f"(goal ≥ 300); outbox backlog after the run: {backlog}")
+    print(f"    outbox drain, the same deliveries all due at once: {drain_rate:,.0f} "
+          f"deliveries/s; backlog after it: {drain_backlog}")
+
 
 if __name__ == "__main__":
     main()

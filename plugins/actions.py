@@ -49,10 +49,15 @@ _pool: urllib3.PoolManager | None = None
 
 
 def _http() -> urllib3.PoolManager:
-    """One connection pool per process (created on first use, after any fork)."""
+    """One connection pool per process (created on first use, after any fork).
+
+    As many kept connections per host as there are delivery threads, so busy threads calling
+    one receiver reuse their connections instead of opening and dropping new ones.
+    """
     global _pool
     if _pool is None:
-        _pool = urllib3.PoolManager(num_pools=50, maxsize=10, block=False)
+        size = max(10, int(config("ACTION_THREADS", 8) or 8))
+        _pool = urllib3.PoolManager(num_pools=50, maxsize=size, block=False)
     return _pool
 
 
@@ -369,6 +374,9 @@ def config_value(name: str) -> Any:
 TIMEOUT = Field("timeout_seconds", "Timeout (seconds)", type="number", min=0.1, max=120,
                 default=10)
 ATTEMPTS = Field("max_attempts", "Max Attempts", type="int", min=1, max=50, default=5)
+CONCURRENCY = Field("max_concurrency", "Max Concurrency", type="int", min=1, max=100,
+                    help="Deliveries of this action running at once, across all workers; "
+                         "empty = only the integration's limit.")
 
 HTTP_REQUEST = HttpRequest(
     name="http_request", label="HTTP Request",
@@ -382,7 +390,7 @@ HTTP_REQUEST = HttpRequest(
               help="Header name → value template; a secret as {secret.<name>}, never its "
                    "value."),
         Field("body", "Body", type="json", help="A JSON object; placeholders in its strings."),
-        TIMEOUT, ATTEMPTS,
+        TIMEOUT, ATTEMPTS, CONCURRENCY,
         Field("expected_status", "Expected Status", type="list", item="int", min=100, max=599,
               help="Status codes that count as success; empty: any 2xx."),
         Field("capture", "Capture", type="map",
@@ -394,7 +402,7 @@ SEND_WEBHOOK = SendWebhook(
     description="Notifies subscriber URLs of the transition, signed per Standard Webhooks with "
                 "the integration's outbound webhook secret.",
     fields=(Field("urls", "Subscriber URLs", type="list", required=True, max_length=2000,
-                  help="One URL a line; no placeholders."), TIMEOUT, ATTEMPTS),
+                  help="One URL a line; no placeholders."), TIMEOUT, ATTEMPTS, CONCURRENCY),
 )
 SET_VARIABLE = SetVariable(
     name="set_variable", label="Set Variable", in_transaction=True,
@@ -407,7 +415,8 @@ SEND_EMAIL = SendEmail(
     description="Sends an e-mail through the configured SMTP server.",
     fields=(Field("to", "To", required=True, max_length=1000),
             Field("subject", "Subject", required=True, max_length=300),
-            Field("body", "Body", type="text", max_length=20000), TIMEOUT, ATTEMPTS),
+            Field("body", "Body", type="text", max_length=20000), TIMEOUT, ATTEMPTS,
+            CONCURRENCY),
 )
 
 

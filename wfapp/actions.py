@@ -102,6 +102,14 @@ class ActionType:
         """The deliveries one action makes (one per subscriber for a webhook); default one."""
         return [dict(config)]
 
+    def max_concurrency(self, config: Mapping[str, Any]) -> int | None:
+        """How many deliveries of this action may run at once (None: only the integration's
+        limit applies); read from the config's `max_concurrency`."""
+        value = config.get("max_concurrency")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+            return None
+        return int(value)
+
     def max_attempts(self, config: Mapping[str, Any]) -> int:
         """How many attempts a delivery of this config gets."""
         value = config.get("max_attempts")

@@ -64,13 +64,16 @@ POLL_MAX_RESPONSE_BYTES = 1024 * 1024
 # Transition actions (the outbox): delivery threads per worker process, deliveries running at
 # once per integration (across processes), seconds between checks for due deliveries, the lease
 # (visibility timeout) after which a delivery whose worker died is taken again, and the capped
-# exponential backoff between attempts (seconds; jittered; a Retry-After answer wins).
+# exponential backoff between attempts (seconds; jittered; a Retry-After answer wins). A
+# delivery's integration settings and secrets may be up to ACTION_CONFIG_SECONDS old when they
+# were changed in another process (the per-process configuration cache).
 ACTION_THREADS = 8
 ACTION_CONCURRENCY_PER_INTEGRATION = 4
 ACTION_INTERVAL = 2
 ACTION_LEASE_SECONDS = 120
 ACTION_BACKOFF_BASE = 2.0
 ACTION_BACKOFF_CAP = 600.0
+ACTION_CONFIG_SECONDS = 2.0
 # SMTP for the send_email action (unset host: send_email fails with that reason).
 SMTP_HOST = None
 SMTP_PORT = 25

@@ -68,7 +68,7 @@ def sweep() -> dict[str, int]:
         db.session.remove()
 
 
-def deliver_actions() -> int:
+def deliver_actions() -> dict[str, int]:
     """Wake this process's action executor: its threads deliver due outbox rows.
 
     Returns at once (the deliveries run on the executor's threads), so a slow receiver holds
@@ -77,7 +77,7 @@ def deliver_actions() -> int:
     from .services.outbox import executor
 
     try:
-        return executor().pump()
+        return executor().wake()
     finally:
         db.session.remove()
 

@@ -141,6 +141,23 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True,
     200 characters (callers check first). With `expect_version`, raises IntegrationChanged
     (storing nothing) unless the integration's config_version is still that.
     """
+    try:
+        ids, duplicates, queued = stage(integration_id, events, expect_version)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    if kick and queued:
+        _kick_after_commit()
+    return ids, duplicates
+
+
+def stage(integration_id: int, events: Sequence[NewEvent], expect_version: int | None = None
+          ) -> tuple[list[int], int, int]:
+    """Insert events in the caller's transaction without committing: (new ids, duplicates,
+    how many wait for processing). The caller commits, then kicks when any wait. With
+    `expect_version`, raises IntegrationChanged unless the integration's config_version is
+    still that."""
     for e in events:
         if e.record_key is not None and len(e.record_key) > MAX_KEY:
             raise ValueError(f"record key longer than {MAX_KEY} characters")
@@ -153,24 +170,16 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True,
         "status": EventStatus.PENDING.value if e.failure is None else EventStatus.FAILED.value,
         "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
     } for e in events]
-    try:
-        # Before the insert (an integration deleted since would fail it), and after: the
-        # insert holds SQLite's write lock (and on PostgreSQL a later statement sees every
-        # change committed before it), so no change slips in between.
-        _check_version(integration_id, expect_version)
-        ids = _insert_ignoring_duplicates(rows) if rows else []
-        _check_version(integration_id, expect_version)
-        failed = [i for i, status in _statuses(ids, rows)
-                  if status == EventStatus.FAILED.value]
-        if failed:
-            _link_failed_to_instances(failed)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    if kick and len(failed) < len(ids):
-        _kick_after_commit()
-    return ids, len(rows) - len(ids)
+    # Before the insert (an integration deleted since would fail it), and after: the insert
+    # holds SQLite's write lock (and on PostgreSQL a later statement sees every change
+    # committed before it), so no change slips in between.
+    _check_version(integration_id, expect_version)
+    ids = _insert_ignoring_duplicates(rows) if rows else []
+    _check_version(integration_id, expect_version)
+    failed = [i for i, status in _statuses(ids, rows) if status == EventStatus.FAILED.value]
+    if failed:
+        _link_failed_to_instances(failed)
+    return ids, len(rows) - len(ids), len(ids) - len(failed)
 
 
 _VERSION = select(Integration.__table__.c.config_version).where(

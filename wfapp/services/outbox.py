@@ -2,39 +2,46 @@
 
 `plan()` runs inside `firing.move()`: in-transaction actions (`set_variable`) change the
 variables the move writes, side-effecting ones become outbox rows (`action_delivery`). The
-`deliver_actions` job wakes a per-process executor whose threads claim due rows — taking a
-lease (visibility timeout), counting the attempt, committing — make the call with no
-transaction open, then record the result: succeeded, retried later (capped exponential
-backoff with jitter, or the receiver's `Retry-After`), or failed after its last attempt. A
-worker killed mid-delivery leaves a row whose lease runs out, and another worker delivers it
-again with the same `Idempotency-Key`: at least once, never lost.
+`deliver_actions` job wakes a per-process executor whose pump claims a batch of due rows —
+taking a lease (visibility timeout) and counting the attempt in one transaction, within the
+per-integration and per-action concurrency limits — whose request threads make the calls with
+no transaction open, and whose pump then records a batch of results in one transaction:
+succeeded, retried later (capped exponential backoff with jitter, or the receiver's
+`Retry-After`), or failed after its last attempt. A worker killed mid-delivery leaves rows
+whose lease runs out, and another worker delivers them again with the same `Idempotency-Key`:
+at least once, never lost.
 
 The outcome (succeeded, or failed for good) is stored as an `on_action_result` event of the
-instance through the inbox, with a dedupe key per delivery, so it moves the instance exactly
-once however often the delivery was retried.
+instance through the inbox, in the transaction that records the result, with a dedupe key per
+delivery, so it moves the instance exactly once however often the delivery was retried.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import random
 import threading
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+import weakref
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
 from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
-from . import audit, counters, secrets
+from . import audit, config_cache, counters, secrets
 from .errors import Conflict, NotFound
-from .events import NewEvent, store
+from .events import NewEvent, kick_soon, stage, store
 from .registry import get_registry
 
 DELIVERY = ActionDelivery.__table__
@@ -113,9 +120,19 @@ def _wake_after_commit() -> None:
 
 
 def wake() -> None:
-    """Queue a delivery job (deliveries are also picked up by the periodic schedule)."""
+    """Wake this process's executor if it runs here (a worker, or the embedded queue), and
+    queue a delivery job for the others (deliveries are also picked up by the schedule).
+
+    The direct wake matters on a busy worker: the job waits in the queue behind event
+    processing, and the deliveries of the transitions it commits would wait with it.
+    """
     from ..queue import get_queue
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _executors_lock:
+        local = _executors.get(app)
+    if local is not None:
+        local.wake()
     try:
         queue = get_queue()
         if queue.once("actions-wake", 0.2):
@@ -127,6 +144,18 @@ def wake() -> None:
 
 # --- delivering ---------------------------------------------------------------------------------
 
+#: PostgreSQL advisory lock the claims take in turn, so that two processes counting the running
+#: deliveries at the same time cannot both take the last slot of a concurrency limit.
+CLAIM_LOCK = 0x7766_6F75
+#: Attempts to record a batch of results before they are dropped (the database is away): the
+#: rows' leases then run out and they are delivered again, with the same idempotency key.
+STORE_ATTEMPTS = 5
+#: How long the pump waits before claiming again when a concurrency limit held back every due
+#: delivery (their slots are taken by calls running elsewhere, which free them when recorded).
+HELD_BACK_PAUSE = 0.1
+#: How long an idle executor pump (nothing queued, running or to record) lives before it exits.
+IDLE_SECONDS = 2.0
+
 
 def backoff(attempts: int, base: float, cap: float) -> float:
     """Seconds before the next attempt: capped exponential, with full jitter over its top half."""
@@ -134,136 +163,324 @@ def backoff(attempts: int, base: float, cap: float) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
-def claim(limit: int, owner: str, now: datetime | None = None) -> list[int]:
-    """Lease up to `limit` due deliveries (respecting the per-integration limit); commits.
+@dataclass
+class Row:
+    """What recording a delivery's result needs of its row (read when it was claimed)."""
 
-    Due: pending with its next attempt due, or running with an expired lease (its worker died).
+    id: int
+    instance_id: int | None
+    integration_id: int
+    action_id: str
+    type: str
+    transition: str
+    context: dict[str, Any]
+    request: dict[str, Any]
+    max_attempts: int
+
+
+ROW_COLUMNS = tuple(DELIVERY.c[name] for name in Row.__dataclass_fields__)
+
+
+@dataclass
+class Claimed:
+    """A leased delivery with all its attempt needs, read in the claim (no query during it)."""
+
+    id: int
+    attempt: int
+    owner: str
+    type: str
+    kind: ActionType | None
+    config: dict[str, Any]
+    context: ActionContext
+    row: Row
+
+
+def _due(now: datetime) -> Any:
+    """Pending with its next attempt due, or running with an expired lease (its worker died)."""
+    return or_(and_(DELIVERY.c.status == ActionStatus.PENDING.value,
+                    DELIVERY.c.next_attempt_at <= now),
+               and_(DELIVERY.c.status == ActionStatus.RUNNING.value,
+                    DELIVERY.c.lease_until < now))
+
+
+def _action_key(row: Any) -> tuple[Any, ...]:
+    """The action a per-action limit counts: its id (else its place) in its transition."""
+    return (row.workflow_id, row.transition, row.action_id or f"#{row.position}")
+
+
+def _postgres() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def claim(limit: int, owner: str, now: datetime | None = None) -> list[Claimed]:
+    """Lease up to `limit` due deliveries within the concurrency limits; commits.
+
     The attempt is counted here, before the call, so a kill mid-delivery counts too.
     """
-    now = now or utcnow()
+    return _claim(limit, owner, now)[0]
+
+
+def _claim(limit: int, owner: str, now: datetime | None = None
+           ) -> tuple[list[Claimed], bool]:
+    """`claim`, and whether due deliveries were left (the limit or a cap reached); commits."""
+    try:
+        found = _claim_in_transaction(limit, owner, now or utcnow())
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return found
+
+
+def _claim_in_transaction(limit: int, owner: str, now: datetime,
+                          finished: Callable[[], set[int]] = set) -> tuple[list[Claimed], bool]:
+    """Lease due deliveries in the caller's transaction: the claimed ones, and whether due
+    ones were left (the limit or a cap reached).
+
+    Leased rows — running anywhere, or claimed and waiting for a thread — count against the
+    integration's limit (ACTION_CONCURRENCY_PER_INTEGRATION) and the action's own
+    (`max_concurrency` in its config), so at most that many calls run at once across all
+    processes; on PostgreSQL claims take turns (a transaction-level advisory lock) so two
+    processes cannot both take the last slot. `finished()` names leased rows of the caller
+    whose calls are over (their results not recorded yet): they hold no slot. Candidates,
+    running counts, one UPDATE … RETURNING of the lease.
+    """
+    if limit <= 0:
+        return [], False
     cfg = current_app.config
     lease = float(cfg.get("ACTION_LEASE_SECONDS", 120))
     per_integration = int(cfg.get("ACTION_CONCURRENCY_PER_INTEGRATION", 4))
-    due = or_(and_(DELIVERY.c.status == ActionStatus.PENDING.value,
-                   DELIVERY.c.next_attempt_at <= now),
-              and_(DELIVERY.c.status == ActionStatus.RUNNING.value,
-                   DELIVERY.c.lease_until < now))
-    query = (select(DELIVERY.c.id, DELIVERY.c.integration_id, DELIVERY.c.status)
-             .where(due).order_by(DELIVERY.c.next_attempt_at, DELIVERY.c.id).limit(limit * 4))
-    if db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(db.session.execute(query))
-    if not rows:
-        db.session.commit()
-        return []
-    busy: dict[int, int] = dict(db.session.execute(
-        select(DELIVERY.c.integration_id, func.count())
-        .where(DELIVERY.c.status == ActionStatus.RUNNING.value, DELIVERY.c.lease_until >= now,
-               DELIVERY.c.integration_id.in_({r.integration_id for r in rows}))
-        .group_by(DELIVERY.c.integration_id)).all())
+    registry = get_registry().action_types
+    c = DELIVERY.c
+    query = (select(c.id, c.integration_id, c.workflow_id, c.transition, c.position,
+                    c.action_id, c.type, c.config)
+             .where(_due(now)).order_by(c.next_attempt_at, c.id).limit(max(limit * 4, 100)))
+    if _postgres():
+        # Claims take turns, so the candidates need no row locks (locking a hundred rows per
+        # round is a write each); the UPDATE below re-checks that each is still due.
+        db.session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+    candidates = list(db.session.execute(query))
+    if not candidates:
+        return [], False
+    busy_integration: Counter[int] = Counter()
+    busy_action: Counter[tuple[Any, ...]] = Counter()
+    over = finished()  # read after the lock: a call that ended meanwhile frees its slot
+    running = (select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
+                      func.count().label("n"))
+               .where(c.status == ActionStatus.RUNNING.value, c.lease_until >= now,
+                      c.integration_id.in_({r.integration_id for r in candidates}))
+               .group_by(c.integration_id, c.workflow_id, c.transition, c.position,
+                         c.action_id))
+    if over:
+        running = running.where(c.id.not_in(over))
+    for row in db.session.execute(running):
+        busy_integration[row.integration_id] += row.n
+        busy_action[_action_key(row)] += row.n
     chosen: list[int] = []
-    for row in rows:
+    for row in candidates:
         if len(chosen) >= limit:
             break
-        if busy.get(row.integration_id, 0) >= per_integration:
+        kind = registry.get(row.type)
+        cap = kind.max_concurrency(row.config or {}) if kind is not None else None
+        key = _action_key(row)
+        if busy_integration[row.integration_id] >= per_integration or \
+                (cap is not None and busy_action[key] >= cap):
             continue
-        busy[row.integration_id] = busy.get(row.integration_id, 0) + 1
+        busy_integration[row.integration_id] += 1
+        busy_action[key] += 1
         chosen.append(row.id)
-    if chosen:
-        db.session.execute(
-            update(DELIVERY).where(DELIVERY.c.id.in_(chosen), due)
-            .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
-                    leased_by=owner, attempts=DELIVERY.c.attempts + 1, updated_at=now))
-    db.session.commit()
-    return chosen
+    more = len(candidates) > len(chosen)
+    if not chosen:
+        return [], more
+    leased = list(db.session.execute(
+        update(DELIVERY).where(c.id.in_(chosen), _due(now))
+        .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
+                leased_by=owner, attempts=c.attempts + 1, updated_at=now)
+        .returning(*ROW_COLUMNS, c.config, c.attempts, c.idempotency_key)))
+    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    leased.sort(key=lambda row: order[row.id])  # oldest due first
+    return _claimed(leased, owner, registry), more
 
 
-def _context(row: ActionDelivery) -> ActionContext:
-    snapshot = dict(row.context or {})
-    context = ActionContext(**{k: v for k, v in snapshot.items()
-                               if k in ActionContext.__dataclass_fields__})
-    integration = db.session.get(Integration, row.integration_id)
-    context.integration = integration.code if integration else context.integration
-    context.delivery_id = row.id
-    context.idempotency_key = row.idempotency_key
-    context.attempt = row.attempts
-    # Secrets are read per attempt, never stored with the row: a rotated secret applies at once.
-    context.secrets = {**secrets.read_all(row.integration_id, secrets.NAMED),
-                       **secrets.read_all(row.integration_id, secrets.SETTING)}
-    context.settings = dict(integration.settings or {}) if integration else {}
-    return context
+def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> list[Claimed]:
+    """Claimed items with their contexts, the integration's code, settings and secrets filled.
+
+    Secrets are never stored with the row; they are read when the delivery is claimed, from
+    the per-process configuration cache (at most ACTION_CONFIG_SECONDS old, dropped at once by
+    a change made in this process), so a busy outbox does not read and decrypt them per batch.
+    """
+    max_age = float(current_app.config.get("ACTION_CONFIG_SECONDS", 2))
+    configs = {iid: config_cache.get(("action-integration", iid), max_age,
+                                     functools.partial(_integration_config, iid))
+               for iid in {row.integration_id for row in rows}}
+    items = []
+    for row in rows:
+        snapshot = dict(row.context or {})
+        context = ActionContext(**{k: v for k, v in snapshot.items()
+                                   if k in ActionContext.__dataclass_fields__})
+        code, settings, keys = configs[row.integration_id]
+        context.integration = code or context.integration
+        context.settings = dict(settings)
+        context.delivery_id = row.id
+        context.idempotency_key = row.idempotency_key
+        context.attempt = row.attempts
+        context.secrets = dict(keys)
+        items.append(Claimed(row.id, row.attempts, owner, row.type, registry.get(row.type),
+                             dict(row.config or {}), context, _row(row)))
+    return items
 
 
-def deliver_one(delivery_id: int, owner: str) -> str | None:
-    """Make one attempt of a leased delivery and record it; return its new status."""
-    row = db.session.get(ActionDelivery, delivery_id, populate_existing=True)
-    if row is None or row.status != ActionStatus.RUNNING.value or row.leased_by != owner:
-        db.session.rollback()
-        return None
-    attempt = row.attempts
-    kind = get_registry().action_types.get(row.type)
-    config = dict(row.config or {})
-    if kind is None:
-        result = ActionResult(False, error=f"action type {row.type!r} is not installed",
-                              retryable=False)
-    else:
-        context = _context(row)
-        db.session.rollback()  # no transaction stays open during the call
-        try:
-            result = kind.deliver(config, context)
-        except Exception as exc:  # noqa: BLE001 — a plugin's bug is a failed attempt, not a crash
-            log.exception("action delivery %s raised", delivery_id)
-            result = ActionResult(False, error=f"{type(exc).__name__}: {exc}"[:500])
-    return finish(delivery_id, owner, attempt, result)
+def _integration_config(integration_id: int) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """An integration's code, settings and secrets (named ones and settings; empty if gone)."""
+    integration = db.session.get(Integration, integration_id)
+    keys = secrets.read_many({integration_id}, (secrets.NAMED, secrets.SETTING))
+    return (integration.code if integration else "",
+            dict(integration.settings or {}) if integration else {}, keys[integration_id])
+
+
+def attempt(item: Claimed) -> ActionResult:
+    """Make one attempt of a claimed delivery; no database work (the call may take long)."""
+    if item.kind is None:
+        return ActionResult(False, error=f"action type {item.type!r} is not installed",
+                            retryable=False)
+    try:
+        return item.kind.deliver(item.config, item.context)
+    except Exception as exc:  # noqa: BLE001 — a plugin's bug is a failed attempt, not a crash
+        log.exception("action delivery %s raised", item.id)
+        return ActionResult(False, error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def deliver_one(item: Claimed) -> str | None:
+    """Make one attempt of a claimed delivery and record it; return its new status."""
+    return record([(item, attempt(item))])[item.id]
 
 
 def finish(delivery_id: int, owner: str, attempt: int, result: ActionResult) -> str | None:
-    """Record an attempt's result, and its outcome event when it is final; commits.
+    """Record one attempt's result (see `record`); return the row's new status or None."""
+    return record_results([(delivery_id, owner, attempt, result)])[delivery_id]
 
-    Guarded by owner and attempt: when the lease ran out and another worker took the row, this
-    late result is dropped (the other attempt's result counts).
+
+def _row(found: Any) -> Row:
+    return Row(*(getattr(found, name) for name in Row.__dataclass_fields__))
+
+
+def record(done: list[tuple[Claimed, ActionResult]]) -> dict[int, str | None]:
+    """Record the results of claimed deliveries in one transaction (see `record_results`)."""
+    return exchange([(item.row, item.owner, item.attempt, result) for item, result in done],
+                    0, "")[0]
+
+
+def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, str | None]:
+    """Record attempts' results, and the outcome events of the final ones, in one transaction.
+
+    Each result is (delivery id, owner, attempt, result) and is guarded by owner and attempt:
+    when the lease ran out and another worker took the row, this late result is dropped (the
+    other attempt's result counts) and its status is None. Returns the new status per id.
     """
-    now = utcnow()
-    row = db.session.get(ActionDelivery, delivery_id, populate_existing=True)
-    if row is None:
-        db.session.rollback()
-        return None
-    cfg = current_app.config
-    if result.succeeded:
-        status = ActionStatus.SUCCEEDED
-    elif result.retryable and attempt < row.max_attempts:
-        status = ActionStatus.PENDING
-    else:
-        status = ActionStatus.FAILED
-    wait = backoff(attempt, float(cfg.get("ACTION_BACKOFF_BASE", 2.0)),
-                   float(cfg.get("ACTION_BACKOFF_CAP", 600.0)))
-    if result.retry_after is not None:
-        wait = max(result.retry_after, 0.0)
-    values: dict[str, Any] = {
-        "status": status.value, "lease_until": None, "updated_at": now,
-        "last_status_code": result.status_code, "last_error": result.error[:2000],
-        "request": result.request or row.request or {}, "response": _small(result.response),
-        "next_attempt_at": now + timedelta(seconds=wait) if status == ActionStatus.PENDING
-        else None,
-        "finished_at": now if status != ActionStatus.PENDING else None,
-    }
-    done = affected(db.session.execute(
-        update(DELIVERY).where(DELIVERY.c.id == delivery_id, DELIVERY.c.leased_by == owner,
-                               DELIVERY.c.attempts == attempt,
-                               DELIVERY.c.status == ActionStatus.RUNNING.value)
-        .values(**values)))
-    if done != 1:
-        db.session.rollback()
-        return None
-    # Counted in this transaction (the executor runs in worker processes: see counters).
-    counters.add(counters.ACTION_OUTCOMES, (row.type, "retried" if status ==
-                                            ActionStatus.PENDING else status.value))
-    if status == ActionStatus.PENDING or row.instance_id is None:
-        # An alert's notification has no instance whose workflow could react to its outcome.
+    rows = {row.id: _row(row) for row in db.session.execute(
+        select(*ROW_COLUMNS).where(DELIVERY.c.id.in_([d[0] for d in done])))}
+    out: dict[int, str | None] = {d[0]: None for d in done}
+    out.update(exchange([(rows[i], owner, n, result) for i, owner, n, result in done
+                         if i in rows], 0, "")[0])
+    return out
+
+
+def exchange(done: list[tuple[Row, str, int, ActionResult]], limit: int, owner: str,
+             finished: Callable[[], set[int]] = set
+             ) -> tuple[dict[int, str | None], list[Claimed], bool]:
+    """One executor round in one transaction: record results (see `record_results`), then
+    claim up to `limit` more for `owner` (see `claim`; `finished` names its rows whose calls
+    are over); returns the new statuses, the claimed deliveries and whether due ones were
+    left."""
+    try:
+        out, queued = _record_in_transaction(done)
+        items, more = _claim_in_transaction(limit, owner, utcnow(), finished)
         db.session.commit()
-        return status.value
-    _store_outcome(row, status, result, attempt)  # commits the row's update with the event
-    return status.value
+    except Exception:
+        db.session.rollback()
+        raise
+    if queued:
+        kick_soon()
+    return out, items, more
+
+
+def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
+                           ) -> tuple[dict[int, str | None], int]:
+    """Record results in the caller's transaction: new statuses, outcome events queued.
+
+    Each UPDATE is guarded by owner, attempt and status: a row whose lease ran out and that
+    another worker took keeps that worker's attempt, and gets no outcome event from this one.
+    """
+    out: dict[int, str | None] = {d[0].id: None for d in done}
+    if not done:
+        return out, 0
+    now = utcnow()
+    cfg = current_app.config
+    base = float(cfg.get("ACTION_BACKOFF_BASE", 2.0))
+    cap = float(cfg.get("ACTION_BACKOFF_CAP", 600.0))
+    c = DELIVERY.c
+    changes: list[dict[str, Any]] = []
+    outcomes: list[tuple[Row, NewEvent]] = []
+    for row, owner, attempts, result in done:
+        if result.succeeded:
+            status = ActionStatus.SUCCEEDED
+        elif result.retryable and attempts < row.max_attempts:
+            status = ActionStatus.PENDING
+        else:
+            status = ActionStatus.FAILED
+        wait = backoff(attempts, base, cap) if result.retry_after is None else \
+            max(result.retry_after, 0.0)
+        changes.append({
+            "b_id": row.id, "b_owner": owner, "b_attempts": attempts,
+            "v_status": status.value, "v_code": result.status_code,
+            "v_error": result.error[:2000], "v_request": result.request or row.request or {},
+            "v_response": _small(result.response),
+            "v_next": now + timedelta(seconds=wait) if status == ActionStatus.PENDING else None,
+            "v_finished": now if status != ActionStatus.PENDING else None})
+        out[row.id] = status.value
+        # An alert's notification has no instance whose workflow could react to it.
+        if status != ActionStatus.PENDING and row.instance_id is not None:
+            outcomes.append((row, _outcome_event(row, status, result, attempts)))
+    statement = (
+        update(DELIVERY)
+        .where(c.id == bindparam("b_id"), c.leased_by == bindparam("b_owner"),
+               c.attempts == bindparam("b_attempts"), c.status == ActionStatus.RUNNING.value)
+        .values(status=bindparam("v_status"), lease_until=None, updated_at=now,
+                last_status_code=bindparam("v_code"), last_error=bindparam("v_error"),
+                request=bindparam("v_request", type_=c.request.type),
+                response=bindparam("v_response", type_=c.response.type),
+                next_attempt_at=bindparam("v_next", type_=c.next_attempt_at.type),
+                finished_at=bindparam("v_finished", type_=c.finished_at.type)))
+    if _postgres():
+        # One round trip; its row count tells whether every guard held (almost always).
+        if affected(db.session.execute(statement, changes)) != len(changes):
+            ours = {(r.id, r.leased_by, r.attempts) for r in db.session.execute(
+                select(c.id, c.leased_by, c.attempts).where(
+                    c.id.in_(list(out)), c.updated_at == now, c.lease_until.is_(None)))}
+            lost = {ch["b_id"] for ch in changes
+                    if (ch["b_id"], ch["b_owner"], ch["b_attempts"]) not in ours}
+            out.update({i: None for i in lost})
+    else:
+        for change in changes:  # SQLite: check each
+            if affected(db.session.execute(statement, change)) != 1:
+                out[change["b_id"]] = None
+    # Counted in this transaction (the executor runs in worker processes: see counters).
+    tally: Counter[tuple[str, str]] = Counter()
+    for row, _, _, _ in done:
+        status_value = out[row.id]
+        if status_value is not None:
+            tally[(row.type, "retried" if status_value == ActionStatus.PENDING.value
+                   else status_value)] += 1
+    for labels, count in tally.items():
+        counters.add(counters.ACTION_OUTCOMES, labels, by=count)
+    by_integration: dict[int, list[NewEvent]] = {}
+    for row, event in outcomes:
+        if out[row.id] is not None:
+            by_integration.setdefault(row.integration_id, []).append(event)
+    queued = 0
+    for integration_id, events in by_integration.items():
+        queued += stage(integration_id, events)[2]
+    return out, queued
 
 
 def _small(value: Any, limit: int = 20000) -> Any:
@@ -274,8 +491,8 @@ def _small(value: Any, limit: int = 20000) -> Any:
     return value if len(text) <= limit else {"truncated": text[:limit]}
 
 
-def _store_outcome(row: ActionDelivery, status: ActionStatus, result: ActionResult,
-                   attempts: int, mark: str = "") -> None:
+def _outcome_event(row: Any, status: ActionStatus, result: ActionResult, attempts: int,
+                   mark: str = "") -> NewEvent:
     """The outcome as an event of the instance, once per final attempt (its dedupe key).
 
     A delivery retried by hand after it failed ends in a new attempt, so its new outcome is a
@@ -289,19 +506,19 @@ def _store_outcome(row: ActionDelivery, status: ActionStatus, result: ActionResu
                "error": result.error[:500], "attempts": attempts, "delivery_id": row.id,
                "transition": row.transition, "instance_id": row.instance_id,
                "vars": result.vars}
-    store(row.integration_id, [NewEvent(
-        RESULT_SOURCE, f"{name}.{outcome}", context.get("record_key"), context.get("run_id"),
-        payload, dedupe_key=f"action-result:{row.id}:{attempts}{mark}")])
+    return NewEvent(RESULT_SOURCE, f"{name}.{outcome}", context.get("record_key"),
+                    context.get("run_id"), payload,
+                    dedupe_key=f"action-result:{row.id}:{attempts}{mark}")
 
 
 def deliver_due(limit: int = 50, owner: str | None = None) -> int:
-    """Claim and deliver due deliveries one after another in this thread; return how many."""
-    owner = owner or _owner()
-    done = 0
-    for delivery_id in claim(limit, owner):
-        deliver_one(delivery_id, owner)
-        done += 1
-    return done
+    """Claim due deliveries, make their attempts one after another in this thread and record
+    them in one transaction; return how many (for tests and the CLI; workers use the
+    executor)."""
+    items = claim(limit, owner or _owner())
+    if items:
+        record([(item, attempt(item)) for item in items])
+    return len(items)
 
 
 def _owner() -> str:
@@ -314,77 +531,209 @@ def _owner() -> str:
 
 
 class ActionExecutor:
-    """Threads that deliver actions off the job queue, so a slow receiver stalls no job.
+    """Request threads that deliver actions off the job queue, and the pump that feeds them.
 
-    The `deliver_actions` job only wakes it: the pump claims as many due rows as there are free
-    threads and hands them out; each thread records its own result.
+    The pattern of the poll executor (plugins/_poll_executor.py): the `deliver_actions` job only
+    wakes it, so a slow receiver stalls no job (event processing, the timeout sweep). The
+    pump thread claims a batch for the free threads in one transaction, the threads make the
+    calls with no transaction open, and the pump records what they got — results and outcome
+    events — in one transaction per batch, while the next calls run. The concurrency limits are
+    kept by the claim (leased rows count), so the threads just take the queue in order.
     """
 
     def __init__(self, app: Flask, threads: int) -> None:
+        from .processing import worker_id
+
         self.app = app
         self.threads = max(1, threads)
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="wfapp-action")
-        self.lock = threading.Lock()
-        self.running = 0
-        self.pumping = False
+        self.owner = f"{worker_id()}:actions-{id(self):x}"
+        self.cond = threading.Condition()
+        self.queue: deque[Claimed] = deque()
+        self.results: list[tuple[Claimed, ActionResult, int]] = []
+        self.active = 0
+        self.workers = 0
+        self.pump: threading.Thread | None = None
+        self.woken = False
+        self.more = False
+        self.held_until = 0.0
+        self.stopping = False
+        self.storing = False
+        #: Counts (rounds, claimed, recorded, dropped) and seconds the pump's rounds took.
+        self.stats: dict[str, float] = defaultdict(float)
 
-    def pump(self) -> int:
-        """Claim due deliveries for the free threads and start them; return how many started."""
-        with self.lock:
-            if self.pumping:
-                return 0
-            self.pumping = True
-            free = self.threads - self.running
-        started = 0
-        try:
-            if free > 0:
-                owner = _owner()
-                ids = claim(free, owner)
-                with self.lock:
-                    self.running += len(ids)
-                for delivery_id in ids:
-                    self.pool.submit(self._run, delivery_id, owner)
-                started = len(ids)
-        finally:
-            with self.lock:
-                self.pumping = False
-            db.session.remove()
-        return started
+    def wake(self) -> dict[str, int]:
+        """Ask for a claiming round; returns at once."""
+        with self.cond:
+            self.stopping = False
+            self.woken = True
+            if self.pump is None or not self.pump.is_alive():
+                self.pump = threading.Thread(target=self._pump, daemon=True,
+                                             name=f"wfapp-action-pump-{id(self):x}")
+                self.pump.start()
+            self.cond.notify_all()
+            return {"queued": len(self.queue), "running": self.active, "workers": self.workers}
 
-    def _run(self, delivery_id: int, owner: str) -> None:
-        with self.app.app_context():
-            try:
-                deliver_one(delivery_id, owner)
-            except Exception:  # noqa: BLE001 — the lease runs out; another attempt follows
-                log.exception("delivering action %s failed", delivery_id)
-                db.session.rollback()
-            finally:
-                with self.lock:
-                    self.running -= 1
-                try:
-                    self.pump()  # keep the threads busy while rows are due
-                except Exception:  # noqa: BLE001
-                    log.exception("claiming actions failed")
-                db.session.remove()
+    def settled(self) -> bool:
+        """True when nothing is queued, running, waiting to be recorded or being recorded."""
+        with self.cond:
+            return not (self.queue or self.active or self.results or self.woken or
+                        self.storing)
 
     def idle(self) -> bool:
-        """True when no delivery is running in this process."""
-        with self.lock:
-            return self.running == 0 and not self.pumping
+        """True when no delivery is running or waiting in this process (see `settled`)."""
+        return self.settled()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Claim nothing more, give back the claims not started, let running calls finish and
+        be recorded (≤ `timeout`)."""
+        with self.cond:
+            self.stopping = True
+            waiting = list(self.queue)
+            self.queue.clear()
+            self.cond.notify_all()
+            pump = self.pump
+        if waiting:
+            try:
+                with self.app.app_context():
+                    release(waiting)
+            except Exception:  # noqa: BLE001 — their leases run out; they are taken again then
+                log.exception("could not give back %d claimed deliveries", len(waiting))
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout)
+
+    # --- request threads ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        with self.app.app_context():  # plugins read the app's settings (SMTP)
+            while True:
+                with self.cond:
+                    while not self.queue:
+                        if self.stopping or not self.cond.wait(IDLE_SECONDS):
+                            self.workers -= 1
+                            self.cond.notify_all()
+                            return
+                    item = self.queue.popleft()
+                    self.active += 1
+                result = attempt(item)
+                with self.cond:
+                    self.active -= 1
+                    self.results.append((item, result, 0))
+                    self.cond.notify_all()
+
+    def _submit(self, items: list[Claimed]) -> None:
+        with self.cond:
+            self.queue.extend(items)
+            wanted = min(self.threads, len(self.queue) + self.active)
+            for _ in range(max(0, wanted - self.workers)):
+                self.workers += 1
+                threading.Thread(target=self._work, daemon=True,
+                                 name="wfapp-action-request").start()
+            self.cond.notify_all()
+
+    # --- the pump -------------------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.threads - self.active - len(self.queue)
+
+    def _pump(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self.cond:
+                held = self.held_until - time.monotonic()
+                if not (self.woken or self.results or
+                        (self.more and held <= 0 and self._free() > 0 and not self.stopping)):
+                    self.cond.wait(min(0.5, held) if self.more and held > 0 else 0.5)
+                woken, self.woken = self.woken, False
+                results, self.results = self.results, []
+                self.storing = bool(results)
+                free = self._free()
+                claim_now = not self.stopping and free > 0 and (
+                    woken or (self.more and time.monotonic() >= self.held_until))
+                if results or claim_now or self.queue or self.active:
+                    idle_since = time.monotonic()
+                elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
+                    self.pump = None
+                    return
+            if not (results or claim_now):
+                continue
+            try:
+                with self.app.app_context():
+                    try:
+                        self._round(results, free if claim_now else 0)
+                    finally:
+                        db.session.remove()
+            except Exception:  # noqa: BLE001 — the database is away: try again next round
+                log.exception("action pump round failed")
+                time.sleep(1.0)
+            finally:
+                with self.cond:
+                    self.storing = False
+                    self.cond.notify_all()
+
+    def _finished(self) -> set[int]:
+        """Rows whose calls ended during this round (recorded by the next one)."""
+        with self.cond:
+            return {item.id for item, _, _ in self.results}
+
+    def _round(self, results: list[tuple[Claimed, ActionResult, int]], free: int) -> None:
+        """Record the results and claim for the free threads, in one transaction."""
+        began = time.perf_counter()
+        try:
+            _, items, more = exchange([(i.row, i.owner, i.attempt, r) for i, r, _ in results],
+                                      free, self.owner, self._finished)
+        except Exception:
+            # Keep the results (counting the failure) for the next round; a row whose results
+            # are dropped is delivered again once its lease runs out.
+            retry = [(i, r, n + 1) for i, r, n in results if n + 1 < STORE_ATTEMPTS]
+            self.stats["dropped"] += len(results) - len(retry)
+            with self.cond:
+                self.results.extend(retry)
+            raise
+        finally:
+            self.stats["round_s"] += time.perf_counter() - began
+            self.stats["rounds"] += 1
+        self.stats["recorded"] += len(results)
+        self.stats["claimed"] += len(items)
+        with self.cond:
+            # Full, held back by a limit, or slots just freed by recording: ask again soon —
+            # after a pause when a limit held everything back (the slots are busy elsewhere).
+            self.more = more or len(items) >= free > 0 or bool(results)
+            if more and not items and not results:
+                self.held_until = time.monotonic() + HELD_BACK_PAUSE
+        if items:
+            self._submit(items)
 
 
-_executors: dict[int, ActionExecutor] = {}
+def release(items: list[Claimed]) -> None:
+    """Give claimed deliveries that were never started back (their attempt not counted)."""
+    c = DELIVERY.c
+    try:
+        for item in items:
+            db.session.execute(
+                update(DELIVERY).where(c.id == item.id, c.leased_by == item.owner,
+                                       c.attempts == item.attempt,
+                                       c.status == ActionStatus.RUNNING.value)
+                .values(status=ActionStatus.PENDING.value, lease_until=None,
+                        attempts=c.attempts - 1, updated_at=utcnow()))
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+_executors: weakref.WeakKeyDictionary[Flask, ActionExecutor] = weakref.WeakKeyDictionary()
 _executors_lock = threading.Lock()
 
 
 def executor() -> ActionExecutor:
-    """This app's executor in this process."""
+    """This app's executor in this process (stopped gently at exit)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with _executors_lock:
-        found = _executors.get(id(app))
-        if found is None or found.app is not app:
-            found = ActionExecutor(app, int(app.config.get("ACTION_THREADS", 8)))
-            _executors[id(app)] = found
+        found = _executors.get(app)
+        if found is None:
+            found = _executors[app] = ActionExecutor(app, int(app.config.get("ACTION_THREADS",
+                                                                              8)))
+            atexit.register(found.stop, 30.0)
         return found
 
 
@@ -467,11 +816,12 @@ def give_up(delivery_id: int, actor: str) -> ActionDelivery:
         db.session.refresh(row)
         return row
     # The workflow reacts as to a last failed attempt (store() commits this change with it).
-    _store_outcome(row, ActionStatus.FAILED,
-                   ActionResult(False, row.last_status_code, row.response,
-                                f"given up by {actor}" + (f" after: {row.last_error}"
-                                                          if row.last_error else "")),
-                   row.attempts, ":gave-up")
+    store(row.integration_id, [_outcome_event(
+        row, ActionStatus.FAILED,
+        ActionResult(False, row.last_status_code, row.response,
+                     f"given up by {actor}" + (f" after: {row.last_error}" if row.last_error
+                                               else "")),
+        row.attempts, ":gave-up")])
     db.session.refresh(row)
     return row
 
