@@ -1,9 +1,15 @@
 import logging
+import warnings
 from logging.config import fileConfig
 
-from flask import current_app
-
 from alembic import context
+from flask import current_app
+from sqlalchemy.exc import SAWarning
+
+# SQLite's batch migrations reflect the table they copy; SQLAlchemy cannot reflect the
+# expression indexes of the list pages (it says so, and the migration recreates them itself).
+warnings.filterwarnings("ignore", message="Skipped unsupported reflection of expression-based",
+                        category=SAWarning)
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
