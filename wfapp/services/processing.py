@@ -273,7 +273,28 @@ def process_batch(partition: int, limit: int = 200) -> int:
     workflows = cache(compiled_workflow)
     outcomes, routes = _route_all(conn, events, integrations, instances, workflows, history, now)
     deliveries: list[dict[str, Any]] = []
-    todo = [e for e in events if e.id in routes]
+    outcomes.update(_apply(conn, [e for e in events if e.id in routes], routes, instances,
+                           workflows, history, deliveries, now))
+    if history:
+        conn.execute(insert(HISTORY), history)
+    write_outbox(conn, deliveries)
+    _write_events(conn, [(event.id, outcomes[event.id]) for event in events], now)
+    db.session.commit()
+    return len(ids)
+
+
+def _apply(conn: Connection, events: list[Any], routes: dict[int, _Route],
+           instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
+           history: list[dict[str, Any]], deliveries: list[dict[str, Any]], now: datetime
+           ) -> dict[int, Outcome]:
+    """Decide the routed events in memory and compare-and-set their instances; their outcomes.
+
+    The history and outbox rows of the moves that were written go to `history` and
+    `deliveries`. The events of an instance that another writer changed first are decided
+    again on its new state, read locked, up to ROUNDS times.
+    """
+    outcomes: dict[int, Outcome] = {}
+    todo = events
     for _round in range(ROUNDS):
         work = _Round()
         decided = [(event, _process_one(conn, event, routes[event.id], instances, workflows,
@@ -292,18 +313,13 @@ def process_batch(partition: int, limit: int = 200) -> int:
             else:
                 outcomes[event.id] = outcome
         if not todo:
-            break
+            return outcomes
         # Someone else (a person, the sweep) changed these first: decide again on their state.
         _reload(conn, [work.changes[i] for i in lost], routes, todo, instances)
     for event in todo:
         outcomes[event.id] = Outcome(EventStatus.FAILED,
                                      "instance kept changing under this event; replay it")
-    if history:
-        conn.execute(insert(HISTORY), history)
-    write_outbox(conn, deliveries)
-    _write_events(conn, [(event.id, outcomes[event.id]) for event in events], now)
-    db.session.commit()
-    return len(ids)
+    return outcomes
 
 
 def _key(integration: Any, event: Any) -> tuple[int, str, Any] | None:
