@@ -194,3 +194,37 @@ def test_a_batch_mixing_instances_with_and_without_actions(app):
     assert [_instance(k).vars for k in keys] == [{"seen": keys[0]}, {"seen": keys[1]},
                                                  {"seen": keys[2]}, {"seen": keys[3]}]
     assert [_instance(k).state for k in keys] == ["S2", "S2", "S2", "S1"]
+
+
+def test_one_batch_takes_events_of_several_leased_partitions(app, monkeypatch):
+    _ring()
+    integration_id = get_integration("FEED").id
+    keys, seen = [], set()
+    for i in range(500):  # one key per partition, for 12 partitions
+        partition = partition_of(integration_id, f"P{i}", None)
+        if partition not in seen:
+            seen.add(partition)
+            keys.append(f"P{i}")
+        if len(keys) == 12:
+            break
+    ids = _send(keys + keys)
+    real = processing._start_attempt
+    claims: list[list[int]] = []
+
+    def spy(partitions: list[int], limit: int) -> list[int]:
+        claimed = real(partitions, limit)
+        claims.append(claimed)
+        return claimed
+
+    monkeypatch.setattr(processing, "_start_attempt", spy)
+    app.config["EVENT_PARTITIONS_PER_BATCH"] = 5
+    assert _process() == 24
+    # Partitions leased 5 at a time: 3 groups (5, 5, 2), each one batch with its two rounds of
+    # events per key, in received order per instance.
+    assert sorted(len(c) for c in claims if c) == [4, 10, 10]
+    results = _results()
+    assert all(results[i][0] == "processed" for i in ids)
+    for key in keys:
+        assert [(f, t) for f, t, _ in _moves(key)] == [(None, "S0"), ("S0", "S1"), ("S1", "S2")]
+    assert db.session.scalar(select(func.count()).select_from(processing.LEASE)
+                             .where(processing.LEASE.c.owner != "")) == 0

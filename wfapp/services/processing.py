@@ -34,8 +34,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from ..engine import (
     CompiledWorkflow,
@@ -44,7 +44,7 @@ from ..engine import (
     event_view,
     select_transition,
 )
-from ..extensions import affected, db
+from ..extensions import db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
 from ..shutdown import stopping
@@ -80,32 +80,43 @@ def worker_id() -> str:
 # --- leases -------------------------------------------------------------------------------------
 
 
+def acquire_leases(names: list[str], owner: str, seconds: float) -> list[str]:
+    """Take (or renew) those leases no other live owner holds; commits; return the names taken.
+
+    Two statements whatever the number of names: the missing lease rows are created free, then
+    one UPDATE takes every free, expired or already owned one.
+    """
+    now = utcnow()
+    conn = db.session.connection()
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # Sorted: two workers creating the same rows in opposite orders could deadlock.
+    conn.execute(module.insert(LEASE).values([{"name": n, "owner": "", "expires_at": None}
+                                              for n in sorted(names)])
+                 .on_conflict_do_nothing(index_elements=["name"]))
+    free = or_(LEASE.c.expires_at.is_(None), LEASE.c.expires_at < now, LEASE.c.owner == owner)
+    taken = list(conn.execute(
+        update(LEASE).where(LEASE.c.name.in_(names), free)
+        .values(owner=owner, expires_at=now + timedelta(seconds=seconds))
+        .returning(LEASE.c.name)).scalars())
+    db.session.commit()
+    return sorted(taken, key=names.index)
+
+
 def acquire_lease(name: str, owner: str, seconds: float) -> bool:
     """Take (or renew) a lease unless another live owner holds it; commits."""
-    now = utcnow()
-    values = {"owner": owner, "expires_at": now + timedelta(seconds=seconds)}
-    condition = or_(LEASE.c.expires_at.is_(None), LEASE.c.expires_at < now, LEASE.c.owner == owner)
-    result = db.session.execute(
-        update(LEASE).where(LEASE.c.name == name, condition).values(**values))
-    if affected(result) == 0:
-        exists = db.session.scalar(select(LEASE.c.name).where(LEASE.c.name == name))
-        if exists is not None:
-            db.session.commit()
-            return False
-        try:
-            db.session.execute(insert(LEASE).values(name=name, **values))
-        except IntegrityError:  # another worker created it at the same moment
-            db.session.rollback()
-            return False
+    return bool(acquire_leases([name], owner, seconds))
+
+
+def release_leases(names: list[str], owner: str) -> None:
+    """Give leases back; commits."""
+    db.session.execute(update(LEASE).where(LEASE.c.name.in_(names), LEASE.c.owner == owner)
+                       .values(expires_at=None, owner=""))
     db.session.commit()
-    return True
 
 
 def release_lease(name: str, owner: str) -> None:
     """Give a lease back; commits."""
-    db.session.execute(update(LEASE).where(LEASE.c.name == name, LEASE.c.owner == owner)
-                       .values(expires_at=None, owner=""))
-    db.session.commit()
+    release_leases([name], owner)
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -126,9 +137,9 @@ def pending_partitions() -> list[int]:
         select(EVENT.c.partition).where(EVENT.c.status == EventStatus.PENDING.value).distinct()))
 
 
-def _claim(conn: Connection, partition: int, limit: int) -> list[Any]:
+def _claim(conn: Connection, partitions: list[int], limit: int) -> list[Any]:
     query = (select(EVENT).where(EVENT.c.status == EventStatus.PENDING.value,
-                                 EVENT.c.partition == partition)
+                                 EVENT.c.partition.in_(partitions))
              .order_by(EVENT.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         # Another worker holding some of these rows means its lease overlapped ours: skip them.
@@ -168,7 +179,7 @@ def _give_up(conn: Connection, events: list[Any], now: datetime) -> None:
                        "ran out of time each time; fix the cause, then replay it"))
 
 
-def _start_attempt(partition: int, limit: int) -> list[Any]:
+def _start_attempt(partitions: list[int], limit: int) -> list[Any]:
     """Claim a batch and count the attempt in its own commit, so a crash or a kill counts too.
 
     Events that already had an attempt that never finished are processed one at a time, so only
@@ -176,12 +187,12 @@ def _start_attempt(partition: int, limit: int) -> list[Any]:
     marked failed instead of being tried again.
     """
     conn = db.session.connection()
-    events = _claim(conn, partition, limit)
+    events = _claim(conn, partitions, limit)
     most = int(current_app.config.get("MAX_EVENT_ATTEMPTS", 3))
     poisoned = [e for e in events if e.attempts >= most]
     if poisoned:
-        log.error("giving up on events %s of partition %s after %d attempts",
-                  [e.id for e in poisoned], partition, most)
+        log.error("giving up on events %s of partitions %s after %d attempts",
+                  [e.id for e in poisoned], partitions, most)
         _give_up(conn, poisoned, utcnow())
         events = [e for e in events if e.attempts < most]
     retried = next((i for i, e in enumerate(events) if e.attempts > 0), None)
@@ -239,8 +250,8 @@ class _Round:
         return self.changes[instance.id]
 
 
-def process_batch(partition: int, limit: int = 200) -> int:
-    """Handle up to `limit` pending events of a partition in one transaction; return how many.
+def process_batch(partitions: int | list[int], limit: int = 200) -> int:
+    """Handle up to `limit` pending events of leased partitions in one transaction; how many.
 
     Every event is decided in memory first (an instance steps through its events in received
     order); then the batch writes with a few statements: the new instances, one compare-and-set
@@ -248,7 +259,7 @@ def process_batch(partition: int, limit: int = 200) -> int:
     events of an instance that another writer changed meanwhile are decided again on its new
     state (read locked), so none is applied twice or on a state it did not see.
     """
-    ids = _start_attempt(partition, limit)
+    ids = _start_attempt([partitions] if isinstance(partitions, int) else partitions, limit)
     if not ids:
         return 0
     conn = db.session.connection()
@@ -527,7 +538,7 @@ def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: da
         rows)
 
 
-def _process_batch_safely(partition: int, size: int) -> int:
+def _process_batch_safely(partitions: list[int], size: int) -> int:
     """A batch; when it fails, retry event by event and mark the one that fails as failed.
 
     One event that breaks processing (a bug, data the database refuses) must not block the
@@ -535,7 +546,7 @@ def _process_batch_safely(partition: int, size: int) -> int:
     can be replayed once the cause is fixed.
     """
     try:
-        return process_batch(partition, size)
+        return process_batch(partitions, size)
     except TIMEOUTS:
         # The job ran out of time: the attempt is counted; end this job (the next one takes the
         # events one at a time) instead of starting more work the alarm can no longer stop.
@@ -543,9 +554,9 @@ def _process_batch_safely(partition: int, size: int) -> int:
         raise
     except Exception:
         db.session.rollback()
-        log.exception("batch of partition %s failed; retrying event by event", partition)
+        log.exception("batch of partitions %s failed; retrying event by event", partitions)
     try:
-        return process_batch(partition, 1)
+        return process_batch(partitions, 1)
     except TIMEOUTS:
         db.session.rollback()
         raise
@@ -553,7 +564,7 @@ def _process_batch_safely(partition: int, size: int) -> int:
         db.session.rollback()
         event_id = db.session.scalar(
             select(EVENT.c.id).where(EVENT.c.status == EventStatus.PENDING.value,
-                                     EVENT.c.partition == partition)
+                                     EVENT.c.partition.in_(partitions))
             .order_by(EVENT.c.id).limit(1))
         if event_id is None:
             return 0
@@ -566,35 +577,44 @@ def _process_batch_safely(partition: int, size: int) -> int:
 
 
 def process_pending(time_budget: float = 20.0, batch_size: int | None = None) -> int:
-    """Work through pending events partition by partition until none is left or time is up."""
+    """Work through pending events until none is left or time is up.
+
+    A worker leases a few partitions at once (EVENT_PARTITIONS_PER_BATCH) and applies their
+    events in batches of EVENT_BATCH_SIZE: a partition alone often holds fewer events than a
+    batch, and each batch pays a dozen round trips to the database however small it is.
+    """
     owner = worker_id()
-    lease_seconds = float(current_app.config.get("LEASE_SECONDS", 60))
-    size = batch_size or int(current_app.config.get("EVENT_BATCH_SIZE", 200))
+    cfg = current_app.config
+    lease_seconds = float(cfg.get("LEASE_SECONDS", 60))
+    size = batch_size or int(cfg.get("EVENT_BATCH_SIZE", 200))
+    width = max(1, int(cfg.get("EVENT_PARTITIONS_PER_BATCH", 8)))
     deadline = time.monotonic() + time_budget
     done = 0
     # A worker told to stop (SIGTERM) ends after the batch it is in: the batch commits (or rolls
-    # back as a whole), the lease is released, and another worker takes the partition at once.
+    # back as a whole), the leases are released, and another worker takes the partitions at once.
     while time.monotonic() < deadline and not stopping():
         partitions = pending_partitions()
         if not partitions:
             break
         random.shuffle(partitions)
         worked = False
-        for partition in partitions:
-            name = f"partition:{partition}"
-            if not acquire_lease(name, owner, lease_seconds):
+        for start in range(0, len(partitions), width):
+            names = acquire_leases([f"partition:{p}" for p in partitions[start:start + width]],
+                                   owner, lease_seconds)
+            if not names:
                 continue
             worked = True
+            group = [int(name.split(":", 1)[1]) for name in names]
             try:
                 while time.monotonic() < deadline:
-                    count = _process_batch_safely(partition, size)
+                    count = _process_batch_safely(group, size)
                     done += count
                     if count < size or stopping():
                         break
-                    acquire_lease(name, owner, lease_seconds)
+                    acquire_leases(names, owner, lease_seconds)
             finally:
                 db.session.rollback()
-                release_lease(name, owner)
+                release_leases(names, owner)
             if time.monotonic() >= deadline or stopping():
                 break
         if not worked:
