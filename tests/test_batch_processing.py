@@ -228,3 +228,17 @@ def test_one_batch_takes_events_of_several_leased_partitions(app, monkeypatch):
         assert [(f, t) for f, t, _ in _moves(key)] == [(None, "S0"), ("S0", "S1"), ("S1", "S2")]
     assert db.session.scalar(select(func.count()).select_from(processing.LEASE)
                              .where(processing.LEASE.c.owner != "")) == 0
+
+
+def test_a_replayed_event_gets_its_attempts_back(app):
+    from wfapp.services.events import replay
+
+    _ring()
+    [event_id] = _send(["R1"])
+    # As if it had crashed processing three times and been given up on, then the cause fixed.
+    db.session.execute(update(Event).where(Event.id == event_id)
+                       .values(status="failed", attempts=3, result="gave up after 3 attempts"))
+    db.session.commit()
+    replay(event_id)
+    _process()
+    assert _results()[event_id] == ("processed", "created the instance; fired N0: S0 → S1")

@@ -195,8 +195,10 @@ def replay(event_id: int) -> Event:
     if event.status not in (EventStatus.SKIPPED.value, EventStatus.FAILED.value):
         raise Conflict(f"event {event_id} is {event.status}; only skipped or failed events can "
                        "be replayed")
+    # Tried afresh: attempts used up before the cause was fixed must not fail it again at once.
     db.session.execute(update(EVENT).where(EVENT.c.id == event_id).values(
-        status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000]))
+        status=EventStatus.PENDING.value, result=f"replayed (was: {event.result})"[:1000],
+        attempts=0))
     audit.record("replay", "event", str(event_id),
                  {"was": event.status, "result": (event.result or "")[:300]})
     db.session.commit()

@@ -1,9 +1,10 @@
 """Processing stored events in batches: find or create the instance, decide, move, record.
 
-A worker leases one partition of the inbox at a time (leases expire, so a killed worker's
-partition is taken over), claims up to a batch of its pending events in received order and
-handles them in one transaction. Every event is marked with what it did in the same
-transaction that moved its instance, so an event is applied exactly once or not at all.
+A worker leases a few partitions of the inbox at a time (leases expire, so a killed worker's
+partitions are taken over), claims up to a batch of their pending events in received order and
+handles them in one transaction: decided in memory, written set-based. Every event is marked
+with what it did in the same transaction that moved its instance, so an event is applied
+exactly once or not at all.
 """
 
 from __future__ import annotations
