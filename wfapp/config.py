@@ -36,6 +36,9 @@ SWEEP_INTERVAL = 10
 LEASE_SECONDS = 60
 # Events handled per database transaction.
 EVENT_BATCH_SIZE = 200
+# Inbox partitions a worker leases at once; their events share batches (a partition alone
+# often holds fewer events than a batch).
+EVENT_PARTITIONS_PER_BATCH = 8
 # Seconds one processing or sweep job works before handing over to a fresh job.
 JOB_TIME_BUDGET = 20
 # Seconds one slice of a bulk operation works before queueing the next slice.

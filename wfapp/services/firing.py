@@ -108,15 +108,21 @@ def history_row(instance: InstanceRow, from_state: str | None, move: Move,
             "notes": move.notes}
 
 
-def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, change: Move,
-         now: datetime, history: list[dict[str, Any]] | None = None) -> bool:
-    """Compare-and-set the instance into `change.to_state`; False when someone moved it first.
+@dataclass
+class PlannedMove:
+    """A move decided but not yet written: the instance columns it sets, its rows to insert."""
 
-    The one function every change of an instance goes through. In the caller's transaction it
-    also applies the transition's in-transaction actions (set_variable) and writes the outbox
-    rows of its other actions — only when the compare-and-set succeeded. The history row goes
-    to `history` when given (written in bulk by the caller) or is inserted at once. Re-entering
-    a state restarts its timer.
+    values: dict[str, Any]
+    history: dict[str, Any]
+    deliveries: list[dict[str, Any]]
+
+
+def plan_move(workflow: CompiledWorkflow, instance: InstanceRow, change: Move,
+              now: datetime) -> PlannedMove:
+    """What moving `instance` by `change` writes, without writing it (no I/O).
+
+    Applies the transition's in-transaction actions (set_variable) to `change.vars` and builds
+    the outbox rows of its other actions. Re-entering a state restarts its timer.
     """
     target = workflow.states[change.to_state]
     transition = workflow.transitions.get(change.transition) \
@@ -144,27 +150,94 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
         values["vars"] = change.vars
     if change.data is not None:
         values["data"] = change.data
+    return PlannedMove(values, history_row(instance, instance.state, change, now), deliveries)
+
+
+def apply_planned(instance: InstanceRow, planned: PlannedMove) -> None:
+    """Bring the in-memory instance to where a planned move takes it."""
+    values = planned.values
+    instance.state = values["state"]
+    instance.version = values["version"]
+    instance.vars = values.get("vars", instance.vars)
+    instance.data = values.get("data", instance.data)
+
+
+def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, change: Move,
+         now: datetime, history: list[dict[str, Any]] | None = None) -> bool:
+    """Compare-and-set the instance into `change.to_state`; False when someone moved it first.
+
+    The one function every single change of an instance goes through (event batches write the
+    same `plan_move()` set-based). In the caller's transaction it also applies the
+    transition's in-transaction actions (set_variable) and writes the outbox rows of its other
+    actions — only when the compare-and-set succeeded. The history row goes to `history` when
+    given (written in bulk by the caller) or is inserted at once.
+    """
+    planned = plan_move(workflow, instance, change, now)
     result = conn.execute(
         update(INSTANCE)
         .where(INSTANCE.c.id == instance.id, INSTANCE.c.version == instance.version)
-        .values(**values))
+        .values(**planned.values))
     if result.rowcount != 1:
         return False
-    write_outbox(conn, deliveries)
-    row = history_row(instance, instance.state, change, now)
+    write_outbox(conn, planned.deliveries)
     if change.transition is not None:
         tally.note(instance.workflow_id, change.transition, change.trigger_type, now)
     if history is None:
-        conn.execute(insert(HISTORY), [row])
+        conn.execute(insert(HISTORY), [planned.history])
     else:
-        history.append(row)
-    instance.state = change.to_state
-    instance.version += 1
-    if change.vars is not None:
-        instance.vars = change.vars
-    if change.data is not None:
-        instance.data = change.data
+        history.append(planned.history)
+    apply_planned(instance, planned)
     return True
+
+
+@dataclass
+class NewInstance:
+    """An instance to create: what it belongs to, its first data, what created it."""
+
+    workflow_id: int
+    workflow: CompiledWorkflow
+    integration_id: int
+    record_key: str | None
+    run_id: int | None
+    data: dict[str, Any]
+    actor: str
+    trigger_type: str
+    event_id: int | None = None
+
+
+def create_instances(conn: Connection, new: list[NewInstance], now: datetime,
+                     history: list[dict[str, Any]] | None = None) -> list[InstanceRow]:
+    """Insert instances in the initial state of their workflow version, in one statement.
+
+    Their "instance created" history rows go to `history` (written in bulk by the caller)
+    when given, else are inserted at once. Returns the instances in the order given.
+    """
+    if not new:
+        return []
+    initials = [item.workflow.states[item.workflow.initial_state] for item in new]
+    rows = [{"workflow_id": item.workflow_id, "integration_id": item.integration_id,
+             "record_key": item.record_key, "run_id": item.run_id, "state": initial.code,
+             "active": not initial.is_final, "entered_state_at": now,
+             "timeout_due_at": timeout_due(now, initial), "data": item.data or {}, "vars": {},
+             "last_trigger": item.trigger_type, "last_transition": None, "version": 1,
+             "workflow_version": item.workflow.version or 1, "created_at": now,
+             "completed_at": None}
+            for item, initial in zip(new, initials, strict=True)]
+    ids = conn.execute(insert(INSTANCE).returning(INSTANCE.c.id, sort_by_parameter_order=True),
+                       rows).scalars().all()
+    instances = [InstanceRow(instance_id, item.workflow_id, item.integration_id,
+                             item.record_key, item.run_id, initial.code, 1,
+                             dict(item.data or {}), {}, item.workflow.version or 1)
+                 for instance_id, item, initial in zip(ids, new, initials, strict=True)]
+    created = [history_row(instance, None, Move(instance.state, None, item.trigger_type,
+                                                item.actor, item.event_id, "instance created"),
+                           now)
+               for instance, item in zip(instances, new, strict=True)]
+    if history is None:
+        conn.execute(insert(HISTORY), created)
+    else:
+        history.extend(created)
+    return instances
 
 
 def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkflow,
@@ -172,21 +245,9 @@ def create_instance(conn: Connection, workflow_id: int, workflow: CompiledWorkfl
                     data: dict[str, Any], actor: str, trigger_type: str, now: datetime,
                     event_id: int | None = None) -> InstanceRow:
     """Insert a new instance in the initial state of `workflow` (a version), with its history."""
-    initial = workflow.states[workflow.initial_state]
-    instance_id = conn.execute(
-        insert(INSTANCE).values(
-            workflow_id=workflow_id, integration_id=integration_id, record_key=record_key,
-            run_id=run_id, state=initial.code, active=not initial.is_final,
-            entered_state_at=now, timeout_due_at=timeout_due(now, initial), data=data or {},
-            vars={}, last_trigger=trigger_type, last_transition=None, version=1,
-            workflow_version=workflow.version or 1, created_at=now, completed_at=None)
-        .returning(INSTANCE.c.id)).scalar_one()
-    instance = InstanceRow(instance_id, workflow_id, integration_id, record_key, run_id,
-                           initial.code, 1, dict(data or {}), {}, workflow.version or 1)
-    conn.execute(insert(HISTORY), [history_row(
-        instance, None, Move(initial.code, None, trigger_type, actor, event_id,
-                             "instance created"), now)])
-    return instance
+    return create_instances(conn, [NewInstance(workflow_id, workflow, integration_id, record_key,
+                                               run_id, data, actor, trigger_type, event_id)],
+                            now)[0]
 
 
 def waiting_events(conn: Connection, instance: InstanceRow, before: datetime | None = None

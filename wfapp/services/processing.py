@@ -1,9 +1,10 @@
 """Processing stored events in batches: find or create the instance, decide, move, record.
 
-A worker leases one partition of the inbox at a time (leases expire, so a killed worker's
-partition is taken over), claims up to a batch of its pending events in received order and
-handles them in one transaction. Every event is marked with what it did in the same
-transaction that moved its instance, so an event is applied exactly once or not at all.
+A worker leases a few partitions of the inbox at a time (leases expire, so a killed worker's
+partitions are taken over), claims up to a batch of their pending events in received order and
+handles them in one transaction: decided in memory, written set-based. Every event is marked
+with what it did in the same transaction that moved its instance, so an event is applied
+exactly once or not at all.
 """
 
 from __future__ import annotations
@@ -13,33 +14,57 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Integer,
+    and_,
+    bindparam,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
-from ..engine import build_context, capture_vars, event_view, select_transition
-from ..extensions import affected, db
+from ..engine import (
+    CompiledWorkflow,
+    build_context,
+    capture_vars,
+    event_view,
+    select_transition,
+)
+from ..extensions import db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, utcnow
 from ..queue import TIMEOUTS
 from ..shutdown import stopping
+from . import tally
 from .firing import (
     HISTORY,
     INSTANCE,
     INSTANCE_COLUMNS,
     InstanceRow,
     Move,
+    NewInstance,
+    apply_planned,
     compiled_workflow,
-    create_instance,
-    move,
+    create_instances,
     notes_excerpt,
+    plan_move,
     row_to_instance,
 )
-from .outbox import RESULT_SOURCE
+from .outbox import RESULT_SOURCE, write_outbox
 from .registry import get_registry
 
 EVENT = Event.__table__
@@ -56,32 +81,43 @@ def worker_id() -> str:
 # --- leases -------------------------------------------------------------------------------------
 
 
+def acquire_leases(names: list[str], owner: str, seconds: float) -> list[str]:
+    """Take (or renew) those leases no other live owner holds; commits; return the names taken.
+
+    Two statements whatever the number of names: the missing lease rows are created free, then
+    one UPDATE takes every free, expired or already owned one.
+    """
+    now = utcnow()
+    conn = db.session.connection()
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # Sorted: two workers creating the same rows in opposite orders could deadlock.
+    conn.execute(module.insert(LEASE).values([{"name": n, "owner": "", "expires_at": None}
+                                              for n in sorted(names)])
+                 .on_conflict_do_nothing(index_elements=["name"]))
+    free = or_(LEASE.c.expires_at.is_(None), LEASE.c.expires_at < now, LEASE.c.owner == owner)
+    taken = list(conn.execute(
+        update(LEASE).where(LEASE.c.name.in_(names), free)
+        .values(owner=owner, expires_at=now + timedelta(seconds=seconds))
+        .returning(LEASE.c.name)).scalars())
+    db.session.commit()
+    return sorted(taken, key=names.index)
+
+
 def acquire_lease(name: str, owner: str, seconds: float) -> bool:
     """Take (or renew) a lease unless another live owner holds it; commits."""
-    now = utcnow()
-    values = {"owner": owner, "expires_at": now + timedelta(seconds=seconds)}
-    condition = or_(LEASE.c.expires_at.is_(None), LEASE.c.expires_at < now, LEASE.c.owner == owner)
-    result = db.session.execute(
-        update(LEASE).where(LEASE.c.name == name, condition).values(**values))
-    if affected(result) == 0:
-        exists = db.session.scalar(select(LEASE.c.name).where(LEASE.c.name == name))
-        if exists is not None:
-            db.session.commit()
-            return False
-        try:
-            db.session.execute(insert(LEASE).values(name=name, **values))
-        except IntegrityError:  # another worker created it at the same moment
-            db.session.rollback()
-            return False
+    return bool(acquire_leases([name], owner, seconds))
+
+
+def release_leases(names: list[str], owner: str) -> None:
+    """Give leases back; commits."""
+    db.session.execute(update(LEASE).where(LEASE.c.name.in_(names), LEASE.c.owner == owner)
+                       .values(expires_at=None, owner=""))
     db.session.commit()
-    return True
 
 
 def release_lease(name: str, owner: str) -> None:
     """Give a lease back; commits."""
-    db.session.execute(update(LEASE).where(LEASE.c.name == name, LEASE.c.owner == owner)
-                       .values(expires_at=None, owner=""))
-    db.session.commit()
+    release_leases([name], owner)
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -102,9 +138,9 @@ def pending_partitions() -> list[int]:
         select(EVENT.c.partition).where(EVENT.c.status == EventStatus.PENDING.value).distinct()))
 
 
-def _claim(conn: Connection, partition: int, limit: int) -> list[Any]:
+def _claim(conn: Connection, partitions: list[int], limit: int) -> list[Any]:
     query = (select(EVENT).where(EVENT.c.status == EventStatus.PENDING.value,
-                                 EVENT.c.partition == partition)
+                                 EVENT.c.partition.in_(partitions))
              .order_by(EVENT.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         # Another worker holding some of these rows means its lease overlapped ours: skip them.
@@ -144,7 +180,7 @@ def _give_up(conn: Connection, events: list[Any], now: datetime) -> None:
                        "ran out of time each time; fix the cause, then replay it"))
 
 
-def _start_attempt(partition: int, limit: int) -> list[Any]:
+def _start_attempt(partitions: list[int], limit: int) -> list[Any]:
     """Claim a batch and count the attempt in its own commit, so a crash or a kill counts too.
 
     Events that already had an attempt that never finished are processed one at a time, so only
@@ -152,12 +188,12 @@ def _start_attempt(partition: int, limit: int) -> list[Any]:
     marked failed instead of being tried again.
     """
     conn = db.session.connection()
-    events = _claim(conn, partition, limit)
+    events = _claim(conn, partitions, limit)
     most = int(current_app.config.get("MAX_EVENT_ATTEMPTS", 3))
     poisoned = [e for e in events if e.attempts >= most]
     if poisoned:
-        log.error("giving up on events %s of partition %s after %d attempts",
-                  [e.id for e in poisoned], partition, most)
+        log.error("giving up on events %s of partitions %s after %d attempts",
+                  [e.id for e in poisoned], partitions, most)
         _give_up(conn, poisoned, utcnow())
         events = [e for e in events if e.attempts < most]
     retried = next((i for i, e in enumerate(events) if e.attempts > 0), None)
@@ -170,9 +206,61 @@ def _start_attempt(partition: int, limit: int) -> list[Any]:
     return [e.id for e in events]
 
 
-def process_batch(partition: int, limit: int = 200) -> int:
-    """Handle up to `limit` pending events of a partition in one transaction; return how many."""
-    ids = _start_attempt(partition, limit)
+# `compiled_workflow`, remembered for one batch.
+Workflows = Callable[..., CompiledWorkflow | None]
+# How often a batch decides again the events of instances that another writer changed first.
+ROUNDS = 5
+# The instance columns a move sets besides vars, data and version (see `firing.plan_move`).
+MOVE_COLUMNS = ("state", "active", "entered_state_at", "timeout_due_at", "last_trigger",
+                "last_transition", "completed_at")
+
+
+@dataclass
+class _Route:
+    """Where an event goes: its instance's key, its integration and the workflow it uses."""
+
+    key: tuple[int, str, Any]
+    integration: Any
+    workflow: CompiledWorkflow
+    creates: bool = False  # the event's instance does not exist yet: the batch creates it
+
+
+@dataclass
+class _Change:
+    """One instance as the events of a batch left it in memory, before it is written."""
+
+    instance: InstanceRow
+    expected: int  # its version when read: the compare-and-set of its one UPDATE
+    moved: dict[str, Any] = field(default_factory=dict)  # the columns its last move set
+    touched: bool = False  # its data or variables changed without a move
+
+
+@dataclass
+class _Round:
+    """What one pass over a batch's events decided, in event order, before it is written."""
+
+    changes: dict[int, _Change] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    fired: list[tuple[int, int, str, str]] = field(default_factory=list)
+
+    def change(self, instance: InstanceRow) -> _Change:
+        """The change of `instance`, started with its version as read."""
+        if instance.id not in self.changes:
+            self.changes[instance.id] = _Change(instance, instance.version)
+        return self.changes[instance.id]
+
+
+def process_batch(partitions: int | list[int], limit: int = 200) -> int:
+    """Handle up to `limit` pending events of leased partitions in one transaction; how many.
+
+    Every event is decided in memory first (an instance steps through its events in received
+    order); then the batch writes with a few statements: the new instances, one compare-and-set
+    UPDATE of the changed instances, the history and outbox rows, the events' results. The
+    events of an instance that another writer changed meanwhile are decided again on its new
+    state (read locked), so none is applied twice or on a state it did not see.
+    """
+    ids = _start_attempt([partitions] if isinstance(partitions, int) else partitions, limit)
     if not ids:
         return 0
     conn = db.session.connection()
@@ -191,25 +279,59 @@ def process_batch(partition: int, limit: int = 200) -> int:
     }
     modes = {i: row.instance_mode for i, row in integrations.items()}
     instances = _load_instances(conn, events, modes)
-    history: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
     now = utcnow()
-    for event in events:
-        outcome = _process_one(conn, event, integrations[event.integration_id], instances,
-                               history, now)
-        updates.append({"eid": event.id, "status": outcome.status.value,
-                        "result": outcome.result[:1000], "instance_id": outcome.instance_id,
-                        "processed_at": now})
+    history: list[dict[str, Any]] = []
+    # One look-up of each workflow per batch, not one query per event.
+    workflows = cache(compiled_workflow)
+    outcomes, routes = _route_all(conn, events, integrations, instances, workflows, history, now)
+    deliveries: list[dict[str, Any]] = []
+    outcomes.update(_apply(conn, [e for e in events if e.id in routes], routes, instances,
+                           workflows, history, deliveries, now))
     if history:
         conn.execute(insert(HISTORY), history)
-    conn.execute(
-        update(EVENT).where(and_(EVENT.c.id == bindparam("eid"),
-                                 EVENT.c.status == EventStatus.PENDING.value))
-        .values(status=bindparam("status"), result=bindparam("result"),
-                instance_id=bindparam("instance_id"), processed_at=bindparam("processed_at")),
-        updates)
+    write_outbox(conn, deliveries)
+    _write_events(conn, [(event.id, outcomes[event.id]) for event in events], now)
     db.session.commit()
     return len(ids)
+
+
+def _apply(conn: Connection, events: list[Any], routes: dict[int, _Route],
+           instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
+           history: list[dict[str, Any]], deliveries: list[dict[str, Any]], now: datetime
+           ) -> dict[int, Outcome]:
+    """Decide the routed events in memory and compare-and-set their instances; their outcomes.
+
+    The history and outbox rows of the moves that were written go to `history` and
+    `deliveries`. The events of an instance that another writer changed first are decided
+    again on its new state, read locked, up to ROUNDS times.
+    """
+    outcomes: dict[int, Outcome] = {}
+    todo = events
+    for _round in range(ROUNDS):
+        work = _Round()
+        decided = [(event, _process_one(conn, event, routes[event.id], instances, workflows,
+                                        work, now))
+                   for event in todo]
+        lost = _write_instances(conn, work)
+        history += [row for row in work.history if row["instance_id"] not in lost]
+        deliveries += [row for row in work.deliveries if row["instance_id"] not in lost]
+        for instance_id, workflow_id, code, trigger in work.fired:
+            if instance_id not in lost:
+                tally.note(workflow_id, code, trigger, now)
+        todo = []
+        for event, outcome in decided:
+            if outcome.instance_id in lost:
+                todo.append(event)
+            else:
+                outcomes[event.id] = outcome
+        if not todo:
+            return outcomes
+        # Someone else (a person, the sweep) changed these first: decide again on their state.
+        _reload(conn, [work.changes[i] for i in lost], routes, todo, instances)
+    for event in todo:
+        outcomes[event.id] = Outcome(EventStatus.FAILED,
+                                     "instance kept changing under this event; replay it")
+    return outcomes
 
 
 def _key(integration: Any, event: Any) -> tuple[int, str, Any] | None:
@@ -218,109 +340,206 @@ def _key(integration: Any, event: Any) -> tuple[int, str, Any] | None:
     return None if event.record_key is None else (integration.id, "r", event.record_key)
 
 
-def _process_one(conn: Connection, event: Any, integration: Any,
-                 instances: dict[tuple[int, str, Any], InstanceRow],
-                 history: list[dict[str, Any]], now: datetime) -> Outcome:
-    """Evaluate one event; the instance moves (or is created) inside the batch transaction."""
+def _route(event: Any, integration: Any, instances: dict[tuple[int, str, Any], InstanceRow],
+           workflows: Workflows, creating: set[tuple[int, str, Any]]) -> _Route | Outcome:
+    """Where an event goes, or its outcome when it goes nowhere (no workflow, no key, …)."""
     if integration.workflow_id is None:
         return Outcome(EventStatus.SKIPPED, f"integration {integration.code} has no workflow")
-    workflow = compiled_workflow(integration.workflow_id)
+    workflow = workflows(integration.workflow_id)
     if workflow is None:
         return Outcome(EventStatus.SKIPPED, "the integration's workflow no longer exists")
     if not workflow.enabled:
         return Outcome(EventStatus.SKIPPED, f"workflow {workflow.code} is disabled")
     key = _key(integration, event)
+    per_run = integration.instance_mode == InstanceMode.PER_RUN.value
     if key is None:
-        what = "run id" if integration.instance_mode == InstanceMode.PER_RUN.value else \
-            "record key"
-        return Outcome(EventStatus.FAILED, f"event has no {what}")
-    record = event.record
-    record_status = (event.payload or {}).get("status") if record is not None else None
-    instance = instances.get(key)
-    created = False
-    if instance is not None and (instance.workflow_id != integration.workflow_id
-                                 or instance.workflow_version != workflow.version):
+        return Outcome(EventStatus.FAILED, f"event has no {'run id' if per_run else 'record key'}")
+    if key in instances or key in creating:
+        return _Route(key, integration, workflow)
+    record_status = (event.payload or {}).get("status") if event.record is not None else None
+    # A Per Run instance whose run started while the workflow was disabled (or before it was
+    # attached) is started by the run's summary event, replayed now.
+    if not per_run and record_status == "error":
+        return Outcome(EventStatus.PROCESSED, "record failed: a failed record never "
+                       "creates an instance")
+    creating.add(key)
+    return _Route(key, integration, workflow, creates=True)
+
+
+def _route_all(conn: Connection, events: list[Any], integrations: dict[int, Any],
+               instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
+               history: list[dict[str, Any]], now: datetime
+               ) -> tuple[dict[int, Outcome], dict[int, _Route]]:
+    """Route every event; create, in one statement, the instances that first events start."""
+    outcomes: dict[int, Outcome] = {}
+    routes: dict[int, _Route] = {}
+    creating: set[tuple[int, str, Any]] = set()
+    new: list[tuple[tuple[int, str, Any], NewInstance]] = []
+    for event in events:
+        integration = integrations[event.integration_id]
+        route = _route(event, integration, instances, workflows, creating)
+        if isinstance(route, Outcome):
+            outcomes[event.id] = route
+            continue
+        routes[event.id] = route
+        if route.creates:
+            per_run = integration.instance_mode == InstanceMode.PER_RUN.value
+            new.append((route.key, NewInstance(
+                integration.workflow_id, route.workflow, integration.id,
+                None if per_run else event.record_key, event.run_id if per_run else None,
+                {} if per_run else dict(event.record or {}), WORKER_ACTOR, event.source,
+                event.id)))
+    created = create_instances(conn, [item for _, item in new], now, history)
+    for (key, _item), instance in zip(new, created, strict=True):
+        instances[key] = instance
+    return outcomes, routes
+
+
+def _process_one(conn: Connection, event: Any, route: _Route,
+                 instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
+                 work: _Round, now: datetime) -> Outcome:
+    """Decide one event on its instance in memory; what it changes is noted in `work`."""
+    instance = instances.get(route.key)
+    if instance is None:
+        return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
+    workflow = route.workflow
+    if (instance.workflow_id != route.integration.workflow_id
+            or instance.workflow_version != workflow.version):
         # An instance follows the workflow and version it started on (until migrated), even
         # when the integration now uses another workflow or new instances start on another.
-        workflow = compiled_workflow(instance.workflow_id, instance.workflow_version) \
-            or workflow
-    if instance is None:
-        if integration.instance_mode == InstanceMode.PER_RUN.value:
-            # The run started while the workflow was disabled (or before it was attached): its
-            # summary event, replayed now, starts the run's instance.
-            instance = create_instance(
-                conn, integration.workflow_id, workflow, integration.id, None, event.run_id,
-                {}, WORKER_ACTOR, event.source, now, event.id)
-            instances[key] = instance
-            created = True
-        elif record_status == "error":
-            return Outcome(EventStatus.PROCESSED, "record failed: a failed record never "
-                           "creates an instance")
-        else:
-            instance = create_instance(
-                conn, integration.workflow_id, workflow, integration.id, event.record_key,
-                None, record or {}, WORKER_ACTOR, event.source, now, event.id)
-            instances[key] = instance
-            created = True
+        workflow = workflows(instance.workflow_id, instance.workflow_version) or workflow
+    change = work.change(instance)
+    record = event.record
+    record_status = (event.payload or {}).get("status") if record is not None else None
     captured = (event.payload or {}).get("vars") if event.source == RESULT_SOURCE else None
-    trigger_types = get_registry().trigger_types
+    if isinstance(captured, dict) and captured:
+        # An action's captured response values become variables before deciding, so the
+        # On Action Result transition's conditions see them; kept even if none fires.
+        instance.vars = {**instance.vars, **captured}
+        instance.version += 1
+        change.touched = True
     view = event_view(event.source, event.type, event.payload or {}, event.record_key, record,
                       record_status)
-    for _attempt in range(5):
-        if isinstance(captured, dict) and captured:
-            # An action's captured response values become variables before deciding, so the
-            # On Action Result transition's conditions see them; kept even if none fires.
-            merged = {**instance.vars, **captured}
-            if _set_vars(conn, instance, merged):
-                captured = None
+    context = build_context(event.payload or {}, record if record is not None else instance.data,
+                            instance.context())
+    decision = select_transition(workflow, instance.state, event.source, view, context,
+                                 get_registry().trigger_types)
+    transition = decision.transition
+    prefix = "created the instance; " if route.creates else ""
+    if transition is None:
+        if record is not None and record != instance.data:
+            instance.data = dict(record)
+            change.touched = True
+        return Outcome(EventStatus.PROCESSED, prefix + decision.reason, instance.id)
+    before = instance.state
+    planned = plan_move(workflow, instance, Move(
+        transition.to_state, transition.code, event.source, WORKER_ACTOR, event.id,
+        notes_excerpt(event.payload or {}), vars=capture_vars(transition, context, instance.vars),
+        data=dict(record) if record is not None else None), now)
+    apply_planned(instance, planned)
+    change.moved = planned.values
+    work.history.append(planned.history)
+    work.deliveries += planned.deliveries
+    work.fired.append((instance.id, instance.workflow_id, transition.code, event.source))
+    return Outcome(EventStatus.PROCESSED, f"{prefix}fired {transition.code}: "
+                   f"{before} → {transition.to_state}", instance.id)
+
+
+def _write_instances(conn: Connection, work: _Round) -> set[int]:
+    """Compare-and-set every instance the round changed; return the ids another writer changed.
+
+    Two statements at most: the moved instances, and those whose data or variables alone
+    changed. Each is written only if its version is still the one the round read.
+    """
+    moved: list[dict[str, Any]] = []
+    touched: list[dict[str, Any]] = []
+    for change in work.changes.values():
+        instance = change.instance
+        row = {"id": instance.id, "expected": change.expected, "version": instance.version,
+               "vars": instance.vars, "data": instance.data}
+        if change.moved:
+            moved.append({**change.moved, **row})
+        elif change.touched:
+            touched.append(row)
+    written = _compare_and_set(conn, moved, (*MOVE_COLUMNS, "vars", "data", "version")) \
+        | _compare_and_set(conn, touched, ("vars", "data", "version"))
+    return {row["id"] for row in moved + touched} - written
+
+
+def _recordset(name: str, columns: dict[str, Any]) -> Any:
+    """PostgreSQL's `json_to_recordset(:rows) AS v(col type, …)`: a whole batch as one value."""
+    return (func.json_to_recordset(bindparam("rows", type_=JSON))
+            .table_valued(*(column(c, t) for c, t in columns.items()))
+            .render_derived(name=name, with_types=True))
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _compare_and_set(conn: Connection, rows: list[dict[str, Any]], columns: tuple[str, ...]
+                     ) -> set[int]:
+    """Write `columns` of each row's instance if its version is still `expected`; return ids.
+
+    One `UPDATE … FROM json_to_recordset(…) RETURNING id` on PostgreSQL; on SQLite (in-process,
+    no round trips, one writer at a time) one prepared UPDATE per row.
+    """
+    if not rows:
+        return set()
+    if conn.dialect.name == "postgresql":
+        given = _recordset("v", {"id": BigInteger(), "expected": Integer(),
+                                 **{c: INSTANCE.c[c].type for c in columns}})
+        statement = (update(INSTANCE)
+                     .where(INSTANCE.c.id == given.c.id, INSTANCE.c.version == given.c.expected)
+                     .values({c: given.c[c] for c in columns}).returning(INSTANCE.c.id))
+        return set(conn.execute(statement, {"rows": [_json_row(r) for r in rows]}).scalars())
+    one = (update(INSTANCE)
+           .where(INSTANCE.c.id == bindparam("b_id"),
+                  INSTANCE.c.version == bindparam("b_expected"))
+           .values({c: bindparam(f"b_{c}") for c in columns}))
+    return {row["id"] for row in rows
+            if conn.execute(one, {f"b_{k}": v for k, v in row.items()}).rowcount == 1}
+
+
+def _reload(conn: Connection, changes: list[_Change], routes: dict[int, _Route],
+            events: list[Any], instances: dict[tuple[int, str, Any], InstanceRow]) -> None:
+    """Read instances another writer changed again, locked (PostgreSQL) so the retry wins."""
+    query = select(*INSTANCE_COLUMNS).where(INSTANCE.c.id.in_([c.instance.id for c in changes]))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    fresh = {row.id: row_to_instance(row) for row in conn.execute(query)}
+    stale = {c.instance.id for c in changes}
+    for event in events:
+        key = routes[event.id].key
+        current = instances.get(key)
+        if current is not None and current.id in stale:
+            if current.id in fresh:
+                instances[key] = fresh[current.id]
             else:
-                fresh = conn.execute(select(*INSTANCE_COLUMNS)
-                                     .where(INSTANCE.c.id == instance.id)).first()
-                if fresh is None:
-                    return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
-                instance = instances[key] = row_to_instance(fresh)
-                continue
-        context = build_context(event.payload or {},
-                                record if record is not None else instance.data,
-                                instance.context())
-        decision = select_transition(workflow, instance.state, event.source, view, context,
-                                     trigger_types)
-        transition = decision.transition
-        if transition is None:
-            if record is not None and record != instance.data:
-                conn.execute(update(INSTANCE).where(INSTANCE.c.id == instance.id)
-                             .values(data=record))
-                instance.data = dict(record)
-            prefix = "created the instance; " if created else ""
-            return Outcome(EventStatus.PROCESSED, prefix + decision.reason, instance.id)
-        change = Move(transition.to_state, transition.code, event.source, WORKER_ACTOR,
-                      event.id, notes_excerpt(event.payload or {}),
-                      vars=capture_vars(transition, context, instance.vars),
-                      data=dict(record) if record is not None else None)
-        before = instance.state
-        if move(conn, workflow, instance, change, now, history):
-            prefix = "created the instance; " if created else ""
-            return Outcome(EventStatus.PROCESSED, f"{prefix}fired {transition.code}: "
-                           f"{before} → {transition.to_state}", instance.id)
-        # Someone else (a person, the sweep) moved it first: decide again on its new state.
-        fresh = conn.execute(select(*INSTANCE_COLUMNS).where(INSTANCE.c.id == instance.id)).first()
-        if fresh is None:
-            return Outcome(EventStatus.SKIPPED, "instance was deleted meanwhile")
-        instance = instances[key] = row_to_instance(fresh)
-    return Outcome(EventStatus.FAILED, "instance kept changing under this event; replay it")
+                del instances[key]  # deleted meanwhile: its events are skipped
+            routes[event.id].creates = False
 
 
-def _set_vars(conn: Connection, instance: InstanceRow, values: dict[str, Any]) -> bool:
-    """Compare-and-set the instance's variables; False when someone changed it first."""
-    done = conn.execute(update(INSTANCE).where(INSTANCE.c.id == instance.id,
-                                               INSTANCE.c.version == instance.version)
-                        .values(vars=values, version=instance.version + 1)).rowcount
-    if done == 1:
-        instance.vars, instance.version = values, instance.version + 1
-    return done == 1
+def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: datetime) -> None:
+    """Store what each event did, in one statement (PostgreSQL) or one prepared UPDATE."""
+    rows = [{"eid": event_id, "status": outcome.status.value, "result": outcome.result[:1000],
+             "instance_id": outcome.instance_id} for event_id, outcome in outcomes]
+    pending = EVENT.c.status == EventStatus.PENDING.value
+    if conn.dialect.name == "postgresql":
+        given = _recordset("v", {"eid": BigInteger(), "status": EVENT.c.status.type,
+                                 "result": EVENT.c.result.type, "instance_id": BigInteger()})
+        conn.execute(update(EVENT).where(EVENT.c.id == given.c.eid, pending)
+                     .values(status=given.c.status, result=given.c.result,
+                             instance_id=given.c.instance_id, processed_at=now), {"rows": rows})
+        return
+    conn.execute(
+        update(EVENT).where(and_(EVENT.c.id == bindparam("eid"), pending))
+        .values(status=bindparam("status"), result=bindparam("result"),
+                instance_id=bindparam("instance_id"), processed_at=now),
+        rows)
 
 
-def _process_batch_safely(partition: int, size: int) -> int:
+def _process_batch_safely(partitions: list[int], size: int) -> int:
     """A batch; when it fails, retry event by event and mark the one that fails as failed.
 
     One event that breaks processing (a bug, data the database refuses) must not block the
@@ -328,7 +547,7 @@ def _process_batch_safely(partition: int, size: int) -> int:
     can be replayed once the cause is fixed.
     """
     try:
-        return process_batch(partition, size)
+        return process_batch(partitions, size)
     except TIMEOUTS:
         # The job ran out of time: the attempt is counted; end this job (the next one takes the
         # events one at a time) instead of starting more work the alarm can no longer stop.
@@ -336,9 +555,9 @@ def _process_batch_safely(partition: int, size: int) -> int:
         raise
     except Exception:
         db.session.rollback()
-        log.exception("batch of partition %s failed; retrying event by event", partition)
+        log.exception("batch of partitions %s failed; retrying event by event", partitions)
     try:
-        return process_batch(partition, 1)
+        return process_batch(partitions, 1)
     except TIMEOUTS:
         db.session.rollback()
         raise
@@ -346,7 +565,7 @@ def _process_batch_safely(partition: int, size: int) -> int:
         db.session.rollback()
         event_id = db.session.scalar(
             select(EVENT.c.id).where(EVENT.c.status == EventStatus.PENDING.value,
-                                     EVENT.c.partition == partition)
+                                     EVENT.c.partition.in_(partitions))
             .order_by(EVENT.c.id).limit(1))
         if event_id is None:
             return 0
@@ -359,35 +578,44 @@ def _process_batch_safely(partition: int, size: int) -> int:
 
 
 def process_pending(time_budget: float = 20.0, batch_size: int | None = None) -> int:
-    """Work through pending events partition by partition until none is left or time is up."""
+    """Work through pending events until none is left or time is up.
+
+    A worker leases a few partitions at once (EVENT_PARTITIONS_PER_BATCH) and applies their
+    events in batches of EVENT_BATCH_SIZE: a partition alone often holds fewer events than a
+    batch, and each batch pays a dozen round trips to the database however small it is.
+    """
     owner = worker_id()
-    lease_seconds = float(current_app.config.get("LEASE_SECONDS", 60))
-    size = batch_size or int(current_app.config.get("EVENT_BATCH_SIZE", 200))
+    cfg = current_app.config
+    lease_seconds = float(cfg.get("LEASE_SECONDS", 60))
+    size = batch_size or int(cfg.get("EVENT_BATCH_SIZE", 200))
+    width = max(1, int(cfg.get("EVENT_PARTITIONS_PER_BATCH", 8)))
     deadline = time.monotonic() + time_budget
     done = 0
     # A worker told to stop (SIGTERM) ends after the batch it is in: the batch commits (or rolls
-    # back as a whole), the lease is released, and another worker takes the partition at once.
+    # back as a whole), the leases are released, and another worker takes the partitions at once.
     while time.monotonic() < deadline and not stopping():
         partitions = pending_partitions()
         if not partitions:
             break
         random.shuffle(partitions)
         worked = False
-        for partition in partitions:
-            name = f"partition:{partition}"
-            if not acquire_lease(name, owner, lease_seconds):
+        for start in range(0, len(partitions), width):
+            names = acquire_leases([f"partition:{p}" for p in partitions[start:start + width]],
+                                   owner, lease_seconds)
+            if not names:
                 continue
             worked = True
+            group = [int(name.split(":", 1)[1]) for name in names]
             try:
                 while time.monotonic() < deadline:
-                    count = _process_batch_safely(partition, size)
+                    count = _process_batch_safely(group, size)
                     done += count
                     if count < size or stopping():
                         break
-                    acquire_lease(name, owner, lease_seconds)
+                    acquire_leases(names, owner, lease_seconds)
             finally:
                 db.session.rollback()
-                release_lease(name, owner)
+                release_leases(names, owner)
             if time.monotonic() >= deadline or stopping():
                 break
         if not worked:
