@@ -27,7 +27,7 @@ from flask import current_app
 from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
-from ..engine import CompiledWorkflow, RuleError, timeout_due
+from ..engine import CompiledWorkflow, RuleError
 from ..extensions import affected, db
 from ..models import BulkOperation, Event, EventStatus, Instance, OperationStatus, utcnow
 from . import audit, migrations, tally
@@ -44,6 +44,7 @@ from .firing import (
     history_row,
     move,
     pending_before,
+    plan_move,
     row_to_instance,
     write_ledger,
 )
@@ -266,16 +267,19 @@ def _move_chunk(ids: list[int], decide: Callable[[CompiledWorkflow, InstanceRow]
         ledger.append(instance_service.ledger_of(row, change, before, now))
         if moved_hook is not None:
             moved_hook(row, before, change)
-    for (workflow_id, version, to_state, transition, trigger), members in groups.items():
-        target = workflows.found[(workflow_id, version)].states[to_state]  # type: ignore[union-attr]
-        # The columns move() sets; the version moves on by one, guarded per row.
+    for (workflow_id, version, _, transition, trigger), members in groups.items():
+        workflow = workflows.found[(workflow_id, version)]
+        assert workflow is not None  # groups hold only instances whose workflow was found
+        # The columns move() sets (a plain move sets the same ones for every member: no
+        # variables, no data); the version moves on by one, guarded per row.
+        first_row, first_change = members[0]
+        values = {key: value for key, value in
+                  plan_move(workflow, first_row, first_change, now).values.items()
+                  if key not in ("vars", "data", "version")}
         moved = set(conn.execute(update(INSTANCE).where(
             tuple_(INSTANCE.c.id, INSTANCE.c.version).in_([(r.id, r.version)
                                                            for r, _ in members]))
-            .values(state=to_state, active=not target.is_final, entered_state_at=now,
-                    timeout_due_at=timeout_due(now, target), last_trigger=trigger,
-                    last_transition=transition, version=INSTANCE.c.version + 1,
-                    completed_at=now if target.is_final else None)
+            .values(**values, version=INSTANCE.c.version + 1)
             .returning(INSTANCE.c.id)).scalars())
         for row, change in members:
             if row.id not in moved:
