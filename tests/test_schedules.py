@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -360,9 +362,19 @@ def sweepy(app_config):
     yield from _app_on_clean_database(app_config)
 
 
-def test_a_long_processing_job_fires_due_timeouts_between_slices(sweepy):
+def test_a_long_processing_job_fires_due_timeouts_between_slices(sweepy, monkeypatch):
     """A backlog (a poll cycle's answers) must not hold the sweep back for a job's budget."""
     from wfapp.jobs import process_events
+    from wfapp.services import processing
+
+    # The job must outlast a 1 s slice whatever the machine's speed: each batch takes at least
+    # 0.1 s here (set-based batches apply this backlog in well under a second otherwise).
+    real_batch = processing._process_batch_safely
+
+    def slow_batch(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.1)
+        return real_batch(*args, **kwargs)
+
     from wfapp.models import HistoryEntry, utcnow
     from wfapp.services.definitions import FORMAT, import_document
     from wfapp.services.events import NewEvent, ingest
@@ -386,10 +398,10 @@ def test_a_long_processing_job_fires_due_timeouts_between_slices(sweepy):
     db.session.execute(update(Instance).where(Instance.state == "HOLD")
                        .values(timeout_due_at=utcnow()))
     db.session.commit()
+    monkeypatch.setattr(processing, "_process_batch_safely", slow_batch)
     # A steady stream for 3 s (another thread, like poll answers arriving), faster than one job
     # applies it: the job keeps finding pending events, so it runs past several 1 s slices.
     import threading
-    import time
 
     flowing = threading.Event()
 
