@@ -267,12 +267,6 @@ def main() -> None:
                                     "WHERE workflow_id = :w"),
                                {"v": workflow.latest_version, "w": workflow.id})
             db.session.commit()
-            # The rows were loaded a moment ago: give the planner their statistics, as
-            # autovacuum would within a minute (without them the timers' sync picks a nested
-            # loop over all 10,000 instances per timer: seconds instead of ~10 ms).
-            with db.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                    text("ANALYZE instance; ANALYZE instance_timer"))
             start = time.perf_counter()
             pids = [p.pid for p in procs]
             cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
