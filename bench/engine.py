@@ -621,14 +621,19 @@ def bench_instance_list() -> dict[str, float]:
     return figures
 
 
-def main() -> None:
-    """Run every part and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """--database and --redis of every bench script (environment overrides, then defaults)."""
     parser.add_argument("--database", default=os.environ.get(
         "WFAPP_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/wfapp_bench"))
     parser.add_argument("--redis", default=os.environ.get("WFAPP_BENCH_REDIS_URL",
                                                           "redis://127.0.0.1:6379/14"))
+
+
+def main() -> None:
+    """Run every part and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_service_options(parser)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)

@@ -31,7 +31,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import make_app, reset_database, start_workers, stop_workers  # noqa: E402
+from bench.engine import (  # noqa: E402
+    add_service_options,
+    make_app,
+    reset_database,
+    start_workers,
+    stop_workers,
+)
 
 FORMAT = "wfapp.workflow/v1"
 
@@ -212,10 +218,7 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default=os.environ.get(
-        "WFAPP_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/wfapp_bench"))
-    parser.add_argument("--redis", default=os.environ.get("WFAPP_BENCH_REDIS_URL",
-                                                          "redis://127.0.0.1:6379/14"))
+    add_service_options(parser)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=2)

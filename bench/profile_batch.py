@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import sys
 import time
@@ -26,10 +25,7 @@ def main() -> None:
     """Seed, store, profile, print."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default=os.environ.get(
-        "WFAPP_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/wfapp_bench"))
-    parser.add_argument("--redis", default=os.environ.get("WFAPP_BENCH_REDIS_URL",
-                                                          "redis://127.0.0.1:6379/14"))
+    bench.add_service_options(parser)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--output", help="also write the raw profile here (pstats format)")

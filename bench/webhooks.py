@@ -266,12 +266,11 @@ def cpu_per_request(db_url: str, redis_url: str, env: dict[str, str], count: int
 
 def main() -> None:
     """Run the three endpoints and the burst; print the table."""
+    from bench.engine import add_service_options
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default=os.environ.get(
-        "WFAPP_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/wfapp_bench"))
-    parser.add_argument("--redis", default=os.environ.get("WFAPP_BENCH_REDIS_URL",
-                                                          "redis://127.0.0.1:6379/14"))
+    add_service_options(parser)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--burst", type=float, default=60.0)
