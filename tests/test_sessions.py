@@ -247,3 +247,23 @@ def test_failed_token_checks_are_throttled(app_config, users):
     throttled = client.get("/api/v1/workflows", headers={"Authorization": "Bearer wfa_nope"})
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
     assert throttled.get_json()["error"]["code"] == "too_many_requests"
+
+
+def test_throttle_storage_away_logs_one_line_and_locks_no_one_out(app_config, users, caplog,
+                                                                  monkeypatch):
+    """Redis away: log-ins still work (unthrottled), and each request logs a line, not a trace."""
+    import logging
+
+    from wfapp import create_app
+
+    # Alembic's logging set-up in the session's migration disables the loggers that existed.
+    monkeypatch.setattr(logging.getLogger("wfapp.throttle"), "disabled", False)
+
+    app_config["REDIS_URL"] = "redis://127.0.0.1:9/0"  # nothing listens there
+    client = create_app(app_config).test_client()
+    with caplog.at_level("WARNING", logger="wfapp.throttle"):
+        assert _login(client, "author", "wrong-password").status_code == 200
+        assert _login(client, "author").status_code == 302
+    records = [r for r in caplog.records if r.name == "wfapp.throttle"]
+    assert records and all(r.exc_info is None for r in records)
+    assert "throttle storage unreachable (ConnectionError" in records[0].getMessage()

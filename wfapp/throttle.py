@@ -48,8 +48,8 @@ class Throttle:
             if self.limiter.test(item, "wfapp", *key):
                 return None
             reset, _remaining = self.limiter.get_window_stats(item, "wfapp", *key)
-        except Exception:  # noqa: BLE001 — the counter store is away: do not lock everyone out
-            log.warning("throttle storage unreachable; not throttling", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 — the counter store is away: do not lock everyone out
+            _unreachable(exc, "not throttling")
             return None
         return max(1, int(reset - time.time()))
 
@@ -57,15 +57,20 @@ class Throttle:
         """Count one failure for `key`."""
         try:
             self.limiter.hit(item, "wfapp", *key)
-        except Exception:  # noqa: BLE001
-            log.warning("throttle storage unreachable; failure not counted", exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            _unreachable(exc, "failure not counted")
 
     def clear(self, item: RateLimitItem, *key: str) -> None:
         """Forget the failures of `key` (after a successful log-in)."""
         try:
             self.limiter.clear(item, "wfapp", *key)
-        except Exception:  # noqa: BLE001
-            log.warning("throttle storage unreachable", exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            _unreachable(exc, "failures not cleared")
+
+
+def _unreachable(exc: Exception, consequence: str) -> None:
+    # One line, no traceback: with Redis away this runs on every log-in and API request.
+    log.warning("throttle storage unreachable (%s: %s); %s", type(exc).__name__, exc, consequence)
 
 
 def get_throttle() -> Throttle:
