@@ -284,3 +284,48 @@ def test_sigterm_finishes_the_batch_and_releases_the_lease(rq_app):
     run_workers(rq_app.config, 1)
     assert _pending() == 0
     _assert_exactly_once(wf, 6000)
+
+
+@pytest.mark.slow
+def test_a_worker_that_loses_redis_under_a_job_carries_on_once_it_is_back(rq_app, tmp_path):
+    """RQ ends its loop when Redis goes away while a job runs; the worker process waits for
+    Redis and takes jobs again, so events stored meanwhile do not wait for a restart."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from rq import Queue
+
+    from tests.services import ROOT, TcpProxy, worker_env
+
+    url = urlsplit(rq_app.config["REDIS_URL"])
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    proxy.start()
+    through = url._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    flask = str(Path(sys.executable).parent / "flask")
+    worker = subprocess.Popen(
+        [flask, "--app", "wfapp", "worker", "--no-schedules"], cwd=str(ROOT),
+        env=worker_env({**rq_app.config, "REDIS_URL": through}), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    direct = Queue("wfapp", connection=redis.Redis.from_url(rq_app.config["REDIS_URL"]))
+    marker, source = tmp_path / "after", tmp_path / "source"
+    source.write_text("x")
+    try:
+        job = direct.enqueue("time.sleep", 3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and job.get_status(refresh=True) != "started":
+            time.sleep(0.1)
+        proxy.stop()  # Redis goes away while the job sleeps
+        time.sleep(5)
+        proxy.start()
+        direct.enqueue("shutil.copyfile", str(source), str(marker))
+        while time.monotonic() < deadline and not marker.exists() and worker.poll() is None:
+            time.sleep(0.2)
+        alive = worker.poll() is None
+    finally:
+        proxy.stop()
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+    assert alive and marker.exists(), output
+    assert "carrying on once Redis answers" in output

@@ -185,6 +185,7 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
     only add its fork and reconnect cost to every batch.
     """
     from flask import g
+    from redis.exceptions import RedisError
     from rq import SimpleWorker
 
     from .queue import RedisQueue, get_queue
@@ -223,23 +224,55 @@ def worker_command(burst: bool, schedules: bool, verbose: bool = False) -> None:
             finally:
                 db.session.remove()
 
-    # The worker's own connection: RQ sets its read timeout above its long BLPOP, which it can
-    # only do for a pool that has no connections yet (the app's client times out after 10 s and
-    # would log "Timeout reading from socket" on every idle BLPOP).
-    connection = queue.worker_connection()
-    worker = AppWorker([queue.queue_on(connection)], connection=connection)
-    if not burst:
-        click.echo(f"wfapp worker {worker.name} (pid {os.getpid()}) takes jobs from Redis at "
-                   f"{_redacted(queue.url)}; Ctrl+C or SIGTERM stops it after the current job.",
-                   err=True)
-    # Routine jobs (a sweep every few seconds) are not logged unless asked; failures always are.
     started = time.monotonic()
-    worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+    while True:
+        # The worker's own connection: RQ sets its read timeout above its long BLPOP, which it
+        # can only do for a pool that has no connections yet (the app's client times out after
+        # 10 s and would log "Timeout reading from socket" on every idle BLPOP).
+        connection = queue.worker_connection()
+        worker = AppWorker([queue.queue_on(connection)], connection=connection)
+        if not burst:
+            click.echo(f"wfapp worker {worker.name} (pid {os.getpid()}) takes jobs from Redis "
+                       f"at {_redacted(queue.url)}; Ctrl+C or SIGTERM stops it after the "
+                       "current job.", err=True)
+        # Routine jobs (a sweep every few seconds) are not logged unless asked; failures are.
+        try:
+            worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+        except RedisError:
+            # RQ's own clean-up (registering the worker's death) needs Redis too.
+            if burst or stop_signal:
+                raise
+        if burst or stop_signal or not _wait_for_redis(queue, worker.name, stop_signal):
+            break
     if stop_signal:
         # One line for whoever stopped it (systemd, an orchestrator): it stopped cleanly.
         click.echo(f"wfapp worker {worker.name} (pid {os.getpid()}) stopped on "
                    f"{stop_signal[0]} after {time.monotonic() - started:.0f} s: the batch in hand "
                    "finished, partition leases released", err=True)
+
+
+def _wait_for_redis(queue: Any, name: str, stop_signal: list[str]) -> bool:
+    """RQ ended its loop by itself (it does when Redis goes away under a job): wait for Redis
+    and say True to carry on, or False when the worker was told to stop meanwhile.
+
+    Without this the worker process would end, and the events stored while Redis was away
+    would wait for someone to start a worker again.
+    """
+    from rq.exceptions import StopRequested
+
+    problem = queue.check()
+    click.echo(f"wfapp worker {name} (pid {os.getpid()}): RQ stopped its loop "
+               f"({problem or 'an unexpected error, logged above'}); carrying on once Redis "
+               "answers.", err=True)
+    try:
+        time.sleep(1)  # an error that repeats at once must not spin
+        while not stop_signal:
+            if queue.check() is None:
+                return True
+            time.sleep(2)
+    except StopRequested:  # SIGTERM while waiting: RQ's handler is still installed
+        pass
+    return False
 
 
 def _redacted(url: str) -> str:
