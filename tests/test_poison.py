@@ -114,35 +114,3 @@ def test_poison_events_fail_and_everything_else_is_processed(rq_app):
     # Every good event was applied: each key toggled once per good event.
     states = dict(db.session.execute(select(Instance.record_key, Instance.state)).all())
     assert states == {keys[0]: "B", keys[1]: "B", keys[2]: "B", keys[3]: "B"}
-
-
-def test_an_event_that_hangs_the_embedded_worker_fails_and_the_rest_is_processed(app):
-    """The embedded queue's thread cannot be interrupted: past JOB_TIMEOUT a fresh thread takes
-    over, the stalled event fails after MAX_EVENT_ATTEMPTS, and the thread left behind writes
-    nothing when it wakes up."""
-    _poison_setup()
-    integration = get_integration("POISON")
-    keys = _same_partition_keys(integration.id, 3)
-    ingest(integration, [NewEvent("on_poison", "bad", keys[0], None,
-                                  {"poison": "stall", "seconds": 4})]
-           + [NewEvent("on_poison", "good", key, None, {}) for key in keys[1:]]
-           + [NewEvent("on_poison", "good", f"OTHER{i}", None, {}) for i in range(3)],
-           kick=False)
-    db.session.commit()
-    queue = app.extensions["wfapp"]["queue"]
-    queue.start([("sweep", 0.5, "wfapp.jobs.sweep")])
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _counts().get("pending", 0):
-            time.sleep(0.5)
-        # The threads left behind wake up (after 4 s) and try to commit.
-        while time.monotonic() < deadline and any(t in queue.running for t in queue.abandoned):
-            time.sleep(0.5)
-        assert _counts() == {"processed": 5, "failed": 1}
-        failed = db.session.scalars(select(Event).where(Event.status == "failed")).one()
-        assert failed.result.startswith("gave up after 3 attempts")
-        # Nothing of the stalled event was applied by a thread that woke up late.
-        assert db.session.scalar(select(func.count()).select_from(Instance)
-                                 .where(Instance.record_key == keys[0])) == 0
-    finally:
-        queue.stop()

@@ -49,8 +49,7 @@ BULK_CHUNK = 500
 BULK_RESUME_SECONDS = 120
 # Seconds between evaluations of the alert rules.
 ALERT_INTERVAL = 60
-# RQ stops a job that runs longer than this many seconds (an event stuck in a plugin's code);
-# the embedded queue leaves such a job's thread behind (it commits nothing) and starts a fresh one.
+# RQ stops a job that runs longer than this many seconds (an event stuck in a plugin's code).
 JOB_TIMEOUT = 120
 # An event whose processing crashed or ran out of time this many times is marked failed (with
 # the reason) instead of being tried again, so it never blocks its partition or the workers.

@@ -20,8 +20,6 @@ from functools import cached_property
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +29,6 @@ try:  # the exception RQ raises inside a job that ran past its timeout
     TIMEOUTS: tuple[type[BaseException], ...] = (JobTimeoutException,)
 except ImportError:  # pragma: no cover - rq is a dependency
     TIMEOUTS = ()
-
-
-class Abandoned(BaseException):
-    """Raised in a left-behind embedded worker thread that tries to commit: it must not write.
-
-    A BaseException, so the `except Exception` of a job's own retry paths does not catch it.
-    """
-
-
-# Embedded worker threads left behind by the watchdog (all apps of this process).
-_ABANDONED: set[threading.Thread] = set()
-
-
-def _refuse_abandoned(session: Session) -> None:
-    """Before a commit: a thread whose job was given up writes nothing, however late it wakes."""
-    if threading.current_thread() in _ABANDONED:
-        raise Abandoned("this embedded job ran past JOB_TIMEOUT and was replaced")
-
 
 QUEUE_NAME = "wfapp"
 PROCESS_JOB = "wfapp.jobs.process_events"
@@ -199,11 +179,6 @@ class EmbeddedQueue:
         self.wakeup = threading.Event()
         self.marks: dict[str, float] = {}
         self.thread: threading.Thread | None = None
-        self.running: dict[threading.Thread, tuple[str, float]] = {}  # job and its start
-        # Threads whose job ran past JOB_TIMEOUT: a thread cannot be stopped, so it is left
-        # behind, and whatever it tries to commit when it wakes up is refused (see `abandoned`).
-        self.abandoned = _ABANDONED
-        self.stopped = False
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
         """Queue a job by the dotted path of its function."""
@@ -239,19 +214,13 @@ class EmbeddedQueue:
 
     def drain(self, limit: int = 1000) -> int:
         """Run queued jobs in this thread until none are left; return how many ran."""
-        me = threading.current_thread()
         ran = 0
-        while ran < limit and me not in self.abandoned:
+        while ran < limit:
             with self.lock:
                 if not self.jobs:
                     return ran
                 path, args = self.jobs.popleft()
-                self.running[me] = (path, time.monotonic())
-            try:
-                _run_job(self.app, path, args)
-            finally:
-                with self.lock:
-                    self.running.pop(me, None)
+            _run_job(self.app, path, args)
             ran += 1
         return ran
 
@@ -259,49 +228,13 @@ class EmbeddedQueue:
         """Start the daemon thread that runs jobs and the periodic schedules."""
         if self.thread is not None:
             return
-        if not event.contains(Session, "before_commit", _refuse_abandoned):
-            event.listen(Session, "before_commit", _refuse_abandoned)
-        self._spawn(schedules)
-        threading.Thread(target=self._watch, args=(schedules,), daemon=True,
-                         name="wfapp-embedded-watchdog").start()
-
-    def stop(self) -> None:
-        """End the worker thread after its current job, and the watchdog (tests)."""
-        self.stopped = True
-        self.wakeup.set()
-        if self.thread is not None:
-            self.thread.join(timeout=30)
-
-    def _spawn(self, schedules: list[tuple[str, float, str]]) -> None:
         self.thread = threading.Thread(target=self._loop, args=(schedules,), daemon=True,
                                        name="wfapp-embedded-worker")
         self.thread.start()
 
-    def _watch(self, schedules: list[tuple[str, float, str]]) -> None:
-        """Replace the worker thread when its job runs past JOB_TIMEOUT (a plugin that hangs).
-
-        RQ interrupts such a job; a thread cannot be interrupted, so a fresh thread takes over
-        the queue and the schedules. The event that hung had its attempt counted, so after
-        MAX_EVENT_ATTEMPTS it is marked failed instead of stopping every event again.
-        """
-        limit = max(0.5, float(self.app.config.get("JOB_TIMEOUT", 120)))
-        while not self.stopped:
-            time.sleep(min(1.0, limit / 4))
-            thread = self.thread
-            with self.lock:
-                job = self.running.get(thread) if thread is not None else None
-                late = job is not None and time.monotonic() - job[1] > limit
-                if late and thread is not None:
-                    self.abandoned.add(thread)
-            if late and job is not None and not self.stopped:
-                log.error("embedded job %s ran past JOB_TIMEOUT (%g s): its thread is left "
-                          "behind and a new one takes over the queue", job[0], limit)
-                self._spawn(schedules)
-
     def _loop(self, schedules: list[tuple[str, float, str]]) -> None:
         due = {name: 0.0 for name, _, _ in schedules}
-        me = threading.current_thread()
-        while not self.stopped and me not in self.abandoned:
+        while True:
             now = time.monotonic()
             for name, interval, path in schedules:
                 if due[name] <= now:
@@ -319,9 +252,6 @@ def _run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
         g.actor = "worker"
         try:
             resolve(path)(*args)
-        except Abandoned:
-            log.warning("embedded job %s woke up after it was replaced; its work is rolled "
-                        "back", path)
         except Exception:  # one failing job must not stop the embedded worker
             log.exception("embedded job %s failed", path)
 

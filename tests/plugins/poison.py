@@ -11,7 +11,7 @@ from wfapp.plugin_api import TriggerType, hookimpl
 
 
 class PoisonTrigger(TriggerType):
-    """Matches every event, except that `{"poison": ...}` kills, hangs, stalls or raises."""
+    """Matches every event, except that `{"poison": ...}` kills, hangs or raises first."""
 
     def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
         poison = (event.get("payload") or {}).get("poison")
@@ -19,8 +19,6 @@ class PoisonTrigger(TriggerType):
             os._exit(3)  # the worker process dies in the middle of the batch
         if poison == "hang":
             time.sleep(3600)
-        if poison == "stall":  # hangs past the job timeout, then returns as if nothing happened
-            time.sleep(float(event["payload"].get("seconds", 5)))
         if poison == "raise":
             raise RuntimeError("plugin bug")
         return True
