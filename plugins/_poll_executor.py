@@ -87,6 +87,7 @@ class PollExecutor:
                                         int(config("POLL_YIELD_CONCURRENCY", 2))))
         #: Since when (monotonic) the polls yield, or None; when the inbox was last looked at.
         self.yielding_since: float | None = None
+        self.yield_counted = False
         self.checked_at = 0.0
         self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
         self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
@@ -308,30 +309,41 @@ class PollExecutor:
 
     # --- yielding to other events ---------------------------------------------------------------
 
+    def _has_work(self) -> bool:
+        """Polls waiting to start or running, or more due after the last claim."""
+        return bool(self.more or self._queued() or self.workers)
+
     def _check_due(self, woken: bool) -> bool:
-        """Whether to look at the inbox now: there is poll work, and the last look is old enough
-        (the caller holds the lock)."""
+        """Whether to look at the inbox now: a scheduling round (so its first claim already
+        knows), or poll work, and the last look is old enough (the caller holds the lock)."""
         if not self.yield_backlog or self.stopping:
             return False
-        work = woken or self.more or self._queued() or self.workers or \
-            self.yielding_since is not None
-        return bool(work) and time.monotonic() - self.checked_at >= YIELD_CHECK_SECONDS
+        work = woken or self._has_work() or self.yielding_since is not None
+        return work and time.monotonic() - self.checked_at >= YIELD_CHECK_SECONDS
 
     def _check_yield(self) -> None:
-        """Yield while `yield_backlog` other events wait; resume below half of that."""
+        """Yield while `yield_backlog` other events wait; resume below half of that.
+
+        A yield is counted (and logged) once it holds back poll work: a scheduling round with
+        nothing due that finds a backlog holds back nothing.
+        """
         waiting = other_events_waiting(self.trigger_type, self.yield_backlog)
         now = time.monotonic()
         held = 0
         with self.cond:
             self.checked_at = now
-            began = waiting >= self.yield_backlog and self.yielding_since is None
-            if began:
+            if waiting >= self.yield_backlog and self.yielding_since is None:
                 self.yielding_since = now
-                self.stats["yields"] += 1
-                held = self._queued()
+                self.yield_counted = False
             elif self.yielding_since is not None and waiting < max(1, self.yield_backlog // 2):
                 self._end_yield(now)
-        if began:
+            count = self.yielding_since is not None and not self.yield_counted and \
+                self._has_work()
+            if count:
+                self.yield_counted = True
+                self.stats["yields"] += 1
+                held = self._queued()
+        if count:
             log.info("polls yield: %s+ other events wait in the inbox; at most %d requests at "
                      "once until they are applied (%d claimed polls wait)", waiting,
                      self.yield_workers, held)
@@ -343,9 +355,10 @@ class PollExecutor:
         if self.yielding_since is None:
             return
         seconds = now - self.yielding_since
-        self.stats["yield_s"] += seconds
         self.yielding_since = None
-        log.info("polls resume after yielding %.1f s to other events", seconds)
+        if self.yield_counted:
+            self.stats["yield_s"] += seconds
+            log.info("polls resume after yielding %.1f s to other events", seconds)
         self._spawn()
         self.cond.notify_all()
 
