@@ -146,10 +146,11 @@ POLLS_DONE = POLL_EVENTS + " AND status <> 'pending'"
 YIELDS = "SELECT coalesce(sum(count), 0) FROM metric_count WHERE name = 'wfapp_poll_yields_total'"
 
 
-def time_processing(args: Any, round_no: int) -> tuple[float, float]:
-    """Seconds from queueing E webhook events for the RING instances until all are applied, and
-    of those the seconds this script took to store them (one transaction: the workers see none
-    of them before it commits)."""
+def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, float, float]:
+    """Seconds from queueing E webhook events for the RING instances until all are applied; of
+    those, the seconds this script took to store them (one transaction: the workers see none
+    of them before it commits); and the CPU seconds the workers used from the commit until all
+    were applied (less sensitive than the seconds to what else runs on the machine)."""
     from wfapp.queue import get_queue
     from wfapp.services.events import NewEvent, ingest
     from wfapp.services.integrations import get_integration
@@ -160,9 +161,10 @@ def time_processing(args: Any, round_no: int) -> tuple[float, float]:
     start = time.perf_counter()
     ingest(get_integration("RING"), batch, kick=False)
     stored = time.perf_counter() - start
+    cpu = cpu_seconds(pids)
     get_queue().kick()
     wait_for(RING_DONE, before + args.events)
-    return time.perf_counter() - start, stored
+    return time.perf_counter() - start, stored, cpu_seconds(pids) - cpu
 
 
 def time_sweep(args: Any) -> float:
@@ -276,7 +278,8 @@ def main() -> None:
         try:
             quiet_sweep = time_sweep(args)
             reset_timed()
-            quiet_processing, quiet_stored = time_processing(args, 1)
+            pids = [p.pid for p in procs]
+            quiet_processing, quiet_stored, quiet_cpu = time_processing(args, 1, pids)
             # The polls: enable the transition; every instance entered WAIT an hour ago, so the
             # next scheduling round (≤ 2 s) makes all N timers, all due at once.
             # Saved through the service (a new version), and the instances moved onto it as a
@@ -290,12 +293,11 @@ def main() -> None:
             db.session.commit()
             yields_before = count(YIELDS)
             start = time.perf_counter()
-            pids = [p.pid for p in procs]
             cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
             wait_for(POLL_EVENTS, 1)
             busy_sweep = time_sweep(args)
             sweep_polls = count(POLL_EVENTS)
-            busy_processing, busy_stored = time_processing(args, 2)
+            busy_processing, busy_stored, busy_cpu = time_processing(args, 2, pids)
             processing_polls = count(POLL_EVENTS)
             wait_for(POLL_EVENTS, args.instances)
             stored = time.perf_counter() - start
@@ -325,7 +327,8 @@ def main() -> None:
           "end)")
     print(f"  of which storing them (this script, one transaction): {quiet_stored:.2f} s without "
           f"polls, {busy_stored:.2f} s during; applying after the commit: "
-          f"{quiet_processing - quiet_stored:.2f} s and {busy_processing - busy_stored:.2f} s")
+          f"{quiet_processing - quiet_stored:.2f} s and {busy_processing - busy_stored:.2f} s, "
+          f"the workers using {quiet_cpu:.1f} and {busy_cpu:.1f} CPU-seconds meanwhile")
     print(f"event processing during / without the poll cycle: "
           f"{quiet_processing / busy_processing:.2f} (goal ≥ 0.8; applying alone: "
           f"{(quiet_processing - quiet_stored) / (busy_processing - busy_stored):.2f}); the "

@@ -15,9 +15,9 @@ Polls yield to other events: a poll is a pull the product may time, an event a p
 waits for, and on a small machine the requests and their answers take the CPU the workers need
 to apply the other events. While at least `POLL_YIELD_BACKLOG` events of other sources wait in
 the inbox (looked at every `YIELD_CHECK_SECONDS` while there is poll work), the executor runs at
-most `POLL_YIELD_CONCURRENCY` requests at once and claims only for those; it resumes its full
-concurrency as soon as the backlog is applied. Nothing claimed is dropped or given back: what
-waits in the queues starts later.
+most `POLL_YIELD_CONCURRENCY` requests at once and claims only for those, at most once per
+`YIELD_CHECK_SECONDS`; it resumes its full concurrency once fewer than half as many wait.
+Nothing claimed is dropped or given back: what waits in the queues starts later.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class PollExecutor:
         self.yielding_since: float | None = None
         self.yield_counted = False
         self.checked_at = 0.0
+        self.claimed_at = 0.0
         self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
         self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
         self.cond = threading.Condition()
@@ -254,6 +255,11 @@ class PollExecutor:
         room overall (so a claim brings about a round: few, larger claims)."""
         if self.stopping or self._startable() >= self._limit():
             return False
+        if self.yielding_since is not None and \
+                time.monotonic() - self.claimed_at < YIELD_CHECK_SECONDS:
+            # While yielding, one small claim per look at the inbox: claims in a tight loop for
+            # a couple of polls each would cost the CPU the yield is for.
+            return False
         return any(len(self.queues.get(i) or ()) <= self._cap(i, 0) for i in self.more)
 
     def _store_now(self) -> bool:
@@ -384,6 +390,7 @@ class PollExecutor:
         if not sync and (total <= 0 or not any(asked.values())):
             return  # no room now: keep `more` as it is, the next round asks again
         # A scheduling round also brings the timers in step when there is no room to claim.
+        self.claimed_at = time.monotonic()
         items = claim_due(self.trigger_type, max(0, total), per_integration=asked, sync=sync)
         got = Counter(item.integration.id for item in items)
         for integration_id in {item.integration.id for item in items}:
