@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,13 +88,20 @@ def worker_env(db_url: str, redis_url: str) -> dict:
     return env
 
 
-def start_workers(count: int, env: dict, schedules: bool = True) -> list[subprocess.Popen]:
-    """Start idle workers and give them time to connect."""
+def start_workers(count: int, env: dict, schedules: bool = True,
+                  log_dir: str | None = None) -> list[subprocess.Popen]:
+    """Start idle workers and give them time to connect (their output to `log_dir`/worker-N.log
+    when given)."""
     flask = str(Path(sys.executable).parent / "flask")
     command = [flask, "--app", "wfapp", "worker"] + ([] if schedules else ["--no-schedules"])
-    procs = [subprocess.Popen(command, cwd=str(ROOT), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(count)]
+    procs = []
+    for number in range(count):
+        out: Any = subprocess.DEVNULL
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            out = (Path(log_dir) / f"worker-{number}.log").open("wb")
+        procs.append(subprocess.Popen(command, cwd=str(ROOT), env=env, stdout=out,
+                                      stderr=subprocess.STDOUT))
     time.sleep(3.0)
     return procs
 

@@ -2,6 +2,7 @@
 
     python bench/polls.py [--instances 10000] [--latency 0.05] [--workers 2]
                           [--poll-concurrency 64] [--events 5000] [--timeouts 2000]
+                          [--yield-backlog 100] [--yield-concurrency 2]
 
 N instances wait in a state left by a poll transition; a local endpoint (its own process, a
 threaded HTTP server) answers each poll after `--latency` seconds. K `flask --app wfapp worker`
@@ -13,7 +14,9 @@ integration's Poll Concurrency is set to the same number.
 - timeout sweep: T instances whose timeout falls due at once, until all have moved;
 - event processing: E webhook events for other instances, from queued until applied;
 the last two measured first with no poll running, then again during the poll cycle (one after
-the other, each while the polls go on).
+the other, each while the polls go on), and their ratio during / without. The polls yield to
+the other events (POLL_YIELD_BACKLOG, POLL_YIELD_CONCURRENCY; `--yield-backlog 0` turns it off):
+how often the workers' executors began yielding is printed too.
 """
 
 from __future__ import annotations
@@ -140,10 +143,14 @@ RING_DONE = ("SELECT count(*) FROM event e JOIN integration i ON i.id = e.integr
 TIMED_OUT = "SELECT count(*) FROM instance WHERE state = 'GONE'"
 POLL_EVENTS = "SELECT count(*) FROM event WHERE source = 'on_scheduled_poll'"
 POLLS_DONE = POLL_EVENTS + " AND status <> 'pending'"
+YIELDS = "SELECT coalesce(sum(count), 0) FROM metric_count WHERE name = 'wfapp_poll_yields_total'"
 
 
-def time_processing(args: Any, round_no: int) -> float:
-    """Seconds from queueing E webhook events for the RING instances until all are applied."""
+def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, float, float]:
+    """Seconds from queueing E webhook events for the RING instances until all are applied; of
+    those, the seconds this script took to store them (one transaction: the workers see none
+    of them before it commits); and the CPU seconds the workers used from the commit until all
+    were applied (less sensitive than the seconds to what else runs on the machine)."""
     from wfapp.queue import get_queue
     from wfapp.services.events import NewEvent, ingest
     from wfapp.services.integrations import get_integration
@@ -153,9 +160,11 @@ def time_processing(args: Any, round_no: int) -> float:
                       dedupe_key=f"r{round_no}-{i}") for i in range(args.events)]
     start = time.perf_counter()
     ingest(get_integration("RING"), batch, kick=False)
+    stored = time.perf_counter() - start
+    cpu = cpu_seconds(pids)
     get_queue().kick()
     wait_for(RING_DONE, before + args.events)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, stored, cpu_seconds(pids) - cpu
 
 
 def time_sweep(args: Any) -> float:
@@ -226,6 +235,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--ring", type=int, default=1000)
     parser.add_argument("--timeouts", type=int, default=2000)
+    parser.add_argument("--yield-backlog", type=int, default=100,
+                        help="POLL_YIELD_BACKLOG of the workers (0: polls never yield)")
+    parser.add_argument("--yield-concurrency", type=int, default=2,
+                        help="POLL_YIELD_CONCURRENCY of the workers")
+    parser.add_argument("--worker-logs", metavar="DIR",
+                        help="keep the workers' output in DIR/worker-N.log (their yield and "
+                             "resume lines among it)")
     args = parser.parse_args()
 
     name = args.database.rsplit("/", 1)[1]
@@ -240,11 +256,15 @@ def main() -> None:
     env.update({"WFAPP_SECRET_KEY": "bench", "WFAPP_SQLALCHEMY_DATABASE_URI": args.database,
                 "WFAPP_REDIS_URL": args.redis, "PYTHONPATH": str(ROOT),
                 "WFAPP_POLL_CONCURRENCY": str(args.poll_concurrency),
+                "WFAPP_POLL_YIELD_BACKLOG": str(args.yield_backlog),
+                "WFAPP_POLL_YIELD_CONCURRENCY": str(args.yield_concurrency),
                 "WFAPP_SWEEP_INTERVAL": "1"})
     print(f"wfapp poll benchmark — {os.cpu_count()} cores, {args.instances:,} waiting instances, "
           f"endpoint latency {args.latency * 1000:.0f} ms, K={args.workers} workers × "
           f"{args.poll_concurrency} poll threads (Poll Concurrency {args.poll_concurrency}, one "
-          "integration)")
+          "integration); polls yield "
+          + (f"to {args.yield_backlog}+ other events waiting ({args.yield_concurrency} at once "
+             "per worker meanwhile)" if args.yield_backlog else "never"))
     with app.app_context():
         from sqlalchemy import text
 
@@ -254,11 +274,12 @@ def main() -> None:
         reset_database(app)
         get_queue().connection.flushdb()
         seed(args, url)
-        procs = start_workers(args.workers, env)
+        procs = start_workers(args.workers, env, log_dir=args.worker_logs)
         try:
             quiet_sweep = time_sweep(args)
             reset_timed()
-            quiet_processing = time_processing(args, 1)
+            pids = [p.pid for p in procs]
+            quiet_processing, quiet_stored, quiet_cpu = time_processing(args, 1, pids)
             # The polls: enable the transition; every instance entered WAIT an hour ago, so the
             # next scheduling round (≤ 2 s) makes all N timers, all due at once.
             # Saved through the service (a new version), and the instances moved onto it as a
@@ -270,13 +291,13 @@ def main() -> None:
                                     "WHERE workflow_id = :w"),
                                {"v": workflow.latest_version, "w": workflow.id})
             db.session.commit()
+            yields_before = count(YIELDS)
             start = time.perf_counter()
-            pids = [p.pid for p in procs]
             cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
             wait_for(POLL_EVENTS, 1)
             busy_sweep = time_sweep(args)
             sweep_polls = count(POLL_EVENTS)
-            busy_processing = time_processing(args, 2)
+            busy_processing, busy_stored, busy_cpu = time_processing(args, 2, pids)
             processing_polls = count(POLL_EVENTS)
             wait_for(POLL_EVENTS, args.instances)
             stored = time.perf_counter() - start
@@ -286,13 +307,16 @@ def main() -> None:
             cpu_endpoint = cpu_seconds([endpoint.pid]) - cpu_before[1]
             failed = count("SELECT count(*) FROM event WHERE source = 'on_scheduled_poll' "
                            "AND status = 'failed'")
+            polled = count("SELECT count(DISTINCT instance_id) FROM event "
+                           "WHERE source = 'on_scheduled_poll'")
+            yields = count(YIELDS) - yields_before
             sync_ms, idle_ms, timers = measure_claims(args)
         finally:
             stop_workers(procs)
             endpoint.kill()
     print(f"full poll cycle: {args.instances:,} polls stored in {stored:.1f} s "
           f"({args.instances / stored:,.0f}/s; goal ≤ 30 s), all evaluated after "
-          f"{applied:.1f} s; {failed} failed")
+          f"{applied:.1f} s; {failed} failed; {polled:,} instances polled, each once")
     print(f"timeout sweep, {args.timeouts:,} timeouts due at once, all fired after: "
           f"{quiet_sweep:.2f} s without polls, {busy_sweep:.2f} s during the poll cycle "
           f"(sweep every 1 s; {sweep_polls:,} polls stored by its end)")
@@ -301,6 +325,14 @@ def main() -> None:
           f"{busy_processing:.2f} s during the poll cycle "
           f"({args.events / busy_processing:,.0f}/s; {processing_polls:,} polls stored by its "
           "end)")
+    print(f"  of which storing them (this script, one transaction): {quiet_stored:.2f} s without "
+          f"polls, {busy_stored:.2f} s during; applying after the commit: "
+          f"{quiet_processing - quiet_stored:.2f} s and {busy_processing - busy_stored:.2f} s, "
+          f"the workers using {quiet_cpu:.1f} and {busy_cpu:.1f} CPU-seconds meanwhile")
+    print(f"event processing during / without the poll cycle: "
+          f"{quiet_processing / busy_processing:.2f} (goal ≥ 0.8; applying alone: "
+          f"{(quiet_processing - quiet_stored) / (busy_processing - busy_stored):.2f}); the "
+          f"executors began yielding {yields} times during the cycle")
     print(f"CPU during the cycle (with the probes above): workers {cpu_workers:.1f} s, the "
           f"endpoint {cpu_endpoint:.1f} s, of {applied * (os.cpu_count() or 1):.0f} core-s "
           "(the rest: PostgreSQL, Redis, this script, and whatever else runs here)")

@@ -10,6 +10,14 @@ integration's share of threads while the others go on.
 The pump claims only what the threads can start soon (at most two rounds per integration
 waiting to start); it asks for about one more round when only one is left, for as long as the
 last claim came back full, and otherwise waits for the next wake.
+
+Polls yield to other events: a poll is a pull the product may time, an event a push someone
+waits for, and on a small machine the requests and their answers take the CPU the workers need
+to apply the other events. While at least `POLL_YIELD_BACKLOG` events of other sources wait in
+the inbox (looked at every `YIELD_CHECK_SECONDS` while there is poll work), the executor runs at
+most `POLL_YIELD_CONCURRENCY` requests at once and claims only for those, at most once per
+`YIELD_CHECK_SECONDS`; it resumes its full concurrency once fewer than half as many wait.
+Nothing claimed is dropped or given back: what waits in the queues starts later.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 import urllib3
 
 from wfapp.plugin_api import (
+    DatabaseCounter,
     DueInstance,
     NewEvent,
     claim_due,
@@ -33,6 +42,7 @@ from wfapp.plugin_api import (
     count_delivery,
     finish_due_batch,
     integrations,
+    other_events_waiting,
     release_due,
     store_events,
 )
@@ -49,6 +59,8 @@ STORE_DELAY = 0.5
 IDLE_SECONDS = 2.0
 #: Attempts to store a batch of results before they are dropped (the database is away).
 STORE_ATTEMPTS = 5
+#: How often the inbox is looked at for other events waiting (while there is poll work).
+YIELD_CHECK_SECONDS = 0.25
 
 #: (the claimed item, the event to store, its error or None, failed attempts to store it)
 Result = tuple[DueInstance, NewEvent, str | None, int]
@@ -60,13 +72,24 @@ class PollExecutor:
     """Request threads, their queues per integration, and the pump that claims and stores."""
 
     def __init__(self, app: Any, trigger_type: str, poll: Poll, setting: str,
-                 needs_secrets: Callable[[DueInstance], bool]) -> None:
+                 needs_secrets: Callable[[DueInstance], bool],
+                 yields: DatabaseCounter | None = None) -> None:
         self.app = app
         self.trigger_type = trigger_type
         self.poll = poll
         self.setting = setting
         self.needs_secrets = needs_secrets
+        self.yields = yields
         self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
+        #: Other events waiting that make the polls yield (0: never yield).
+        self.yield_backlog = max(0, int(config("POLL_YIELD_BACKLOG", 100)))
+        self.yield_workers = max(1, min(self.max_workers,
+                                        int(config("POLL_YIELD_CONCURRENCY", 2))))
+        #: Since when (monotonic) the polls yield, or None; when the inbox was last looked at.
+        self.yielding_since: float | None = None
+        self.yield_counted = False
+        self.checked_at = 0.0
+        self.claimed_at = 0.0
         self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
         self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
         self.cond = threading.Condition()
@@ -84,7 +107,8 @@ class PollExecutor:
         self.woken = False
         self.stopping = False
         self.storing = False
-        #: Counts (claimed, stored, failed) and seconds the pump spent (claim_s, store_s).
+        #: Counts (claimed, stored, failed, yields) and seconds the pump spent (claim_s, store_s)
+        #: or yielded (yield_s).
         self.stats: dict[str, float] = defaultdict(float)
 
     # --- the scheduled job's side ---------------------------------------------------------------
@@ -100,7 +124,7 @@ class PollExecutor:
                 self.pump.start()
             self.cond.notify_all()
             return {"queued": self._queued(), "running": sum(self.running.values()),
-                    "workers": self.workers}
+                    "workers": self.workers, "yielding": int(self.yielding_since is not None)}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Claim nothing more, give back the claims not started, let running polls finish and
@@ -132,13 +156,23 @@ class PollExecutor:
     def _queued(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
+    def _limit(self) -> int:
+        """Requests at once in this process: all threads, or few while yielding."""
+        return self.max_workers if self.yielding_since is None else self.yield_workers
+
+    def _cap(self, integration_id: int, default: int = 1) -> int:
+        """An integration's concurrency now: its setting, within the process's limit."""
+        return min(self.caps.get(integration_id, default), self._limit())
+
     def _take(self) -> DueInstance | None:
         """The next item, integrations in turn, skipping those at their concurrency cap."""
         count = len(self.ring)
+        if sum(self.running.values()) >= self._limit():
+            return None
         for step in range(count):
             integration_id = self.ring[(self.turn + step) % count]
             queue = self.queues.get(integration_id)
-            if queue and self.running[integration_id] < self.caps.get(integration_id, 1):
+            if queue and self.running[integration_id] < self._cap(integration_id):
                 self.turn = (self.turn + step + 1) % count
                 self.running[integration_id] += 1
                 return queue.popleft()
@@ -157,19 +191,25 @@ class PollExecutor:
                     self.queues[integration_id] = deque()
                     self.ring.append(integration_id)
                 self.queues[integration_id].append(item)
-            wanted = min(self.max_workers, self._queued() + sum(self.running.values()))
-            for _ in range(max(0, wanted - self.workers)):
-                self.workers += 1
-                threading.Thread(target=self._work, daemon=True,
-                                 name="wfapp-poll-request").start()
+            self._spawn()
             self.cond.notify_all()
+
+    def _spawn(self) -> None:
+        """Start request threads for what is queued, up to the limit (the caller holds the lock)."""
+        wanted = min(self._limit(), self._queued() + sum(self.running.values()))
+        for _ in range(max(0, wanted - self.workers)):
+            self.workers += 1
+            threading.Thread(target=self._work, daemon=True, name="wfapp-poll-request").start()
 
     def _work(self) -> None:
         while True:
             with self.cond:
                 item = self._take()
                 while item is None:
-                    if self.stopping or not self._queued():
+                    # While yielding, the threads beyond the few allowed end (idle threads woken
+                    # by every answer would cost the CPU the yield is for); `_spawn` starts them
+                    # again when it ends.
+                    if self.stopping or not self._queued() or self.workers > self._limit():
                         self.workers -= 1
                         self.cond.notify_all()
                         return
@@ -199,7 +239,7 @@ class PollExecutor:
     def _room(self, integration_id: int) -> int:
         """How many more an integration's queue takes: up to two rounds waiting to start."""
         queue = self.queues.get(integration_id)
-        return 2 * self.caps.get(integration_id, 0) - (len(queue) if queue else 0)
+        return 2 * self._cap(integration_id, 0) - (len(queue) if queue else 0)
 
     def _startable(self) -> int:
         """Queued items that could start now: those of integrations under their cap.
@@ -207,15 +247,20 @@ class PollExecutor:
         A slow integration's queue waits for its own threads; it must not keep the others from
         claiming (it is bounded by its own room).
         """
-        return sum(min(len(q), max(0, self.caps.get(i, 1) - self.running[i]))
+        return sum(min(len(q), max(0, self._cap(i) - self.running[i]))
                    for i, q in self.queues.items())
 
     def _wants_claim(self) -> bool:
         """More is due for an integration with at most one round left to start, and there is
         room overall (so a claim brings about a round: few, larger claims)."""
-        if self.stopping or self._startable() >= self.max_workers:
+        if self.stopping or self._startable() >= self._limit():
             return False
-        return any(len(self.queues.get(i) or ()) <= self.caps.get(i, 0) for i in self.more)
+        if self.yielding_since is not None and \
+                time.monotonic() - self.claimed_at < YIELD_CHECK_SECONDS:
+            # While yielding, one small claim per look at the inbox: claims in a tight loop for
+            # a couple of polls each would cost the CPU the yield is for.
+            return False
+        return any(len(self.queues.get(i) or ()) <= self._cap(i, 0) for i in self.more)
 
     def _store_now(self) -> bool:
         """Whether to store the waiting results: a full batch, a while waited, or the end."""
@@ -237,17 +282,22 @@ class PollExecutor:
                 if self._store_now():
                     results, self.results = self.results, []
                 self.storing = bool(results)
+                check = self._check_due(woken)
                 claim = not self.stopping and (woken or self._wants_claim())
                 busy = bool(results or claim or self.results or self._queued() or self.workers)
                 if busy:
                     idle_since = time.monotonic()
                 elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
+                    if self.yielding_since is not None:
+                        self._end_yield(time.monotonic())
                     self.pump = None
                     return
-            if not (results or claim):
+            if not (results or claim or check):
                 continue
             try:
                 with self.app.app_context():
+                    if check:
+                        self._check_yield()
                     if results:
                         began = time.perf_counter()
                         self._store(results)
@@ -262,6 +312,61 @@ class PollExecutor:
             finally:
                 with self.cond:
                     self.storing = False
+
+    # --- yielding to other events ---------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        """Polls waiting to start or running, or more due after the last claim."""
+        return bool(self.more or self._queued() or self.workers)
+
+    def _check_due(self, woken: bool) -> bool:
+        """Whether to look at the inbox now: a scheduling round (so its first claim already
+        knows), or poll work, and the last look is old enough (the caller holds the lock)."""
+        if not self.yield_backlog or self.stopping:
+            return False
+        work = woken or self._has_work() or self.yielding_since is not None
+        return work and time.monotonic() - self.checked_at >= YIELD_CHECK_SECONDS
+
+    def _check_yield(self) -> None:
+        """Yield while `yield_backlog` other events wait; resume below half of that.
+
+        A yield is counted (and logged) once it holds back poll work: a scheduling round with
+        nothing due that finds a backlog holds back nothing.
+        """
+        waiting = other_events_waiting(self.trigger_type, self.yield_backlog)
+        now = time.monotonic()
+        held = 0
+        with self.cond:
+            self.checked_at = now
+            if waiting >= self.yield_backlog and self.yielding_since is None:
+                self.yielding_since = now
+                self.yield_counted = False
+            elif self.yielding_since is not None and waiting < max(1, self.yield_backlog // 2):
+                self._end_yield(now)
+            count = self.yielding_since is not None and not self.yield_counted and \
+                self._has_work()
+            if count:
+                self.yield_counted = True
+                self.stats["yields"] += 1
+                held = self._queued()
+        if count:
+            log.info("polls yield: %s+ other events wait in the inbox; at most %d requests at "
+                     "once until they are applied (%d claimed polls wait)", waiting,
+                     self.yield_workers, held)
+            if self.yields is not None:
+                self.yields.add((self.trigger_type,))
+
+    def _end_yield(self, now: float) -> None:
+        """Back to full concurrency (the caller holds the lock)."""
+        if self.yielding_since is None:
+            return
+        seconds = now - self.yielding_since
+        self.yielding_since = None
+        if self.yield_counted:
+            self.stats["yield_s"] += seconds
+            log.info("polls resume after yielding %.1f s to other events", seconds)
+        self._spawn()
+        self.cond.notify_all()
 
     def _refresh_caps(self) -> None:
         caps = {}
@@ -281,10 +386,11 @@ class PollExecutor:
                 self.more = set(self.caps)
         with self.cond:
             asked = {i: max(0, self._room(i)) for i in self.caps if i in self.more}
-            total = 2 * self.max_workers - self._startable()
+            total = 2 * self._limit() - self._startable()
         if not sync and (total <= 0 or not any(asked.values())):
             return  # no room now: keep `more` as it is, the next round asks again
         # A scheduling round also brings the timers in step when there is no room to claim.
+        self.claimed_at = time.monotonic()
         items = claim_due(self.trigger_type, max(0, total), per_integration=asked, sync=sync)
         got = Counter(item.integration.id for item in items)
         for integration_id in {item.integration.id for item in items}:

@@ -5,7 +5,8 @@ The timers (one per active instance in the From State and transition) live in th
 (`_poll_executor.py`), which claims what is due, makes the requests in threads and stores each
 answer as an event — the JSON response is the payload — or, when the request failed (timeout,
 connection error, non-2xx, not JSON, too large), a *failed* event with the reason. The engine
-then decides, like for any event. See docs/polls.md.
+then decides, like for any event. Polls yield to other events waiting in the inbox (fewer at
+once until those are applied): see `_poll_executor.py`. See docs/polls.md.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from wfapp.plugin_api import (
     DueInstance,
     Field,
     IntegrationInfo,
+    MetricFamily,
     NewEvent,
     Panel,
     TriggerType,
     config,
     counters,
+    database_counter,
     hookimpl,
+    other_events_waiting,
     resolve_path,
     schedule_summary,
 )
@@ -47,6 +51,12 @@ NAME = "on_scheduled_poll"
 METHODS = tuple((m, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"))
 DEFAULT_TIMEOUT = 10.0
 SCHEDULE_SECONDS = 2.0
+
+YIELDS = database_counter(
+    "wfapp_poll_yields_total",
+    "Times a worker's poll executor began yielding to other events waiting in the inbox (at "
+    "most POLL_YIELD_CONCURRENCY polls at once until they were applied), by trigger type",
+    ("trigger_type",))
 
 
 def _text(value: Any) -> str:
@@ -180,7 +190,7 @@ def poll(item: DueInstance, secrets: dict[str, str], pool: urllib3.PoolManager,
 def _executor() -> PollExecutor:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return executor_for(app, lambda: PollExecutor(app, NAME, poll, "poll_concurrency",
-                                                  needs_secrets))
+                                                  needs_secrets, YIELDS))
 
 
 def run_polls() -> dict[str, int]:
@@ -199,7 +209,13 @@ PANEL = """
 <p class="small text-body-secondary">Each active instance in a poll transition's From State is
 polled every interval, at most {{ cap }} at once per worker process (Poll Concurrency). A failing
 poll is stored as a failed event and backs off: interval × 2<sup>n</sup>, at most 10 intervals
-and 1 hour.</p>
+and 1 hour.{% if backlog %} Polls yield to other events: while {{ backlog }} or more of them
+wait in the inbox, at most {{ yield_cap }} polls run at once per worker process.{% endif %}</p>
+{% if yielding %}
+<div class="alert alert-info small py-2" id="poll-yielding">Polls are yielding: {{ waiting }}
+  or more other events wait in the inbox. Polls run at most {{ yield_cap }} at once per worker
+  process until they are applied; then they resume at full speed.</div>
+{% endif %}
 {% if rows %}
 <table class="table table-sm" id="poll-schedules">
   <thead><tr><th>Workflow</th><th>Transition</th><th>From State</th><th>Every</th>
@@ -243,13 +259,34 @@ def every(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def yield_settings() -> tuple[int, int]:
+    """(other events waiting that make polls yield — 0: never —, polls at once while they do)."""
+    return (max(0, int(config("POLL_YIELD_BACKLOG", 100))),
+            max(1, min(int(config("POLL_YIELD_CONCURRENCY", 2)),
+                       int(config("POLL_CONCURRENCY", 32)))))
+
+
+def yield_metrics() -> list[MetricFamily]:
+    """Whether polls yield now: other events waiting reach POLL_YIELD_BACKLOG (1) or not (0)."""
+    backlog, _ = yield_settings()
+    yielding = bool(backlog) and other_events_waiting(NAME, backlog) >= backlog
+    return [MetricFamily("wfapp_poll_yielding", "gauge",
+                         "1 while scheduled polls yield to other events waiting in the inbox "
+                         "(POLL_YIELD_BACKLOG or more), by trigger type", ("trigger_type",),
+                         [((NAME,), 1.0 if yielding else 0.0)])]
+
+
 def render_panel(integration: IntegrationInfo) -> str:
     """Per poll transition: instances waiting, next due, failing timers, last error."""
     rows = schedule_summary(integration, NAME)
     counts = counters(integration, "poll")
     cap = min(int(integration.setting("poll_concurrency", 8)), int(config("POLL_CONCURRENCY", 32)))
+    backlog, yield_cap = yield_settings()
+    waiting = other_events_waiting(NAME, backlog) if backlog and rows else 0
     return render_template_string(
         PANEL, rows=rows, cap=cap, every=every, ok=counts.get("accepted"), bad=counts.get("failed"),
+        backlog=backlog, yield_cap=yield_cap, waiting=waiting, yielding=backlog and
+        waiting >= backlog,
         failed_url=url_for("events.index", integration=integration.code, source=NAME,
                            status="failed"))
 
@@ -270,6 +307,12 @@ def register_integration_settings() -> list[Field]:
 def register_schedules() -> list[tuple[str, float, str]]:
     """Every 2 s: wake the poll executor (it claims what is due and polls in its own threads)."""
     return [("polls", SCHEDULE_SECONDS, "wfapp.builtin_plugins.on_scheduled_poll.run_polls")]
+
+
+@hookimpl
+def register_metrics() -> list[Any]:
+    """wfapp_poll_yielding: whether polls yield to other events now."""
+    return [yield_metrics]
 
 
 @hookimpl

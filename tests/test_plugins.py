@@ -168,7 +168,8 @@ def test_hook_register_transition_actions(app):
 def test_hook_register_metrics(app, client):
     names = {family.name for collector in app.extensions["wfapp"]["registry"].metrics
              for family in collector()}
-    assert names == {"wfapp_sftp_files_waiting", "wfapp_bc_subscription_expiry_seconds"}
+    assert names == {"wfapp_sftp_files_waiting", "wfapp_bc_subscription_expiry_seconds",
+                     "wfapp_poll_yielding"}
     text = client.get("/metrics").get_data(as_text=True)
     assert 'wfapp_sftp_files_waiting{host="localhost"} 3.0' in text
 

@@ -242,3 +242,51 @@ def _count(state: str, prefix: str) -> int:
     db.session.rollback()
     return db.session.scalar(select(func.count()).select_from(Instance).where(
         Instance.state == state, Instance.record_key.like(f"{prefix}%"))) or 0
+
+
+def _yields() -> int:
+    from wfapp.models import MetricCount
+
+    db.session.rollback()
+    return db.session.scalar(select(func.coalesce(func.sum(MetricCount.count), 0)).where(
+        MetricCount.name == "wfapp_poll_yields_total")) or 0
+
+
+def test_polls_yield_to_a_backlog_of_other_events_and_resume_after(rq_app, workers, server):
+    """While other events wait — held here by leasing every inbox partition away, as if every
+    worker were busy with them — a worker polls one at a time; once they are applied it polls
+    eight at once again, and each instance is polled exactly once."""
+    from tests.polls import count_poll_events, make_due
+    from wfapp.queue import get_queue
+    from wfapp.services.events import PARTITIONS
+    from wfapp.services.processing import acquire_leases, release_leases
+
+    poll_workflow(url=server.url + "/orders/{record_key}", interval_minutes=60)
+    integration()
+    keys = [f"K{i:02d}" for i in range(40)]
+    waiting("FEED", keys)
+    names = [f"partition:{p}" for p in range(PARTITIONS)]
+    assert len(acquire_leases(names, "test-holder", 300)) == PARTITIONS
+    ingest(get_integration("FEED"), [NewEvent("on_webhook", "noop", key, None, {})
+                                     for key in keys[:20]])
+    make_due()
+    server.delay = 0.2
+    workers.start(WFAPP_POLL_CONCURRENCY="8", WFAPP_POLL_YIELD_BACKLOG="10",
+                  WFAPP_POLL_YIELD_CONCURRENCY="1", WFAPP_SWEEP_INTERVAL="1")
+    wait_until(lambda: len(server.requests()) >= 5, 60)
+    assert server.max_active == 1 and _yields() == 1
+    assert _pending_noops() == 20
+    release_leases(names, "test-holder")
+    get_queue().kick(force=True)
+    wait_until(lambda: _pending_noops() == 0, 60)
+    wait_until(lambda: count_poll_events() == 40, 60)
+    assert server.max_active > 1  # resumed at full concurrency
+    assert sorted(e.record_key for e in poll_events()) == keys
+    assert len(server.requests()) == 40 and _yields() == 1
+    assert "Traceback" not in workers.output()
+
+
+def _pending_noops() -> int:
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(Event).where(
+        Event.type == "noop", Event.status == "pending")) or 0

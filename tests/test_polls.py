@@ -444,3 +444,101 @@ def test_stopping_gives_back_the_claims_not_started(small_pool, server):
     now = utcnow()
     assert all(timers[keyed[k]] > now for k in asked)  # polled: next due one interval on
     assert all(timers[keyed[k]] <= now for k in set(keys) - asked)  # given back or never claimed
+
+
+# --- yielding to other events -------------------------------------------------------------------
+
+
+@pytest.fixture
+def yielding(app: Flask) -> None:
+    """The app's executor (made on first use) runs 8 polls at once, one while 10 others wait."""
+    app.config.update({"POLL_CONCURRENCY": 8, "POLL_YIELD_BACKLOG": 10,
+                       "POLL_YIELD_CONCURRENCY": 1, "METRICS_CACHE_SECONDS": 0})
+
+
+def _others(keys: list[str], kind: str = "noop") -> None:
+    """Webhook events for these keys, stored and left waiting (nobody processes them yet)."""
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
+
+    ingest(get_integration("FEED"), [NewEvent("on_webhook", kind, key, None, {})
+                                     for key in keys], kick=False)
+
+
+def test_other_events_waiting_counts_other_sources_up_to_the_bound(app):
+    from wfapp.plugin_api import other_events_waiting
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
+
+    poll_workflow()
+    integration()
+    waiting("FEED", ["A", "B", "C"])  # their start events are applied: nothing waits
+    assert other_events_waiting(POLL, 5) == 0
+    ingest(get_integration("FEED"), [NewEvent(POLL, "x", k, None, {}) for k in "ABC"],
+           kick=False)
+    assert other_events_waiting(POLL, 5) == 0  # the polls' own answers do not count
+    _others(["A", "B", "C"])
+    ingest(get_integration("FEED"), [NewEvent("on_import", "", "A", None, {})], kick=False)
+    assert other_events_waiting(POLL, 10) == 4  # sources below and above the poll's
+    assert other_events_waiting(POLL, 2) == 2  # counted no further than asked
+    assert other_events_waiting("on_webhook", 10) == 4  # the 3 polls and the import
+    process_pending()
+    assert other_events_waiting(POLL, 10) == 0
+
+
+def test_polls_yield_while_other_events_wait_and_resume_after(yielding, client, auth,
+                                                              server):
+    """Polls are a pull the product may time: with a backlog of other events they run one at
+    a time; once it is applied they run eight at once again, and none is lost or doubled."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(40)]
+    waiting("FEED", keys)
+    _others(keys[:12])
+    server.delay = 0.1
+    make_due()
+    run_polls()
+    wait_until(lambda: len(server.requests()) >= 4)
+    # Yielding from the first round on: one request at a time, the card says so.
+    assert server.max_active == 1
+    assert executor().yielding_since is not None
+    auth.login("viewer")
+    card = parse_page(client.get("/integrations/FEED").get_data(as_text=True))
+    assert "Polls are yielding: 10 or more other events wait" in card.ids["poll-yielding"]
+    # The backlog is applied: the polls resume at full concurrency and finish the round.
+    process_pending()
+    wait_until(lambda: count_poll_events() == 40, 30)
+    wait_until(executor().settled, 30)
+    assert server.max_active > 1
+    assert executor().yielding_since is None and executor().stats["yields"] == 1
+    assert sorted(e.record_key for e in poll_events()) == keys
+    assert len(server.requests()) == 40
+    process_pending()
+    events = db.session.scalars(select(Event).where(Event.type == "noop")).all()
+    assert len(events) == 12 and {e.status for e in events} == {"processed"}
+    card = parse_page(client.get("/integrations/FEED").get_data(as_text=True))
+    assert "poll-yielding" not in card.ids
+    text = client.get("/metrics").get_data(as_text=True)
+    metrics = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    assert metrics["wfapp_poll_yields_total"].value == 1
+    assert metrics["wfapp_poll_yields_total"].labels == {"trigger_type": POLL}
+    assert metrics["wfapp_poll_yielding"].value == 0
+
+
+@pytest.fixture
+def never_yielding(app: Flask) -> None:
+    """The app's executor (made on first use) runs 4 polls at once and never yields."""
+    app.config.update({"POLL_CONCURRENCY": 4, "POLL_YIELD_BACKLOG": 0})
+
+
+def test_polls_never_yield_when_the_backlog_setting_is_0(never_yielding, server):
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(12)]
+    waiting("FEED", keys)
+    _others(keys * 10)  # 120 waiting: the default backlog (100) would make the polls yield
+    server.delay = 0.2
+    poll_round(12)
+    assert server.max_active > 1 and executor().stats["yields"] == 0

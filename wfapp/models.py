@@ -426,6 +426,10 @@ class Event(Model):
         Index("ix_event_pending_key", "integration_id", "record_key", "received_at",
               postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),
+        # A poll executor asks whether other events wait, to yield to them (short range scans).
+        Index("ix_event_pending_source", "source", "id",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
         Index("ix_event_integration_id", "integration_id", "id"),
         Index("ix_event_status_id", "status", "id"),
         Index("ix_event_source_id", "source", "id"),

@@ -35,14 +35,17 @@ from .services.schedule_summary import ScheduleSummary
 from .triggers import Field, Panel, TriggerType, glob_match
 
 __all__ = [
-    "ActionContext", "ActionResult", "ActionType", "DeliveryOutcome", "DueInstance", "Field",
+    "ActionContext", "ActionResult", "ActionType", "DatabaseCounter", "DeliveryOutcome",
+    "DueInstance", "Field",
     "InputError", "IntegrationChanged", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING",
     "MetricFamily", "NewEvent",
     "Panel", "Role", "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType",
-    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt", "enqueue",
+    "actor_name", "claim_due", "config", "count_delivery", "counters", "csrf_exempt",
+    "database_counter", "enqueue",
     "external_url", "find_integration", "finish_due", "finish_due_batch", "glob_match", "hookimpl",
     "inbound",
-    "integrations", "job", "json_error", "parse_json", "public", "recent_deliveries",
+    "integrations", "job", "json_error", "other_events_waiting", "parse_json", "public",
+    "recent_deliveries",
     "record_delivery", "release_due", "requires_role", "resolve_path", "roles", "schedule_summary",
     "set_secret", "signing", "span", "state_get", "state_items", "state_put", "state_remove",
     "state_update", "store_event_now", "store_events", "utcnow",
@@ -182,6 +185,42 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
     sources = {e.source for e in events}
     _count_inbound(sources.pop() if len(sources) == 1 else "mixed", len(ids), duplicates)
     return StoredEvents(ids, duplicates)
+
+
+def other_events_waiting(source: str, at_least: int) -> int:
+    """How many pending events of other sources than `source` wait in the inbox, counted up
+    to `at_least` (an indexed look, cheap however many of `source`'s own events wait).
+
+    For a plugin whose work is a pull it may time (polls) to yield to events someone waits for.
+    """
+    from .services.events import pending_other_than
+
+    return pending_other_than(source, at_least)
+
+
+class DatabaseCounter:
+    """A counter kept in the database, so what worker processes count shows at every web
+    process's /metrics (see `database_counter`)."""
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
+        from .services import counters
+
+        self.name = counters.define(name, help_text, labels)
+
+    def add(self, values: tuple[str, ...] = (), by: int = 1) -> None:
+        """Count `by` for these label values, in a transaction of its own (commits)."""
+        from .extensions import db
+        from .services import counters
+
+        with _writing():
+            counters.add(self.name, values, by)
+            db.session.commit()
+
+
+def database_counter(name: str, help_text: str, labels: tuple[str, ...] = ()
+                     ) -> DatabaseCounter:
+    """Declare a counter kept in the database (`wfapp_…_total`); call it at import, once."""
+    return DatabaseCounter(name, help_text, labels)
 
 
 def _count_inbound(source: str, stored: int, duplicates: int) -> None:

@@ -287,6 +287,27 @@ def has_pending() -> bool:
     ) is not None
 
 
+def pending_other_than(source: str, at_least: int) -> int:
+    """How many pending events of sources other than `source` wait, counted up to `at_least`.
+
+    Two short range scans of the pending events by source (ix_event_pending_source), below and
+    above `source`, each stopping at `at_least` rows: cheap however many events of `source`
+    itself wait, never a count over the table.
+    """
+    limit = max(1, at_least)
+    pending = EVENT.c.status == EventStatus.PENDING.value
+    # Ordered as the index is, so each scan walks it and stops at the limit.
+    order = (EVENT.c.source, EVENT.c.id)
+    below = select(EVENT.c.id).where(pending, EVENT.c.source < source).order_by(*order) \
+        .limit(limit).subquery()
+    above = select(EVENT.c.id).where(pending, EVENT.c.source > source).order_by(*order) \
+        .limit(limit).subquery()
+    found = db.session.execute(select(
+        select(func.count()).select_from(below).scalar_subquery(),
+        select(func.count()).select_from(above).scalar_subquery())).one()
+    return min(limit, int(found[0]) + int(found[1]))
+
+
 
 @dataclass
 class EventFilters:
