@@ -208,15 +208,15 @@ def test_one_batch_takes_events_of_several_leased_partitions(app, monkeypatch):
         if len(keys) == 12:
             break
     ids = _send(keys + keys)
-    real = processing._start_attempt
+    real = processing._count_attempt
     claims: list[list[int]] = []
 
-    def spy(partitions: list[int], limit: int) -> list[int]:
-        claimed = real(partitions, limit)
+    def spy(conn: Any, partitions: list[int], limit: int) -> list[int]:
+        claimed = real(conn, partitions, limit)
         claims.append(claimed)
         return claimed
 
-    monkeypatch.setattr(processing, "_start_attempt", spy)
+    monkeypatch.setattr(processing, "_count_attempt", spy)
     app.config["EVENT_PARTITIONS_PER_BATCH"] = 5
     assert _process() == 24
     # Partitions leased 5 at a time: 3 groups (5, 5, 2), each one batch with its two rounds of
