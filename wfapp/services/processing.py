@@ -293,11 +293,12 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
     if not ids:
         return 0, []
     conn = db.session.connection()
-    query = select(EVENT).where(EVENT.c.id.in_(ids), EVENT.c.status == EventStatus.PENDING.value
-                                ).order_by(EVENT.c.id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    events = list(conn.execute(query))
+    # Not locked: the lease makes this worker the only one on these partitions; should a lease
+    # have expired under a slow batch, the events' results are written only where still
+    # pending, and a batch that finds one already done rolls back whole (`_write_events`).
+    events = list(conn.execute(
+        select(EVENT).where(EVENT.c.id.in_(ids), EVENT.c.status == EventStatus.PENDING.value)
+        .order_by(EVENT.c.id)))
     if not events:
         following = _count_attempt(conn, partitions, limit) if claim_next else []
         db.session.commit()
@@ -557,23 +558,37 @@ def _reload(conn: Connection, changes: list[_Change], routes: dict[int, _Route],
             routes[event.id].creates = False
 
 
+class Overtaken(Exception):
+    """Another worker processed some events of this batch first (its lease had expired)."""
+
+
 def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: datetime) -> None:
-    """Store what each event did, in one statement (PostgreSQL) or one prepared UPDATE."""
+    """Store what each event did, in one statement (PostgreSQL) or one prepared UPDATE.
+
+    Only events still pending are written; if any is not, another worker applied it first and
+    this batch must not commit (raises Overtaken): its moves were decided on events that are
+    no longer this worker's to apply.
+    """
     rows = [{"eid": event_id, "status": outcome.status.value, "result": outcome.result[:1000],
              "instance_id": outcome.instance_id} for event_id, outcome in outcomes]
     pending = EVENT.c.status == EventStatus.PENDING.value
     if conn.dialect.name == "postgresql":
         given = recordset("v", {"eid": BigInteger(), "status": EVENT.c.status.type,
                                  "result": EVENT.c.result.type, "instance_id": BigInteger()})
-        conn.execute(update(EVENT).where(EVENT.c.id == given.c.eid, pending)
-                     .values(status=given.c.status, result=given.c.result,
-                             instance_id=given.c.instance_id, processed_at=now), {"rows": rows})
-        return
-    conn.execute(
-        update(EVENT).where(and_(EVENT.c.id == bindparam("eid"), pending))
-        .values(status=bindparam("status"), result=bindparam("result"),
-                instance_id=bindparam("instance_id"), processed_at=now),
-        rows)
+        written = len(conn.execute(
+            update(EVENT).where(EVENT.c.id == given.c.eid, pending)
+            .values(status=given.c.status, result=given.c.result,
+                    instance_id=given.c.instance_id, processed_at=now)
+            .returning(EVENT.c.id), {"rows": rows}).all())
+    else:
+        written = sum(conn.execute(
+            update(EVENT).where(and_(EVENT.c.id == bindparam("eid"), pending))
+            .values(status=bindparam("status"), result=bindparam("result"),
+                    instance_id=bindparam("instance_id"), processed_at=now), row).rowcount
+            for row in rows)
+    if written != len(rows):
+        raise Overtaken(f"{len(rows) - written} of {len(rows)} events were applied by another "
+                        "worker first")
 
 
 def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] | None = None,
@@ -586,6 +601,11 @@ def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] |
     """
     try:
         return _batch(partitions, size, claimed, claim_next)
+    except Overtaken as exc:
+        # Nothing of this batch is written; what is still pending is claimed afresh.
+        db.session.rollback()
+        log.warning("batch of partitions %s rolled back: %s", partitions, exc)
+        return 0, []
     except TIMEOUTS:
         # The job ran out of time: the attempt is counted; end this job (the next one takes the
         # events one at a time) instead of starting more work the alarm can no longer stop.
