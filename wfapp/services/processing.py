@@ -190,7 +190,8 @@ def _give_up(conn: Connection, ids: list[int], attempts: int, now: datetime) -> 
 def _uncount(conn: Connection, ids: list[int]) -> None:
     """Take back the attempt counted on claimed events that will not be processed now."""
     if ids:
-        conn.execute(update(EVENT).where(EVENT.c.id.in_(ids))
+        conn.execute(update(EVENT).where(EVENT.c.id.in_(ids), EVENT.c.attempts > 0,
+                                         EVENT.c.status == EventStatus.PENDING.value)
                      .values(attempts=EVENT.c.attempts - 1))
 
 
@@ -561,6 +562,10 @@ def _reload(conn: Connection, changes: list[_Change], routes: dict[int, _Route],
 class Overtaken(Exception):
     """Another worker processed some events of this batch first (its lease had expired)."""
 
+    def __init__(self, message: str, ids: list[int]) -> None:
+        super().__init__(message)
+        self.ids = ids
+
 
 def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: datetime) -> None:
     """Store what each event did, in one statement (PostgreSQL) or one prepared UPDATE.
@@ -588,7 +593,7 @@ def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: da
             for row in rows)
     if written != len(rows):
         raise Overtaken(f"{len(rows) - written} of {len(rows)} events were applied by another "
-                        "worker first")
+                        "worker first", [row["eid"] for row in rows])
 
 
 def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] | None = None,
@@ -602,9 +607,12 @@ def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] |
     try:
         return _batch(partitions, size, claimed, claim_next)
     except Overtaken as exc:
-        # Nothing of this batch is written; what is still pending is claimed afresh.
+        # Nothing of this batch is written; what is still pending is claimed afresh, its
+        # attempt taken back (nothing broke: the batch only lost a race).
         db.session.rollback()
         log.warning("batch of partitions %s rolled back: %s", partitions, exc)
+        _uncount(db.session.connection(), exc.ids)
+        db.session.commit()
         return 0, []
     except TIMEOUTS:
         # The job ran out of time: the attempt is counted; end this job (the next one takes the
