@@ -29,7 +29,6 @@ from sqlalchemy import (
     bindparam,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,7 +62,7 @@ from .firing import (
 )
 from .outbox import RESULT_SOURCE, write_outbox
 from .registry import get_registry
-from .rowsets import insert_rows, json_row, recordset
+from .rowsets import among, insert_rows, json_row, pairs_among, recordset
 from .versions import WORKFLOW_HEAD, compiled_from_head
 
 EVENT = Event.__table__
@@ -165,13 +164,13 @@ def _load_instances(conn: Connection, events: list[Any], modes: dict[int, str]
                 and e.run_id is not None}
     found: dict[tuple[int, str, Any], InstanceRow] = {}
     if record_keys:
-        rows = conn.execute(select(*INSTANCE_COLUMNS).where(
-            tuple_(INSTANCE.c.integration_id, INSTANCE.c.record_key).in_(list(record_keys))))
+        rows = conn.execute(select(*INSTANCE_COLUMNS).where(pairs_among(
+            conn, INSTANCE.c.integration_id, INSTANCE.c.record_key, list(record_keys))))
         for row in rows:
             found[(row.integration_id, "r", row.record_key)] = row_to_instance(row)
     if run_keys:
-        rows = conn.execute(select(*INSTANCE_COLUMNS).where(
-            tuple_(INSTANCE.c.integration_id, INSTANCE.c.run_id).in_(list(run_keys))))
+        rows = conn.execute(select(*INSTANCE_COLUMNS).where(pairs_among(
+            conn, INSTANCE.c.integration_id, INSTANCE.c.run_id, list(run_keys))))
         for row in rows:
             found[(row.integration_id, "u", row.run_id)] = row_to_instance(row)
     return found
@@ -298,7 +297,8 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
     # have expired under a slow batch, the events' results are written only where still
     # pending, and a batch that finds one already done rolls back whole (`_write_events`).
     events = list(conn.execute(
-        select(EVENT).where(EVENT.c.id.in_(ids), EVENT.c.status == EventStatus.PENDING.value)
+        select(EVENT).where(among(conn, EVENT.c.id, ids),
+                            EVENT.c.status == EventStatus.PENDING.value)
         .order_by(EVENT.c.id)))
     if not events:
         following = _count_attempt(conn, partitions, limit) if claim_next else []
@@ -593,7 +593,7 @@ def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: da
             for row in rows)
     if written != len(rows):
         raise Overtaken(f"{len(rows) - written} of {len(rows)} events were applied by another "
-                        "worker first", [row["eid"] for row in rows])
+                        "worker first", [event_id for event_id, _ in outcomes])
 
 
 def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] | None = None,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Table, bindparam, column, func, insert, select
+from sqlalchemy import JSON, Table, any_, bindparam, column, func, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 
@@ -37,3 +38,24 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     given = recordset("v", {c: table.c[c].type for c in names})
     conn.execute(insert(table).from_select(names, select(*(given.c[c] for c in names))),
                  {"rows": [json_row(r) for r in rows]})
+
+
+def among(conn: Connection, col: Any, values: list[Any]) -> Any:
+    """`col IN values`: on PostgreSQL `col = ANY(:array)`, one bound value however many.
+
+    An expanded IN list renders a placeholder per value on every execution and gives the
+    server a new statement text for every length; the array keeps one prepared statement.
+    """
+    if conn.dialect.name != "postgresql":
+        return col.in_(values)
+    return col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
+
+
+def pairs_among(conn: Connection, first: Any, second: Any, pairs: list[tuple[Any, Any]]) -> Any:
+    """`(first, second) IN pairs`; on PostgreSQL through two arrays, one bound value each."""
+    if conn.dialect.name != "postgresql":
+        return tuple_(first, second).in_(pairs)
+    given = (func.unnest(bindparam(None, [a for a, _ in pairs], type_=ARRAY(first.type)),
+                         bindparam(None, [b for _, b in pairs], type_=ARRAY(second.type)))
+             .table_valued("a", "b").render_derived(name="k"))
+    return tuple_(first, second).in_(select(given.c.a, given.c.b))
