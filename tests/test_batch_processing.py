@@ -208,15 +208,15 @@ def test_one_batch_takes_events_of_several_leased_partitions(app, monkeypatch):
         if len(keys) == 12:
             break
     ids = _send(keys + keys)
-    real = processing._start_attempt
+    real = processing._count_attempt
     claims: list[list[int]] = []
 
-    def spy(partitions: list[int], limit: int) -> list[int]:
-        claimed = real(partitions, limit)
+    def spy(conn: Any, partitions: list[int], limit: int) -> list[int]:
+        claimed = real(conn, partitions, limit)
         claims.append(claimed)
         return claimed
 
-    monkeypatch.setattr(processing, "_start_attempt", spy)
+    monkeypatch.setattr(processing, "_count_attempt", spy)
     app.config["EVENT_PARTITIONS_PER_BATCH"] = 5
     assert _process() == 24
     # Partitions leased 5 at a time: 3 groups (5, 5, 2), each one batch with its two rounds of
@@ -242,3 +242,30 @@ def test_a_replayed_event_gets_its_attempts_back(app):
     replay(event_id)
     _process()
     assert _results()[event_id] == ("processed", "created the instance; fired N0: S0 → S1")
+
+
+def test_a_batch_overtaken_by_another_worker_rolls_back_whole(app, monkeypatch):
+    """An expired lease let another worker apply one of the batch's events first: nothing of
+    the batch is written (no move decided on that event), and the events left are applied once."""
+    _ring()
+    a, b = _same_partition_keys(2)
+    _send([a, b])
+    _process()  # both exist, in S1
+    ids = _send([a, b, a])
+
+    def other_worker_applies_first(conn: Any) -> None:
+        conn.execute(update(Event.__table__).where(Event.id == ids[1])
+                     .values(status="processed", result="applied by another worker"))
+
+    tried = _interfere(monkeypatch, 1, other_worker_applies_first)
+    # The overtaken batch counts nothing; it is claimed again and applied once. (The other
+    # worker's write is simulated in this batch's own transaction, so it is rolled back too.)
+    assert _process() == 3
+    a_id, b_id = _instance(a).id, _instance(b).id
+    assert tried == [[a_id, b_id], [a_id, b_id]]  # the retry is a whole batch again
+    # Losing the race is not a failed attempt: each event counts only the one that applied it.
+    assert set(db.session.scalars(select(Event.attempts).where(Event.id.in_(ids)))) == {1}
+    results = _results()
+    assert [results[i][0] for i in ids] == ["processed"] * 3
+    assert [t for _, t, e in _moves(a) if e in ids] == ["S2", "S3"]
+    assert [t for _, t, e in _moves(b) if e in ids] == ["S2"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..models import TransitionTally, Workflow, utcnow
+from .rowsets import insert_rows
 
 TALLY = TransitionTally.__table__
 KEY = "wfapp_tally"
@@ -39,7 +40,7 @@ def note(workflow_id: int, transition: str, trigger_type: str, at: datetime,
 def _write(session: Session) -> None:
     tally = session.info.pop(KEY, None)
     if tally:
-        session.connection().execute(insert(TALLY), [
+        insert_rows(session.connection(), TALLY, [
             {"workflow_id": wid, "transition": code, "trigger_type": trigger, "day": day,
              "count": count} for (wid, code, trigger, day), count in tally.items()])
 

@@ -178,10 +178,20 @@ def compiled_workflow(workflow_id: int, version: int | None = None) -> CompiledW
     None when the workflow or that version does not exist.
     """
     row = db.session.execute(
-        select(Workflow.created_at, Workflow.enabled, Workflow.latest_version,
-               Workflow.pinned_version).where(Workflow.id == workflow_id)).first()
+        select(*WORKFLOW_HEAD).where(Workflow.id == workflow_id)).first()
     if row is None:
         return None
+    return compiled_from_head(workflow_id, row, version)
+
+
+# What `compiled_from_head` needs of a workflow row, e.g. joined to the integrations of a batch.
+WORKFLOW_HEAD = (Workflow.created_at, Workflow.enabled, Workflow.latest_version,
+                 Workflow.pinned_version)
+
+
+def compiled_from_head(workflow_id: int, row: Any, version: int | None = None
+                       ) -> CompiledWorkflow | None:
+    """`compiled_workflow` for a workflow whose WORKFLOW_HEAD columns the caller already read."""
     number = version or row.pinned_version or row.latest_version
     key = (workflow_id, row.created_at, number, bool(row.enabled))
     cache = _cache()

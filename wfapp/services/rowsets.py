@@ -1,0 +1,61 @@
+"""A batch of rows as one statement: PostgreSQL's `json_to_recordset`, executemany elsewhere.
+
+A multi-row write sent as one JSON value is one statement for the server and one round trip
+for the client, however many rows it carries; psycopg's executemany sends and executes one
+statement per row. SQLite runs in-process, so there executemany costs nothing extra.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Table, any_, bindparam, column, func, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
+
+
+def recordset(name: str, columns: dict[str, Any]) -> Any:
+    """`json_to_recordset(:rows) AS name(col type, …)`: a whole batch as one bound value."""
+    return (func.json_to_recordset(bindparam("rows", type_=JSON))
+            .table_valued(*(column(c, t) for c, t in columns.items()))
+            .render_derived(name=name, with_types=True))
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON can carry it (timestamps as ISO 8601 text)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (all with the first row's keys) into `table` in one statement."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    given = recordset("v", {c: table.c[c].type for c in names})
+    conn.execute(insert(table).from_select(names, select(*(given.c[c] for c in names))),
+                 {"rows": [json_row(r) for r in rows]})
+
+
+def among(conn: Connection, col: Any, values: list[Any]) -> Any:
+    """`col IN values`: on PostgreSQL `col = ANY(:array)`, one bound value however many.
+
+    An expanded IN list renders a placeholder per value on every execution and gives the
+    server a new statement text for every length; the array keeps one prepared statement.
+    """
+    if conn.dialect.name != "postgresql":
+        return col.in_(values)
+    return col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
+
+
+def pairs_among(conn: Connection, first: Any, second: Any, pairs: list[tuple[Any, Any]]) -> Any:
+    """`(first, second) IN pairs`; on PostgreSQL through two arrays, one bound value each."""
+    if conn.dialect.name != "postgresql":
+        return tuple_(first, second).in_(pairs)
+    given = (func.unnest(bindparam(None, [a for a, _ in pairs], type_=ARRAY(first.type)),
+                         bindparam(None, [b for _, b in pairs], type_=ARRAY(second.type)))
+             .table_valued("a", "b").render_derived(name="k"))
+    return tuple_(first, second).in_(select(given.c.a, given.c.b))
