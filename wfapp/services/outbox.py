@@ -45,7 +45,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -454,20 +453,19 @@ def exchange(done: list[tuple[Row, str, int, ActionResult]], limit: int, owner: 
             db.session.rollback()
             raise
     else:
-        # PostgreSQL: a round is four statements, whatever the batch holds (see `_round_sql`).
-        session_conn = conn is None
-        own = db.session.connection() if conn is None else conn
+        # PostgreSQL: a round is four statements in two round trips, whatever the batch holds
+        # (see `_exchange_postgres`); on the pump's own connection it commits them itself.
+        own = conn if conn is not None else db.session.connection()
         try:
-            out, queued, leased, more = _exchange_postgres(own, done, limit, owner, finished)
-            if session_conn:
+            out, queued, leased, more = _exchange_postgres(own, done, limit, owner, finished,
+                                                           commit=conn is not None)
+            if conn is None:
                 db.session.commit()
-            else:
-                own.commit()
         except Exception:
-            if session_conn:
+            if conn is None:
                 db.session.rollback()
-            else:
-                own.rollback()
+            elif own.connection.driver_connection is not None:
+                own.connection.driver_connection.rollback()
             raise
         items = _claimed(leased, owner, get_registry().action_types) if leased else []
     if queued:
@@ -514,12 +512,19 @@ def _outcome_label(row: Row, status: str) -> str:
 
 
 def _exchange_postgres(conn: Connection, done: list[tuple[Row, str, int, ActionResult]],
-                       limit: int, owner: str, finished: Callable[[], set[int]]
+                       limit: int, owner: str, finished: Callable[[], set[int]], commit: bool
                        ) -> tuple[dict[int, str | None], int, list[Any], bool]:
-    """`exchange` on PostgreSQL in the caller's transaction: the claims' turn (when claiming),
-    then one statement that records the results with their outcome events and counts and
-    reads the candidates with the running counts, then the lease; returns the new statuses,
-    outcome events queued, the leased rows and whether due ones were left."""
+    """`exchange` on PostgreSQL: the claims' turn (when claiming) and one statement that
+    records the results with their outcome events and counts and reads the candidates with
+    the running counts, sent together; then the lease (and the commit, with `commit`), sent
+    together. Returns the new statuses, outcome events queued, the leased rows and whether
+    due ones were left.
+
+    The statements go through the driver in pipeline mode (two round trips a round, not
+    four): the driver connection is the one `conn` stands for, in its transaction.
+    """
+    from psycopg.rows import namedtuple_row
+
     now = utcnow()
     changes, statuses, outcomes = _results(done, now)
     rows = {row.id: row for row, _, _, _ in done}
@@ -533,33 +538,42 @@ def _exchange_postgres(conn: Connection, done: list[tuple[Row, str, int, ActionR
         for event_row in event_rows(row.integration_id, [new_event], now):
             events.append({**event_row, "delivery_id": row.id, "position": position})
     cfg = current_app.config
-    if limit > 0:
-        # Claims take turns (see `_claim_in_transaction`); the statement below reads the
-        # candidates and running counts after the turn is ours, in its own snapshot.
-        conn.execute(_CLAIM_TURN)
-    found = conn.execute(_round_sql(), {
-        "results": json.dumps(given, default=_json_default),
-        "events": json.dumps(events, default=_json_default), "now": now,
-        "counter": counters.ACTION_OUTCOMES, "n": max(limit * 4, 100) if limit > 0 else 0,
-        # Rows whose calls ended (results not recorded yet) hold no slot; the rows this
-        # statement records are left out of the counts by the statement itself.
-        "over": sorted(finished()) if limit > 0 else []}).one()
-    recorded = set(found.recorded or [])
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the connection was closed")
+    leased: list[Any] = []
+    with driver.pipeline():
+        if limit > 0:
+            # Claims take turns (see `_claim_in_transaction`); the statement after it reads
+            # the candidates and running counts once the turn is ours, in its own snapshot.
+            driver.execute(_CLAIM_TURN)
+        found = driver.cursor(row_factory=namedtuple_row).execute(_round_sql(), {
+            "results": json.dumps(given, default=_json_default),
+            "events": json.dumps(events, default=_json_default), "now": now,
+            "counter": counters.ACTION_OUTCOMES, "n": max(limit * 4, 100) if limit > 0 else 0,
+            # Rows whose calls ended (results not recorded yet) hold no slot; the rows this
+            # statement records are left out of the counts by the statement itself.
+            "over": sorted(finished()) if limit > 0 else []}).fetchone()
+        recorded = set(found.recorded or [])
+        candidates = [_Candidate(**c) for c in found.candidates or []]
+        chosen = _choose(candidates, [_Running(**r) for r in found.running or []], limit,
+                         int(cfg.get("ACTION_CONCURRENCY_PER_INTEGRATION", 4)),
+                         get_registry().action_types) if candidates and limit > 0 else []
+        cursor = None
+        if chosen:
+            lease = float(cfg.get("ACTION_LEASE_SECONDS", 120))
+            cursor = driver.cursor(row_factory=namedtuple_row).execute(_LEASE, {
+                "ids": chosen, "now": now, "owner": owner,
+                "lease": now + timedelta(seconds=lease)})
+        if commit:
+            driver.commit()
+        if cursor is not None:
+            leased = cursor.fetchall()
     out: dict[int, str | None] = {i: (statuses[i] if i in recorded else None)
                                   for i in statuses}
-    candidates = [_Candidate(**c) for c in found.candidates or []]
-    chosen = _choose(candidates, [_Running(**r) for r in found.running or []], limit,
-                     int(cfg.get("ACTION_CONCURRENCY_PER_INTEGRATION", 4)),
-                     get_registry().action_types) if candidates and limit > 0 else []
-    more = len(candidates) > len(chosen)
-    if not chosen:
-        return out, found.queued, [], more
-    lease = float(cfg.get("ACTION_LEASE_SECONDS", 120))
-    leased = list(conn.execute(_LEASE, {"ids": chosen, "now": now, "owner": owner,
-                                        "lease": now + timedelta(seconds=lease)}))
     order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
     leased.sort(key=lambda row: order[row.id])  # oldest due first
-    return out, found.queued, leased, more
+    return out, found.queued, leased, len(candidates) > len(chosen)
 
 
 @dataclass
@@ -585,13 +599,13 @@ class _Running:
     n: int
 
 
-_CLAIM_TURN = text(f"SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
-_DUE_SQL = (f"((status = '{ActionStatus.PENDING.value}' AND next_attempt_at <= :now) OR "
-            f"(status = '{ActionStatus.RUNNING.value}' AND lease_until < :now))")
-_LEASE = text(
-    f"UPDATE action_delivery SET status = '{ActionStatus.RUNNING.value}', lease_until = :lease, "
-    "leased_by = :owner, attempts = attempts + 1, updated_at = :now "
-    f"WHERE id = ANY(CAST(:ids AS bigint[])) AND {_DUE_SQL} "
+_CLAIM_TURN = f"SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+_DUE_SQL = (f"((status = '{ActionStatus.PENDING.value}' AND next_attempt_at <= %(now)s) OR "
+            f"(status = '{ActionStatus.RUNNING.value}' AND lease_until < %(now)s))")
+_LEASE = (
+    f"UPDATE action_delivery SET status = '{ActionStatus.RUNNING.value}', "
+    "lease_until = %(lease)s, leased_by = %(owner)s, attempts = attempts + 1, "
+    f"updated_at = %(now)s WHERE id = ANY(CAST(%(ids)s AS bigint[])) AND {_DUE_SQL} "
     f"RETURNING {', '.join(Row.__dataclass_fields__)}, config, attempts, idempotency_key")
 
 
@@ -604,7 +618,7 @@ def _recordset_columns(table: Any, names: list[str]) -> str:
 
 
 @functools.cache
-def _round_sql() -> Any:
+def _round_sql() -> str:
     """The statement of a PostgreSQL round (built once): record the results — guarded by
     owner, attempt and status, as on SQLite — with, for the rows whose guard held, their
     outcome events (ON CONFLICT DO NOTHING: the dedupe key is per attempt) and their counts;
@@ -614,13 +628,13 @@ def _round_sql() -> Any:
 
     running = ActionStatus.RUNNING.value
     event_columns = [c.name for c in EVENT.c if c.name in EVENT_ROW_KEYS]
-    return text(f"""
+    return f"""
 WITH given AS (
-  SELECT * FROM json_to_recordset(CAST(:results AS json)) AS g(
+  SELECT * FROM json_to_recordset(CAST(%(results)s AS json)) AS g(
     id bigint, owner text, attempts integer, status text, code integer, error text,
     request json, response json, next_at timestamptz, finished_at timestamptz, labels text)
 ), recorded AS (
-  UPDATE action_delivery AS d SET status = g.status, lease_until = NULL, updated_at = :now,
+  UPDATE action_delivery AS d SET status = g.status, lease_until = NULL, updated_at = %(now)s,
     last_status_code = g.code, last_error = g.error, request = g.request,
     response = g.response, next_attempt_at = g.next_at, finished_at = g.finished_at
   FROM given AS g
@@ -629,13 +643,13 @@ WITH given AS (
   RETURNING d.id
 ), counted AS (
   INSERT INTO metric_count (name, labels, count)
-  SELECT :counter, g.labels, count(*) FROM given AS g JOIN recorded AS r ON r.id = g.id
+  SELECT %(counter)s, g.labels, count(*) FROM given AS g JOIN recorded AS r ON r.id = g.id
   GROUP BY g.labels
   RETURNING id
 ), outcomes AS (
   INSERT INTO event ({", ".join(event_columns)})
   SELECT {", ".join(f"e.{n}" for n in event_columns)}
-  FROM json_to_recordset(CAST(:events AS json)) AS e(
+  FROM json_to_recordset(CAST(%(events)s AS json)) AS e(
     {_recordset_columns(EVENT, event_columns)}, delivery_id bigint, position integer)
   JOIN recorded AS r ON r.id = e.delivery_id
   ORDER BY e.position
@@ -645,14 +659,14 @@ WITH given AS (
   SELECT id, integration_id, workflow_id, transition, position, action_id, type, config,
     next_attempt_at
   FROM action_delivery WHERE {_DUE_SQL}
-  ORDER BY next_attempt_at, id LIMIT :n
+  ORDER BY next_attempt_at, id LIMIT %(n)s
 ), running AS (
   SELECT d.integration_id, d.workflow_id, d.transition, d.position, d.action_id,
     count(*) AS n
   FROM action_delivery AS d
-  WHERE d.status = '{running}' AND d.lease_until >= :now
+  WHERE d.status = '{running}' AND d.lease_until >= %(now)s
     AND d.integration_id IN (SELECT integration_id FROM candidates)
-    AND d.id <> ALL(CAST(:over AS bigint[]))
+    AND d.id <> ALL(CAST(%(over)s AS bigint[]))
     AND NOT EXISTS (SELECT 1 FROM given AS g
                     WHERE g.id = d.id AND g.owner = d.leased_by AND g.attempts = d.attempts)
   GROUP BY d.integration_id, d.workflow_id, d.transition, d.position, d.action_id
@@ -662,7 +676,7 @@ SELECT (SELECT json_agg(id) FROM recorded) AS recorded,
   (SELECT count(*) FROM counted) AS counted,
   (SELECT json_agg(c ORDER BY c.next_attempt_at, c.id) FROM candidates AS c) AS candidates,
   (SELECT json_agg(r) FROM running AS r) AS running
-""")
+"""
 
 
 def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
