@@ -90,8 +90,8 @@ def outbox_rows(transition: CompiledTransition, context: ActionContext, workflow
                 action_types: dict[str, ActionType]) -> list[dict[str, Any]]:
     """The outbox rows of the transition's side-effecting actions (one per delivery)."""
     rows = []
-    # Shallow (asdict's deep copy was a third of applying a transition with actions): the
-    # values come from JSON and are not changed in place; the dicts are copied one level.
+    # Shallow (asdict's deep copy cost several times the engine's decision per transition):
+    # the values come from JSON and are not changed in place; the dicts are copied one level.
     snapshot = {name: (dict(value) if isinstance(value, dict) else value)
                 for name in SNAPSHOT_FIELDS for value in (getattr(context, name),)}
     for position, action in enumerate(transition.actions):
