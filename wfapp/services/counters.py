@@ -36,16 +36,22 @@ def define(name: str, help_text: str, labels: tuple[str, ...]) -> str:
     return name
 
 
-def add(name: str, values: tuple[str, ...], by: int = 1) -> None:
-    """Count `by` in the current transaction (written when it commits, dropped on rollback)."""
+def labels_text(name: str, values: tuple[str, ...]) -> str:
+    """The stored `labels` of a counter's row: its label values as a JSON list."""
     _, labels = DEFINED[name]
     if len(values) != len(labels):
         raise ValueError(f"counter {name}: values {values!r} do not match labels {labels!r}")
+    return json.dumps([str(v) for v in values])[:500]
+
+
+def add(name: str, values: tuple[str, ...], by: int = 1) -> None:
+    """Count `by` in the current transaction (written when it commits, dropped on rollback)."""
+    key = labels_text(name, values)
     # The transaction is begun now, so that rolling it back drops the note (a session with
     # no transaction yet would not tell its listeners about a rollback).
     db.session.connection()
     notes: Counter[tuple[str, str]] = db.session.info.setdefault(KEY, Counter())
-    notes[(name, json.dumps([str(v) for v in values]))] += by
+    notes[(name, key)] += by
 
 
 @event.listens_for(Session, "before_commit")
@@ -53,7 +59,7 @@ def _write(session: Session) -> None:
     notes = session.info.pop(KEY, None)
     if notes:
         session.connection().execute(insert(COUNT), [
-            {"name": name, "labels": labels[:500], "count": count}
+            {"name": name, "labels": labels, "count": count}
             for (name, labels), count in notes.items()])
 
 

@@ -12,6 +12,7 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -158,18 +159,7 @@ def stage(integration_id: int, events: Sequence[NewEvent], expect_version: int |
     how many wait for processing). The caller commits, then kicks when any wait. With
     `expect_version`, raises IntegrationChanged unless the integration's config_version is
     still that."""
-    for e in events:
-        if e.record_key is not None and len(e.record_key) > MAX_KEY:
-            raise ValueError(f"record key longer than {MAX_KEY} characters")
-    now = utcnow()
-    rows = [{
-        "integration_id": integration_id, "source": e.source, "type": (e.type or "")[:100],
-        "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
-        "record": e.record, "dedupe_key": dedupe_key(e.dedupe_key),
-        "partition": partition_of(integration_id, e.record_key, e.run_id), "received_at": now,
-        "status": EventStatus.PENDING.value if e.failure is None else EventStatus.FAILED.value,
-        "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
-    } for e in events]
+    rows = event_rows(integration_id, events, utcnow())
     # Before the insert (an integration deleted since would fail it), and after: the insert
     # holds SQLite's write lock (and on PostgreSQL a later statement sees every change
     # committed before it), so no change slips in between.
@@ -180,6 +170,28 @@ def stage(integration_id: int, events: Sequence[NewEvent], expect_version: int |
     if failed:
         _link_failed_to_instances(failed)
     return ids, len(rows) - len(ids), len(ids) - len(failed)
+
+
+#: The columns `event_rows` fills.
+EVENT_ROW_KEYS = ("integration_id", "source", "type", "record_key", "run_id", "payload", "record",
+                  "dedupe_key", "partition", "received_at", "status", "result", "attempts")
+
+
+def event_rows(integration_id: int, events: Sequence[NewEvent], now: datetime
+               ) -> list[dict[str, Any]]:
+    """The inbox rows of events, as `stage()` inserts them; ValueError for a record key longer
+    than 200 characters."""
+    for e in events:
+        if e.record_key is not None and len(e.record_key) > MAX_KEY:
+            raise ValueError(f"record key longer than {MAX_KEY} characters")
+    return [{
+        "integration_id": integration_id, "source": e.source, "type": (e.type or "")[:100],
+        "record_key": e.record_key, "run_id": e.run_id, "payload": e.payload,
+        "record": e.record, "dedupe_key": dedupe_key(e.dedupe_key),
+        "partition": partition_of(integration_id, e.record_key, e.run_id), "received_at": now,
+        "status": EventStatus.PENDING.value if e.failure is None else EventStatus.FAILED.value,
+        "result": "" if e.failure is None else e.failure[:1000], "attempts": 0,
+    } for e in events]
 
 
 _VERSION = select(Integration.__table__.c.config_version).where(

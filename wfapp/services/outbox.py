@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import logging
 import random
 import threading
@@ -28,12 +29,25 @@ import uuid
 import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
 
 from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
@@ -41,7 +55,7 @@ from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
 from . import audit, config_cache, counters, secrets
 from .errors import Conflict, NotFound
-from .events import NewEvent, kick_soon, stage, store
+from .events import EVENT_ROW_KEYS, NewEvent, event_rows, kick_soon, stage, store
 from .registry import get_registry
 
 DELIVERY = ActionDelivery.__table__
@@ -64,13 +78,22 @@ def apply_in_transaction(transition: CompiledTransition, context: ActionContext,
     return values
 
 
+#: What an outbox row keeps of the action's context (secrets and settings are read when the
+#: delivery runs; the delivery's own id, key and attempt are its columns).
+SNAPSHOT_FIELDS = tuple(name for name in ActionContext.__dataclass_fields__
+                        if name not in ("secrets", "settings", "delivery_id", "idempotency_key",
+                                        "attempt"))
+
+
 def outbox_rows(transition: CompiledTransition, context: ActionContext, workflow_id: int,
                 integration_id: int, event_id: int | None, now: datetime,
                 action_types: dict[str, ActionType]) -> list[dict[str, Any]]:
     """The outbox rows of the transition's side-effecting actions (one per delivery)."""
     rows = []
-    snapshot = {k: v for k, v in asdict(context).items()
-                if k not in ("secrets", "settings", "delivery_id", "idempotency_key", "attempt")}
+    # Shallow (asdict's deep copy cost several times the engine's decision per transition):
+    # the values come from JSON and are not changed in place; the dicts are copied one level.
+    snapshot = {name: (dict(value) if isinstance(value, dict) else value)
+                for name in SNAPSHOT_FIELDS for value in (getattr(context, name),)}
     for position, action in enumerate(transition.actions):
         kind = action_types.get(action.get("type") or "")
         if kind is None or kind.in_transaction:
@@ -94,8 +117,28 @@ def write_outbox(conn: Any, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows in the caller's transaction; wake a delivery once it commits."""
     if not rows:
         return
-    conn.execute(insert(DELIVERY), rows)
+    if conn.dialect.name == "postgresql":
+        # One statement for the batch (an executemany is a statement per row on the server).
+        conn.execute(_insert_from_json(), {"rows": json.dumps(rows, default=_json_default)})
+    else:
+        conn.execute(insert(DELIVERY), rows)
     _wake_after_commit()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@functools.cache
+def _insert_from_json() -> Any:
+    """PostgreSQL: INSERT … SELECT FROM json_to_recordset(:rows), the outbox row columns."""
+    names = [c.name for c in DELIVERY.c if c.name != "id"]
+    given = (func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON))
+             .table_valued(*(column(n, DELIVERY.c[n].type) for n in names))
+             .render_derived(name="v", with_types=True))
+    return insert(DELIVERY).from_select(names, select(*(given.c[n] for n in names)))
 
 
 def _wake_after_commit() -> None:
@@ -262,8 +305,6 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime,
     candidates = list(db.session.execute(query))
     if not candidates:
         return [], False
-    busy_integration: Counter[int] = Counter()
-    busy_action: Counter[tuple[Any, ...]] = Counter()
     over = finished()  # read after the lock: a call that ended meanwhile frees its slot
     running = (select(c.integration_id, c.workflow_id, c.transition, c.position, c.action_id,
                       func.count().label("n"))
@@ -273,7 +314,28 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime,
                          c.action_id))
     if over:
         running = running.where(c.id.not_in(over))
-    for row in db.session.execute(running):
+    chosen = _choose(candidates, list(db.session.execute(running)), limit, per_integration,
+                     registry)
+    more = len(candidates) > len(chosen)
+    if not chosen:
+        return [], more
+    leased = list(db.session.execute(
+        update(DELIVERY).where(c.id.in_(chosen), _due(now))
+        .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
+                leased_by=owner, attempts=c.attempts + 1, updated_at=now)
+        .returning(*ROW_COLUMNS, c.config, c.attempts, c.idempotency_key)))
+    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    leased.sort(key=lambda row: order[row.id])  # oldest due first
+    return _claimed(leased, owner, registry), more
+
+
+def _choose(candidates: list[Any], running: list[Any], limit: int, per_integration: int,
+            registry: dict[str, ActionType]) -> list[int]:
+    """Up to `limit` candidate ids, oldest due first, that fit the concurrency limits beside
+    the `running` counts (per integration and action)."""
+    busy_integration: Counter[int] = Counter()
+    busy_action: Counter[tuple[Any, ...]] = Counter()
+    for row in running:
         busy_integration[row.integration_id] += row.n
         busy_action[_action_key(row)] += row.n
     chosen: list[int] = []
@@ -289,17 +351,7 @@ def _claim_in_transaction(limit: int, owner: str, now: datetime,
         busy_integration[row.integration_id] += 1
         busy_action[key] += 1
         chosen.append(row.id)
-    more = len(candidates) > len(chosen)
-    if not chosen:
-        return [], more
-    leased = list(db.session.execute(
-        update(DELIVERY).where(c.id.in_(chosen), _due(now))
-        .values(status=ActionStatus.RUNNING.value, lease_until=now + timedelta(seconds=lease),
-                leased_by=owner, attempts=c.attempts + 1, updated_at=now)
-        .returning(*ROW_COLUMNS, c.config, c.attempts, c.idempotency_key)))
-    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
-    leased.sort(key=lambda row: order[row.id])  # oldest due first
-    return _claimed(leased, owner, registry), more
+    return chosen
 
 
 def _claimed(rows: list[Any], owner: str, registry: dict[str, ActionType]) -> list[Claimed]:
@@ -386,40 +438,50 @@ def record_results(done: list[tuple[int, str, int, ActionResult]]) -> dict[int, 
 
 
 def exchange(done: list[tuple[Row, str, int, ActionResult]], limit: int, owner: str,
-             finished: Callable[[], set[int]] = set
+             finished: Callable[[], set[int]] = set, conn: Connection | None = None
              ) -> tuple[dict[int, str | None], list[Claimed], bool]:
     """One executor round in one transaction: record results (see `record_results`), then
     claim up to `limit` more for `owner` (see `claim`; `finished` names its rows whose calls
     are over); returns the new statuses, the claimed deliveries and whether due ones were
-    left."""
-    try:
-        out, queued = _record_in_transaction(done)
-        items, more = _claim_in_transaction(limit, owner, utcnow(), finished)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    left. On PostgreSQL it runs on `conn` when given (the pump keeps one), and commits it."""
+    if conn is None and not _postgres():
+        try:
+            out, queued = _record_in_transaction(done)
+            items, more = _claim_in_transaction(limit, owner, utcnow(), finished)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+    else:
+        # PostgreSQL: a round is four statements in two round trips, whatever the batch holds
+        # (see `_exchange_postgres`); on the pump's own connection it commits them itself.
+        own = conn if conn is not None else db.session.connection()
+        try:
+            out, queued, leased, more = _exchange_postgres(own, done, limit, owner, finished,
+                                                           commit=conn is not None)
+            if conn is None:
+                db.session.commit()
+        except Exception:
+            if conn is None:
+                db.session.rollback()
+            elif own.connection.driver_connection is not None:
+                own.connection.driver_connection.rollback()
+            raise
+        items = _claimed(leased, owner, get_registry().action_types) if leased else []
     if queued:
         kick_soon()
     return out, items, more
 
 
-def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
-                           ) -> tuple[dict[int, str | None], int]:
-    """Record results in the caller's transaction: new statuses, outcome events queued.
-
-    Each UPDATE is guarded by owner, attempt and status: a row whose lease ran out and that
-    another worker took keeps that worker's attempt, and gets no outcome event from this one.
-    """
-    out: dict[int, str | None] = {d[0].id: None for d in done}
-    if not done:
-        return out, 0
-    now = utcnow()
+def _results(done: list[tuple[Row, str, int, ActionResult]], now: datetime
+             ) -> tuple[list[dict[str, Any]], dict[int, str], list[tuple[Row, NewEvent]]]:
+    """Each result's row change, the status it gives its delivery and the outcome events of
+    the final ones (succeeded, or failed after the last attempt)."""
     cfg = current_app.config
     base = float(cfg.get("ACTION_BACKOFF_BASE", 2.0))
     cap = float(cfg.get("ACTION_BACKOFF_CAP", 600.0))
-    c = DELIVERY.c
     changes: list[dict[str, Any]] = []
+    statuses: dict[int, str] = {}
     outcomes: list[tuple[Row, NewEvent]] = []
     for row, owner, attempts, result in done:
         if result.succeeded:
@@ -437,10 +499,201 @@ def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
             "v_response": _small(result.response),
             "v_next": now + timedelta(seconds=wait) if status == ActionStatus.PENDING else None,
             "v_finished": now if status != ActionStatus.PENDING else None})
-        out[row.id] = status.value
+        statuses[row.id] = status.value
         # An alert's notification has no instance whose workflow could react to it.
         if status != ActionStatus.PENDING and row.instance_id is not None:
             outcomes.append((row, _outcome_event(row, status, result, attempts)))
+    return changes, statuses, outcomes
+
+
+def _outcome_label(row: Row, status: str) -> str:
+    return counters.labels_text(counters.ACTION_OUTCOMES, (
+        row.type, "retried" if status == ActionStatus.PENDING.value else status))
+
+
+def _exchange_postgres(conn: Connection, done: list[tuple[Row, str, int, ActionResult]],
+                       limit: int, owner: str, finished: Callable[[], set[int]], commit: bool
+                       ) -> tuple[dict[int, str | None], int, list[Any], bool]:
+    """`exchange` on PostgreSQL: the claims' turn (when claiming) and one statement that
+    records the results with their outcome events and counts and reads the candidates with
+    the running counts, sent together; then the lease (and the commit, with `commit`), sent
+    together. Returns the new statuses, outcome events queued, the leased rows and whether
+    due ones were left.
+
+    The statements go through the driver in pipeline mode (two round trips a round, not
+    four): the driver connection is the one `conn` stands for, in its transaction.
+    """
+    from psycopg.rows import namedtuple_row
+
+    now = utcnow()
+    changes, statuses, outcomes = _results(done, now)
+    rows = {row.id: row for row, _, _, _ in done}
+    given = [{"id": ch["b_id"], "owner": ch["b_owner"], "attempts": ch["b_attempts"],
+              "status": ch["v_status"], "code": ch["v_code"], "error": ch["v_error"],
+              "request": ch["v_request"], "response": ch["v_response"], "next_at": ch["v_next"],
+              "finished_at": ch["v_finished"],
+              "labels": _outcome_label(rows[ch["b_id"]], ch["v_status"])} for ch in changes]
+    events = []
+    for position, (row, new_event) in enumerate(outcomes):
+        for event_row in event_rows(row.integration_id, [new_event], now):
+            events.append({**event_row, "delivery_id": row.id, "position": position})
+    cfg = current_app.config
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the connection was closed")
+    leased: list[Any] = []
+    with driver.pipeline():
+        if limit > 0:
+            # Claims take turns (see `_claim_in_transaction`); the statement after it reads
+            # the candidates and running counts once the turn is ours, in its own snapshot.
+            driver.execute(_CLAIM_TURN)
+        found = driver.cursor(row_factory=namedtuple_row).execute(_round_sql(), {
+            "results": json.dumps(given, default=_json_default),
+            "events": json.dumps(events, default=_json_default), "now": now,
+            "counter": counters.ACTION_OUTCOMES, "n": max(limit * 4, 100) if limit > 0 else 0,
+            # Rows whose calls ended (results not recorded yet) hold no slot; the rows this
+            # statement records are left out of the counts by the statement itself.
+            "over": sorted(finished()) if limit > 0 else []}).fetchone()
+        recorded = set(found.recorded or [])
+        candidates = [_Candidate(**c) for c in found.candidates or []]
+        chosen = _choose(candidates, [_Running(**r) for r in found.running or []], limit,
+                         int(cfg.get("ACTION_CONCURRENCY_PER_INTEGRATION", 4)),
+                         get_registry().action_types) if candidates and limit > 0 else []
+        cursor = None
+        if chosen:
+            lease = float(cfg.get("ACTION_LEASE_SECONDS", 120))
+            cursor = driver.cursor(row_factory=namedtuple_row).execute(_LEASE, {
+                "ids": chosen, "now": now, "owner": owner,
+                "lease": now + timedelta(seconds=lease)})
+        if commit:
+            driver.commit()
+        if cursor is not None:
+            leased = cursor.fetchall()
+    out: dict[int, str | None] = {i: (statuses[i] if i in recorded else None)
+                                  for i in statuses}
+    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    leased.sort(key=lambda row: order[row.id])  # oldest due first
+    return out, found.queued, leased, len(candidates) > len(chosen)
+
+
+@dataclass
+class _Candidate:
+    id: int
+    integration_id: int
+    workflow_id: int | None
+    transition: str
+    position: int
+    action_id: str
+    type: str
+    config: dict[str, Any]
+    next_attempt_at: Any = None
+
+
+@dataclass
+class _Running:
+    integration_id: int
+    workflow_id: int | None
+    transition: str
+    position: int
+    action_id: str
+    n: int
+
+
+_CLAIM_TURN = f"SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+_DUE_SQL = (f"((status = '{ActionStatus.PENDING.value}' AND next_attempt_at <= %(now)s) OR "
+            f"(status = '{ActionStatus.RUNNING.value}' AND lease_until < %(now)s))")
+_LEASE = (
+    f"UPDATE action_delivery SET status = '{ActionStatus.RUNNING.value}', "
+    "lease_until = %(lease)s, leased_by = %(owner)s, attempts = attempts + 1, "
+    f"updated_at = %(now)s WHERE id = ANY(CAST(%(ids)s AS bigint[])) AND {_DUE_SQL} "
+    f"RETURNING {', '.join(Row.__dataclass_fields__)}, config, attempts, idempotency_key")
+
+
+def _recordset_columns(table: Any, names: list[str]) -> str:
+    """`name type, …` of a json_to_recordset alias, the types those of the table's columns."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    return ", ".join(f"{n} {table.c[n].type.compile(dialect=dialect)}" for n in names)
+
+
+@functools.cache
+def _round_sql() -> str:
+    """The statement of a PostgreSQL round (built once): record the results — guarded by
+    owner, attempt and status, as on SQLite — with, for the rows whose guard held, their
+    outcome events (ON CONFLICT DO NOTHING: the dedupe key is per attempt) and their counts;
+    then the due candidates and the running counts of their integrations (leaving out the
+    rows recorded here, which this statement's snapshot still shows running)."""
+    from .events import EVENT
+
+    running = ActionStatus.RUNNING.value
+    event_columns = [c.name for c in EVENT.c if c.name in EVENT_ROW_KEYS]
+    return f"""
+WITH given AS (
+  SELECT * FROM json_to_recordset(CAST(%(results)s AS json)) AS g(
+    id bigint, owner text, attempts integer, status text, code integer, error text,
+    request json, response json, next_at timestamptz, finished_at timestamptz, labels text)
+), recorded AS (
+  UPDATE action_delivery AS d SET status = g.status, lease_until = NULL, updated_at = %(now)s,
+    last_status_code = g.code, last_error = g.error, request = g.request,
+    response = g.response, next_attempt_at = g.next_at, finished_at = g.finished_at
+  FROM given AS g
+  WHERE d.id = g.id AND d.leased_by = g.owner AND d.attempts = g.attempts
+    AND d.status = '{running}'
+  RETURNING d.id
+), counted AS (
+  INSERT INTO metric_count (name, labels, count)
+  SELECT %(counter)s, g.labels, count(*) FROM given AS g JOIN recorded AS r ON r.id = g.id
+  GROUP BY g.labels
+  RETURNING id
+), outcomes AS (
+  INSERT INTO event ({", ".join(event_columns)})
+  SELECT {", ".join(f"e.{n}" for n in event_columns)}
+  FROM json_to_recordset(CAST(%(events)s AS json)) AS e(
+    {_recordset_columns(EVENT, event_columns)}, delivery_id bigint, position integer)
+  JOIN recorded AS r ON r.id = e.delivery_id
+  ORDER BY e.position
+  ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+  RETURNING id
+), candidates AS (
+  SELECT id, integration_id, workflow_id, transition, position, action_id, type, config,
+    next_attempt_at
+  FROM action_delivery WHERE {_DUE_SQL}
+  ORDER BY next_attempt_at, id LIMIT %(n)s
+), running AS (
+  SELECT d.integration_id, d.workflow_id, d.transition, d.position, d.action_id,
+    count(*) AS n
+  FROM action_delivery AS d
+  WHERE d.status = '{running}' AND d.lease_until >= %(now)s
+    AND d.integration_id IN (SELECT integration_id FROM candidates)
+    AND d.id <> ALL(CAST(%(over)s AS bigint[]))
+    AND NOT EXISTS (SELECT 1 FROM given AS g
+                    WHERE g.id = d.id AND g.owner = d.leased_by AND g.attempts = d.attempts)
+  GROUP BY d.integration_id, d.workflow_id, d.transition, d.position, d.action_id
+)
+SELECT (SELECT json_agg(id) FROM recorded) AS recorded,
+  (SELECT count(*) FROM outcomes) AS queued,
+  (SELECT count(*) FROM counted) AS counted,
+  (SELECT json_agg(c ORDER BY c.next_attempt_at, c.id) FROM candidates AS c) AS candidates,
+  (SELECT json_agg(r) FROM running AS r) AS running
+"""
+
+
+def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
+                           ) -> tuple[dict[int, str | None], int]:
+    """Record results in the caller's transaction (SQLite; PostgreSQL: `_exchange_postgres`):
+    new statuses, outcome events queued.
+
+    Each UPDATE is guarded by owner, attempt and status: a row whose lease ran out and that
+    another worker took keeps that worker's attempt, and gets no outcome event from this one.
+    """
+    out: dict[int, str | None] = {d[0].id: None for d in done}
+    if not done:
+        return out, 0
+    now = utcnow()
+    c = DELIVERY.c
+    changes, statuses, outcomes = _results(done, now)
+    out.update(statuses)
     statement = (
         update(DELIVERY)
         .where(c.id == bindparam("b_id"), c.leased_by == bindparam("b_owner"),
@@ -451,19 +704,9 @@ def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
                 response=bindparam("v_response", type_=c.response.type),
                 next_attempt_at=bindparam("v_next", type_=c.next_attempt_at.type),
                 finished_at=bindparam("v_finished", type_=c.finished_at.type)))
-    if _postgres():
-        # One round trip; its row count tells whether every guard held (almost always).
-        if affected(db.session.execute(statement, changes)) != len(changes):
-            ours = {(r.id, r.leased_by, r.attempts) for r in db.session.execute(
-                select(c.id, c.leased_by, c.attempts).where(
-                    c.id.in_(list(out)), c.updated_at == now, c.lease_until.is_(None)))}
-            lost = {ch["b_id"] for ch in changes
-                    if (ch["b_id"], ch["b_owner"], ch["b_attempts"]) not in ours}
-            out.update({i: None for i in lost})
-    else:
-        for change in changes:  # SQLite: check each
-            if affected(db.session.execute(statement, change)) != 1:
-                out[change["b_id"]] = None
+    for change in changes:  # in-process: one prepared UPDATE each, its row count checked
+        if affected(db.session.execute(statement, change)) != 1:
+            out[change["b_id"]] = None
     # Counted in this transaction (the executor runs in worker processes: see counters).
     tally: Counter[tuple[str, str]] = Counter()
     for row, _, _, _ in done:
@@ -485,8 +728,6 @@ def _record_in_transaction(done: list[tuple[Row, str, int, ActionResult]]
 
 def _small(value: Any, limit: int = 20000) -> Any:
     """A response kept for the pages: as is when small, else a note and an excerpt."""
-    import json
-
     text = json.dumps(value, default=str)
     return value if len(text) <= limit else {"truncated": text[:limit]}
 
@@ -558,6 +799,9 @@ class ActionExecutor:
         self.held_until = 0.0
         self.stopping = False
         self.storing = False
+        #: The pump thread's own connection on PostgreSQL (`local.conn`), kept across its
+        #: rounds (no pool checkout and pre-ping per round); dropped when a round fails.
+        self.local = threading.local()
         #: Counts (rounds, claimed, recorded, dropped) and seconds the pump's rounds took.
         self.stats: dict[str, float] = defaultdict(float)
 
@@ -636,6 +880,18 @@ class ActionExecutor:
         return self.threads - self.active - len(self.queue)
 
     def _pump(self) -> None:
+        try:
+            self._pump_rounds()
+        finally:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _pump_rounds(self) -> None:
         idle_since = time.monotonic()
         while True:
             with self.cond:
@@ -664,6 +920,7 @@ class ActionExecutor:
                         db.session.remove()
             except Exception:  # noqa: BLE001 — the database is away: try again next round
                 log.exception("action pump round failed")
+                self._drop_connection()
                 time.sleep(1.0)
             finally:
                 with self.cond:
@@ -679,8 +936,11 @@ class ActionExecutor:
         """Record the results and claim for the free threads, in one transaction."""
         began = time.perf_counter()
         try:
+            conn = getattr(self.local, "conn", None)
+            if conn is None and db.engine.dialect.name == "postgresql":
+                conn = self.local.conn = db.engine.connect()
             _, items, more = exchange([(i.row, i.owner, i.attempt, r) for i, r, _ in results],
-                                      free, self.owner, self._finished)
+                                      free, self.owner, self._finished, conn)
         except Exception:
             # Keep the results (counting the failure) for the next round; a row whose results
             # are dropped is delivered again once its lease runs out.
