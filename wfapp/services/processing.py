@@ -79,8 +79,11 @@ def worker_id() -> str:
 # --- leases -------------------------------------------------------------------------------------
 
 
-def acquire_leases(names: list[str], owner: str, seconds: float) -> list[str]:
-    """Take (or renew) those leases no other live owner holds; commits; return the names taken.
+def acquire_leases(names: list[str], owner: str, seconds: float, commit: bool = True
+                   ) -> list[str]:
+    """Take (or renew) those leases no other live owner holds; return the names taken.
+
+    Commits unless `commit` is false (the caller then commits them with more work).
 
     Two statements whatever the number of names: the missing lease rows are created free, then
     one UPDATE takes every free, expired or already owned one.
@@ -97,7 +100,8 @@ def acquire_leases(names: list[str], owner: str, seconds: float) -> list[str]:
         update(LEASE).where(LEASE.c.name.in_(names), free)
         .values(owner=owner, expires_at=now + timedelta(seconds=seconds))
         .returning(LEASE.c.name)).scalars())
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return sorted(taken, key=names.index)
 
 
@@ -106,11 +110,21 @@ def acquire_lease(name: str, owner: str, seconds: float) -> bool:
     return bool(acquire_leases([name], owner, seconds))
 
 
-def release_leases(names: list[str], owner: str) -> None:
-    """Give leases back; commits."""
+def release_leases(names: list[str], owner: str, commit: bool = True) -> None:
+    """Give leases back; commits unless `commit` is false."""
     db.session.execute(update(LEASE).where(LEASE.c.name.in_(names), LEASE.c.owner == owner)
                        .values(expires_at=None, owner=""))
-    db.session.commit()
+    if commit:
+        db.session.commit()
+
+
+@dataclass
+class _Leases:
+    """The partition leases a worker holds for a group of batches."""
+
+    names: list[str]
+    owner: str
+    released: bool = False
 
 
 def release_lease(name: str, owner: str) -> None:
@@ -276,7 +290,7 @@ def process_batch(partitions: int | list[int], limit: int = 200) -> int:
 
 
 def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
-           claim_next: bool = False) -> tuple[int, list[int]]:
+           claim_next: bool = False, leases: _Leases | None = None) -> tuple[int, list[int]]:
     """Process a batch; how many events, and the next batch's ids when `claim_next`.
 
     Every event is decided in memory first (an instance steps through its events in received
@@ -287,7 +301,8 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
 
     `claimed` are ids whose attempt an earlier commit counted; without them the batch claims
     its own in a commit first. With `claim_next` the next batch is claimed and its attempt
-    counted in this batch's own commit: one commit per batch instead of two.
+    counted in this batch's own commit: one commit per batch instead of two. When no next
+    batch is left, `leases` are released in that same commit.
     """
     ids = claimed if claimed is not None else _start_attempt(partitions, limit)
     if not ids:
@@ -302,7 +317,7 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
         .order_by(EVENT.c.id)))
     if not events:
         following = _count_attempt(conn, partitions, limit) if claim_next else []
-        db.session.commit()
+        _end(following, leases)
         return 0, following
     integrations, workflows = _integrations(conn, {e.integration_id for e in events})
     modes = {i: row.instance_mode for i, row in integrations.items()}
@@ -317,8 +332,18 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
     write_outbox(conn, deliveries)
     _write_events(conn, [(event.id, outcomes[event.id]) for event in events], now)
     following = _count_attempt(conn, partitions, limit) if claim_next else []
-    db.session.commit()
+    _end(following, leases)
     return len(ids), following
+
+
+def _end(following: list[int], leases: _Leases | None) -> None:
+    """Commit a batch; with nothing claimed after it, its group's leases go back in that commit."""
+    if leases is not None and not following:
+        release_leases(leases.names, leases.owner, commit=False)
+        db.session.commit()
+        leases.released = True
+        return
+    db.session.commit()
 
 
 def _integrations(conn: Connection, ids: set[int]) -> tuple[dict[int, Any], Workflows]:
@@ -597,7 +622,8 @@ def _write_events(conn: Connection, outcomes: list[tuple[int, Outcome]], now: da
 
 
 def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] | None = None,
-                          claim_next: bool = False) -> tuple[int, list[int]]:
+                          claim_next: bool = False, leases: _Leases | None = None
+                          ) -> tuple[int, list[int]]:
     """A batch (see `_batch`); when it fails, retry event by event, marking the failing one.
 
     One event that breaks processing (a bug, data the database refuses) must not block the
@@ -605,7 +631,7 @@ def _process_batch_safely(partitions: list[int], size: int, claimed: list[int] |
     can be replayed once the cause is fixed.
     """
     try:
-        return _batch(partitions, size, claimed, claim_next)
+        return _batch(partitions, size, claimed, claim_next, leases)
     except Overtaken as exc:
         # Nothing of this batch is written; what is still pending is claimed afresh, its
         # attempt taken back (nothing broke: the batch only lost a race).
@@ -667,18 +693,23 @@ def process_pending(time_budget: float = 20.0, batch_size: int | None = None) ->
         worked = False
         for start in range(0, len(partitions), width):
             names = acquire_leases([f"partition:{p}" for p in partitions[start:start + width]],
-                                   owner, lease_seconds)
+                                   owner, lease_seconds, commit=False)
             if not names:
+                db.session.commit()
                 continue
             worked = True
             group = [int(name.split(":", 1)[1]) for name in names]
+            leases = _Leases(names, owner)
+            # The first batch is claimed in the commit that takes the leases, each next one in
+            # its predecessor's commit, and the last one gives the leases back in its own.
+            claimed: list[int] | None = _count_attempt(db.session.connection(), group, size)
+            db.session.commit()
             leased = time.monotonic()
-            claimed: list[int] | None = None
             try:
-                while True:
+                while claimed:
                     ids, claimed = claimed, None  # a batch that fails had its attempt
                     count, claimed = _process_batch_safely(
-                        group, size, ids, claim_next=time.monotonic() < deadline)
+                        group, size, ids, claim_next=time.monotonic() < deadline, leases=leases)
                     done += count
                     if not claimed or time.monotonic() >= deadline or stopping():
                         break
@@ -692,7 +723,8 @@ def process_pending(time_budget: float = 20.0, batch_size: int | None = None) ->
                     # Claimed with the last batch but not started: their attempt never happened.
                     _uncount(db.session.connection(), claimed)
                     db.session.commit()
-                release_leases(names, owner)
+                if not leases.released:
+                    release_leases(names, owner)
             if time.monotonic() >= deadline or stopping():
                 break
         if not worked:
