@@ -186,3 +186,46 @@ def test_a_bad_max_concurrency_names_its_field(app, receiver, value, message):
     exported = export_document("ORDERS")["workflow"]["transitions"][0]["actions"][1]["config"]
     assert "max_concurrency" not in exported  # nothing written
     assert before["workflow"]["transitions"][0]["actions"][1]["config"] == exported
+
+
+def test_deliveries_yield_while_the_inbox_holds_a_backlog(app, receiver):
+    """With ACTION_YIELD_BACKLOG events of other sources waiting, a process runs at most
+    ACTION_YIELD_CONCURRENCY deliveries at once; once they are applied, all its threads again."""
+    app.config.update(ACTION_YIELD_BACKLOG=5, ACTION_YIELD_CONCURRENCY=1)
+    order_workflow(receiver.url)
+    shop_integration()
+    keys = [f"Y{i}" for i in range(8)]
+    for key in keys:
+        receiver.script(f"/submit/{key}", [("sleep", 0.3)])
+    _send(*keys)  # eight deliveries due
+    # Six events someone waits for, stored and not yet applied: the inbox has a backlog.
+    ingest(get_integration("SHOP"), [NewEvent("on_webhook", "noise", f"N{i}", None, {})
+                                     for i in range(6)], kick=False)
+    executor = outbox.executor()
+    executor.wake()
+    try:
+        _wait(lambda: sum(d.status == "succeeded" for d in _deliveries()) >= 3)
+        assert receiver.peak == 1  # one at a time while the backlog waits
+        assert executor.stats["yields"] == 1
+        process_pending(time_budget=30)  # the backlog applied (and the outcomes so far)
+        _wait(lambda: sum(d.status == "succeeded" for d in _deliveries()) == 8)
+        _wait(executor.settled)
+    finally:
+        executor.stop(10)
+    assert receiver.peak > 1  # back to full concurrency for the rest
+    assert executor.yielding_since is None and executor.stats["yield_s"] > 0
+    assert len(receiver.requests()) == 8  # each delivered once
+
+
+def test_deliveries_never_yield_with_the_setting_off(app, receiver):
+    app.config.update(ACTION_YIELD_BACKLOG=0)
+    order_workflow(receiver.url)
+    shop_integration()
+    keys = [f"Z{i}" for i in range(4)]
+    for key in keys:
+        receiver.script(f"/submit/{key}", [("sleep", 0.3)])
+    _send(*keys)
+    ingest(get_integration("SHOP"), [NewEvent("on_webhook", "noise", f"M{i}", None, {})
+                                     for i in range(6)], kick=False)
+    _drain_with_executor(4)
+    assert receiver.peak == 4

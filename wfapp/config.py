@@ -78,6 +78,11 @@ POLL_YIELD_CONCURRENCY = 2
 # were changed in another process (the per-process configuration cache).
 ACTION_THREADS = 8
 ACTION_CONCURRENCY_PER_INTEGRATION = 4
+# Deliveries yield to the inbox like polls: while at least ACTION_YIELD_BACKLOG events (other
+# than action results) wait to be applied (0: never yield), each process runs at most
+# ACTION_YIELD_CONCURRENCY deliveries at once, until fewer than half of that wait.
+ACTION_YIELD_BACKLOG = 100
+ACTION_YIELD_CONCURRENCY = 2
 ACTION_INTERVAL = 2
 ACTION_LEASE_SECONDS = 120
 ACTION_BACKOFF_BASE = 2.0

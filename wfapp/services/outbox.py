@@ -198,6 +198,8 @@ STORE_ATTEMPTS = 5
 HELD_BACK_PAUSE = 0.1
 #: How long an idle executor pump (nothing queued, running or to record) lives before it exits.
 IDLE_SECONDS = 2.0
+#: How often a pump with deliveries to claim looks at the inbox for events waiting (yielding).
+YIELD_CHECK_SECONDS = 0.25
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -804,6 +806,13 @@ class ActionExecutor:
         self.local = threading.local()
         #: Counts (rounds, claimed, recorded, dropped) and seconds the pump's rounds took.
         self.stats: dict[str, float] = defaultdict(float)
+        # Yielding to the inbox (see ACTION_YIELD_BACKLOG): when it began, when last looked.
+        config = app.config
+        self.yield_backlog = max(0, int(config.get("ACTION_YIELD_BACKLOG", 100)))
+        self.yield_workers = max(1, min(int(config.get("ACTION_YIELD_CONCURRENCY", 2)),
+                                        self.threads))
+        self.yielding_since: float | None = None
+        self.checked_at = 0.0
 
     def wake(self) -> dict[str, int]:
         """Ask for a claiming round; returns at once."""
@@ -877,7 +886,33 @@ class ActionExecutor:
     # --- the pump -------------------------------------------------------------------------------
 
     def _free(self) -> int:
-        return self.threads - self.active - len(self.queue)
+        limit = self.yield_workers if self.yielding_since is not None else self.threads
+        return max(0, limit - self.active - len(self.queue))
+
+    def _check_yield(self) -> None:
+        """Yield while `yield_backlog` events other than action results wait to be applied;
+        resume below half of that. Deliveries are work this process schedules; the inbox holds
+        work other systems wait for, so on shared cores the inbox goes first."""
+        if not self.yield_backlog or time.monotonic() - self.checked_at < YIELD_CHECK_SECONDS:
+            return
+        from .events import pending_other_than
+
+        waiting = pending_other_than(RESULT_SOURCE, self.yield_backlog)
+        db.session.rollback()  # no transaction left open on the pump's session
+        now = time.monotonic()
+        with self.cond:
+            self.checked_at = now
+            if waiting >= self.yield_backlog and self.yielding_since is None:
+                self.yielding_since = now
+                self.stats["yields"] += 1
+                log.info("action deliveries yield: %s+ events wait in the inbox; at most %d at "
+                         "once in this process until they are applied", waiting,
+                         self.yield_workers)
+            elif self.yielding_since is not None and waiting < max(1, self.yield_backlog // 2):
+                seconds = now - self.yielding_since
+                self.stats["yield_s"] += seconds
+                self.yielding_since = None
+                log.info("action deliveries resume after yielding %.1f s", seconds)
 
     def _pump(self) -> None:
         try:
@@ -896,14 +931,17 @@ class ActionExecutor:
         while True:
             with self.cond:
                 held = self.held_until - time.monotonic()
+                yielding = self.yielding_since is not None
                 if not (self.woken or self.results or
-                        (self.more and held <= 0 and self._free() > 0 and not self.stopping)):
+                        (self.more and held <= 0 and (self._free() > 0 or yielding)
+                         and not self.stopping)):
                     self.cond.wait(min(0.5, held) if self.more and held > 0 else 0.5)
                 woken, self.woken = self.woken, False
                 results, self.results = self.results, []
                 self.storing = bool(results)
                 free = self._free()
-                claim_now = not self.stopping and free > 0 and (
+                # While yielding, a round with no free slot still looks at the inbox again.
+                claim_now = not self.stopping and (free > 0 or yielding) and (
                     woken or (self.more and time.monotonic() >= self.held_until))
                 if results or claim_now or self.queue or self.active:
                     idle_since = time.monotonic()
@@ -915,7 +953,15 @@ class ActionExecutor:
             try:
                 with self.app.app_context():
                     try:
-                        self._round(results, free if claim_now else 0)
+                        if claim_now:
+                            self._check_yield()
+                            with self.cond:
+                                free = self._free()
+                                if not free:  # yielding: look again after a pause
+                                    self.more = True
+                                    self.held_until = time.monotonic() + YIELD_CHECK_SECONDS
+                        if results or free and claim_now:
+                            self._round(results, free if claim_now else 0)
                     finally:
                         db.session.remove()
             except Exception:  # noqa: BLE001 — the database is away: try again next round
