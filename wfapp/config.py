@@ -83,6 +83,9 @@ ACTION_CONCURRENCY_PER_INTEGRATION = 4
 # ACTION_YIELD_CONCURRENCY deliveries at once, until fewer than half of that wait.
 ACTION_YIELD_BACKLOG = 100
 ACTION_YIELD_CONCURRENCY = 2
+# Seconds between the GIL hand-overs a worker process asks of a busy thread (Python's default
+# is 0.005): its delivery and poll threads get the GIL back sooner after each network wait.
+WORKER_SWITCH_INTERVAL = 0.001
 ACTION_INTERVAL = 2
 ACTION_LEASE_SECONDS = 120
 ACTION_BACKOFF_BASE = 2.0
