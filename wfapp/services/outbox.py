@@ -35,14 +35,9 @@ from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import (
-    JSON,
-    Text,
     and_,
     bindparam,
-    cast,
-    column,
     func,
-    insert,
     or_,
     select,
     update,
@@ -57,6 +52,7 @@ from . import audit, config_cache, counters, secrets
 from .errors import Conflict, NotFound
 from .events import EVENT_ROW_KEYS, NewEvent, event_rows, kick_soon, stage, store
 from .registry import get_registry
+from .rowsets import insert_rows
 
 DELIVERY = ActionDelivery.__table__
 RESULT_SOURCE = "on_action_result"
@@ -117,11 +113,8 @@ def write_outbox(conn: Any, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows in the caller's transaction; wake a delivery once it commits."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        # One statement for the batch (an executemany is a statement per row on the server).
-        conn.execute(_insert_from_json(), {"rows": json.dumps(rows, default=_json_default)})
-    else:
-        conn.execute(insert(DELIVERY), rows)
+    # One statement for the batch on PostgreSQL (an executemany is a statement per row there).
+    insert_rows(conn, DELIVERY, rows)
     _wake_after_commit()
 
 
@@ -129,16 +122,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-@functools.cache
-def _insert_from_json() -> Any:
-    """PostgreSQL: INSERT … SELECT FROM json_to_recordset(:rows), the outbox row columns."""
-    names = [c.name for c in DELIVERY.c if c.name != "id"]
-    given = (func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON))
-             .table_valued(*(column(n, DELIVERY.c[n].type) for n in names))
-             .render_derived(name="v", with_types=True))
-    return insert(DELIVERY).from_select(names, select(*(given.c[n] for n in names)))
 
 
 def _wake_after_commit() -> None:

@@ -62,7 +62,7 @@ from .firing import (
 )
 from .outbox import RESULT_SOURCE, write_outbox
 from .registry import get_registry
-from .rowsets import among, insert_rows, json_row, pairs_among, recordset
+from .rowsets import among, insert_rows, pairs_among, recordset
 from .versions import WORKFLOW_HEAD, compiled_from_head
 
 EVENT = Event.__table__
@@ -545,7 +545,7 @@ def _compare_and_set(conn: Connection, rows: list[dict[str, Any]], columns: tupl
                      ) -> set[int]:
     """Write `columns` of each row's instance if its version is still `expected`; return ids.
 
-    One `UPDATE … FROM json_torecordset(…) RETURNING id` on PostgreSQL; on SQLite (in-process,
+    One `UPDATE … FROM json_to_recordset(…) RETURNING id` on PostgreSQL; on SQLite (in-process,
     no round trips, one writer at a time) one prepared UPDATE per row.
     """
     if not rows:
@@ -556,7 +556,7 @@ def _compare_and_set(conn: Connection, rows: list[dict[str, Any]], columns: tupl
         statement = (update(INSTANCE)
                      .where(INSTANCE.c.id == given.c.id, INSTANCE.c.version == given.c.expected)
                      .values({c: given.c[c] for c in columns}).returning(INSTANCE.c.id))
-        return set(conn.execute(statement, {"rows": [json_row(r) for r in rows]}).scalars())
+        return set(conn.execute(statement, {"rows": rows}).scalars())
     one = (update(INSTANCE)
            .where(INSTANCE.c.id == bindparam("b_id"),
                   INSTANCE.c.version == bindparam("b_expected"))

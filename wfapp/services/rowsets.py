@@ -7,24 +7,49 @@ statement per row. SQLite runs in-process, so there executemany costs nothing ex
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Table, any_, bindparam, column, func, insert, select, tuple_
+from sqlalchemy import (
+    JSON,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
+from sqlalchemy.types import TypeDecorator
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class _Rows(TypeDecorator[Any]):
+    """A list of row dicts bound as one JSON text (timestamps, at any depth, as ISO 8601)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str:
+        return json.dumps(value, default=_iso)
 
 
 def recordset(name: str, columns: dict[str, Any]) -> Any:
     """`json_to_recordset(:rows) AS name(col type, …)`: a whole batch as one bound value."""
-    return (func.json_to_recordset(bindparam("rows", type_=JSON))
+    return (func.json_to_recordset(cast(bindparam("rows", type_=_Rows()), JSON))
             .table_valued(*(column(c, t) for c, t in columns.items()))
             .render_derived(name=name, with_types=True))
-
-
-def json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON can carry it (timestamps as ISO 8601 text)."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -37,7 +62,7 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     names = list(rows[0])
     given = recordset("v", {c: table.c[c].type for c in names})
     conn.execute(insert(table).from_select(names, select(*(given.c[c] for c in names))),
-                 {"rows": [json_row(r) for r in rows]})
+                 {"rows": rows})
 
 
 def among(conn: Connection, col: Any, values: list[Any]) -> Any:
