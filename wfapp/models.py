@@ -601,6 +601,13 @@ class ActionDelivery(Model):
     __tablename__ = "action_delivery"
     __table_args__ = (
         Index("ix_action_delivery_due", "status", "next_attempt_at"),
+        # The pump's reads (outbox.py): due pending rows in order, running rows per integration.
+        Index("ix_action_delivery_pending", "next_attempt_at", "id",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+        Index("ix_action_delivery_running", "integration_id", "lease_until",
+              postgresql_where=text("status = 'running'"),
+              sqlite_where=text("status = 'running'")),
         Index("ix_action_delivery_instance", "instance_id", "id"),
         Index("ix_action_delivery_alert", "alert_id", "id"),
     )
