@@ -63,9 +63,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _timed(call: Any) -> tuple[int, float]:
+def _timed(call: Any, *args: Any, **kwargs: Any) -> tuple[int, float]:
+    """The status of `call(*args, **kwargs)` (an HTTP request) and the seconds it took."""
     started = time.perf_counter()
-    response = call()
+    response = call(*args, timeout=30, **kwargs)
     return response.status_code, time.perf_counter() - started
 
 
@@ -88,10 +89,9 @@ def test_poison_events_fail_and_the_web_process_keeps_answering(app, tokens, tmp
         n = 0
         while time.monotonic() < deadline and _counts().get("pending", 0):
             n += 1
-            answers.append(("page", *_timed(lambda: requests.get(f"{url}/auth/login",
-                                                                  timeout=30))))
-            answers.append(("write", *_timed(lambda: api.post(
-                f"{url}/api/v1/integrations", json={"code": f"W{n}"}, timeout=30))))
+            answers.append(("page", *_timed(requests.get, f"{url}/auth/login")))
+            answers.append(("write", *_timed(api.post, f"{url}/api/v1/integrations",
+                                             json={"code": f"W{n}"})))
             time.sleep(0.5)
     finally:
         stop(proc)
@@ -147,6 +147,22 @@ def test_killing_the_web_process_leaves_no_worker_process(app, tmp_path, poison)
         while time.monotonic() < deadline and any(_alive(pid) for pid in children):
             time.sleep(0.2)
         assert not [pid for pid in children if _alive(pid)]
+    finally:
+        stop(proc)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_with_isolation_off_the_jobs_run_in_the_web_process(app, tmp_path):
+    poison_setup()
+    ingest(get_integration("POISON"), poisoned_events(["K0", "K1", "K2", "K3"], {}), kick=False)
+    url, proc = start_server(app.config, tmp_path / "server.log",
+                             **dict(SERVER_ENV, WFAPP_EMBEDDED_ISOLATION="false"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _counts().get("pending", 0):
+            time.sleep(0.2)
+        assert _counts() == {"processed": 12}
+        assert _children(proc.pid) == []
     finally:
         stop(proc)
 

@@ -302,7 +302,10 @@ def child_main(config: dict[str, Any], jobs: Connection, calls: Connection) -> N
         busy[0] = True
         run_job(app, path, args)
         busy[0] = False
-        jobs.send(("done",))
+        try:
+            jobs.send(("done",))
+        except OSError:
+            return  # the web process is gone
 
 
 def _die_with_parent() -> None:

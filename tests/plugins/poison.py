@@ -1,4 +1,4 @@
-"""A test plugin whose matching crashes, hangs, spins or raises for chosen payloads (poison events)."""
+"""A test plugin whose matching crashes, hangs, spins or raises for chosen payloads (poison)."""
 
 from __future__ import annotations
 
