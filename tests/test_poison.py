@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from tests.poison_flows import poison_setup, poisoned_events, same_partition_keys
 from tests.services import start_worker
 from wfapp.extensions import db
 from wfapp.models import Event, Instance
 from wfapp.services.definitions import FORMAT, import_document
-from wfapp.services.events import NewEvent, ingest, partition_of
+from wfapp.services.events import ingest
 from wfapp.services.integrations import create_integration, get_integration
 from wfapp.services.runs import start_run
 
@@ -45,23 +46,6 @@ def test_catastrophic_pattern_in_a_workflow_processes_in_milliseconds(app):
     assert elapsed < 10  # generous: Python's backtracking re needed hours here
 
 
-def _poison_setup() -> None:
-    import_document({"format": FORMAT, "workflow": {
-        "code": "TOGGLE", "initial_state": "A", "states": [
-            {"code": "A", "is_initial": True}, {"code": "B"}],
-        "transitions": [
-            {"code": "AB", "from_state": "A", "to_state": "B", "trigger_type": "on_poison"},
-            {"code": "BA", "from_state": "B", "to_state": "A", "trigger_type": "on_poison"}]}})
-    create_integration({"code": "POISON", "workflow_code": "TOGGLE"})
-
-
-def _same_partition_keys(integration_id: int, count: int) -> list[str]:
-    """Record keys that share one inbox partition, so a poison event sits among good ones."""
-    target = partition_of(integration_id, "K0", None)
-    keys = [f"K{i}" for i in range(5000) if partition_of(integration_id, f"K{i}", None) == target]
-    return keys[:count]
-
-
 def _counts() -> dict[str, int]:
     db.session.rollback()
     return dict(db.session.execute(select(Event.status, func.count()).group_by(Event.status))
@@ -82,19 +66,10 @@ def test_poison_events_fail_and_everything_else_is_processed(rq_app):
     failed with its reason after at most MAX_EVENT_ATTEMPTS tries; the rest are processed."""
     from wfapp.queue import PROCESS_JOB, get_queue
 
-    _poison_setup()
+    poison_setup()
     integration = get_integration("POISON")
-    keys = _same_partition_keys(integration.id, 4)
-    events = []
-    for i in range(12):
-        events.append(NewEvent("on_poison", "good", keys[i % 4], None, {"n": i}))
-        if i == 3:
-            events.append(NewEvent("on_poison", "bad", keys[0], None, {"poison": "exit"}))
-        if i == 6:
-            events.append(NewEvent("on_poison", "bad", keys[1], None, {"poison": "hang"}))
-        if i == 9:
-            events.append(NewEvent("on_poison", "bad", keys[2], None, {"poison": "raise"}))
-    ingest(integration, events, kick=False)
+    keys = same_partition_keys(integration.id, 4)
+    ingest(integration, poisoned_events(keys, {3: "exit", 6: "hang", 9: "raise"}), kick=False)
     env = {"WFAPP_PLUGINS": "tests.plugins.poison", "WFAPP_JOB_TIMEOUT": "2",
            "WFAPP_MAX_EVENT_ATTEMPTS": "3"}
     for _ in range(15):

@@ -30,6 +30,10 @@ MAX_CONTENT_LENGTH = 64 * 1024 * 1024
 PAGE_SIZE = 50
 # Run queued jobs in a thread of the web process (the embedded queue; `make run` turns it on).
 EMBEDDED_WORKER = False
+# With the embedded worker, run the jobs in one child process that is killed and replaced when a
+# job runs past JOB_TIMEOUT (a plugin whose code never returns). False: in a thread of the web
+# process, as before, with no job timeout (an in-memory SQLite database always runs them there).
+EMBEDDED_ISOLATION = True
 # Seconds between timeout sweeps (which also re-queue pending events that lost their job).
 SWEEP_INTERVAL = 10
 # A worker's claim on an inbox partition expires after this many seconds unless renewed.
@@ -49,7 +53,8 @@ BULK_CHUNK = 500
 BULK_RESUME_SECONDS = 120
 # Seconds between evaluations of the alert rules.
 ALERT_INTERVAL = 60
-# RQ stops a job that runs longer than this many seconds (an event stuck in a plugin's code).
+# A job that runs longer than this many seconds is stopped (an event stuck in a plugin's code):
+# RQ kills its work horse, the embedded queue its worker process.
 JOB_TIMEOUT = 120
 # An event whose processing crashed or ran out of time this many times is marked failed (with
 # the reason) instead of being tried again, so it never blocks its partition or the workers.

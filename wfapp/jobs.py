@@ -68,6 +68,17 @@ def sweep() -> dict[str, int]:
         db.session.remove()
 
 
+def release_worker(owner: str) -> int:
+    """Free the partition leases of a worker process known to be dead (the embedded queue
+    killed it), so its partitions need not wait LEASE_SECONDS for their next batch."""
+    from .services.processing import release_owner
+
+    try:
+        return release_owner(owner)
+    finally:
+        db.session.remove()
+
+
 def deliver_actions() -> dict[str, int]:
     """Wake this process's action executor: its threads deliver due outbox rows.
 

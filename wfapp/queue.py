@@ -1,10 +1,10 @@
 """The job queue: RQ on Redis for many machines, or an embedded in-process queue for one.
 
 Both run the same module-level job functions of `wfapp.jobs`; only the transport differs.
-With `REDIS_URL` unset, jobs wait in memory and one daemon thread of the web process runs them
-(with `EMBEDDED_WORKER` on, as `make run` does) — a queue for a demo or a single small machine:
-nothing survives a restart but the events, which live in the database and are picked up again by
-the sweep.
+With `REDIS_URL` unset, jobs wait in memory and a daemon thread of the web process hands them to
+one worker process it supervises (with `EMBEDDED_WORKER` on, as `make run` does; see
+`wfapp.embedded_worker`) — a queue for a demo or a single small machine: nothing survives a
+restart but the events, which live in the database and are picked up again by the sweep.
 """
 
 from __future__ import annotations
@@ -167,7 +167,11 @@ class _Kicker:
 
 
 class EmbeddedQueue:
-    """Jobs in memory, run by one daemon thread of this process (or drained by hand in tests)."""
+    """Jobs in memory, in this process; run by the embedded worker (or drained by hand in tests).
+
+    The deque, the kick mark and the `once` marks live here even when the jobs run in the
+    worker process: that process's queue calls come back here over a pipe, so there is one state.
+    """
 
     embedded = True
 
@@ -212,40 +216,79 @@ class EmbeddedQueue:
             self.marks[name] = now + seconds
             return True
 
+    def take(self) -> tuple[str, tuple[Any, ...]] | None:
+        """The next job (taken off the queue), or None."""
+        with self.lock:
+            return self.jobs.popleft() if self.jobs else None
+
+    def put_back(self, path: str, args: tuple[Any, ...]) -> None:
+        """Queue a job at the front: it runs next."""
+        with self.lock:
+            self.jobs.appendleft((path, args))
+        self.wakeup.set()
+
     def drain(self, limit: int = 1000) -> int:
         """Run queued jobs in this thread until none are left; return how many ran."""
         ran = 0
         while ran < limit:
-            with self.lock:
-                if not self.jobs:
-                    return ran
-                path, args = self.jobs.popleft()
-            _run_job(self.app, path, args)
+            job = self.take()
+            if job is None:
+                return ran
+            run_job(self.app, *job)
             ran += 1
         return ran
 
     def start(self, schedules: list[tuple[str, float, str]]) -> None:
-        """Start the daemon thread that runs jobs and the periodic schedules."""
+        """Start the daemon thread that runs jobs and the periodic schedules.
+
+        With EMBEDDED_ISOLATION on (the default) the thread only supervises: the jobs run in a
+        worker process it can kill (`wfapp.embedded_worker`). An in-memory SQLite database
+        cannot be shared with another process, so there the jobs run in the thread itself.
+        """
         if self.thread is not None:
             return
-        self.thread = threading.Thread(target=self._loop, args=(schedules,), daemon=True,
+        from .embedded_worker import Supervisor, shareable_database
+        from .plugins import config_flag
+
+        run: Callable[[list[tuple[str, float, str]]], None] = self._loop
+        if not config_flag(self.app.config.get("EMBEDDED_ISOLATION", True),
+                           "EMBEDDED_ISOLATION"):
+            log.info("embedded queue: jobs run in a thread of the web process "
+                     "(EMBEDDED_ISOLATION is off)")
+        elif not shareable_database(self.app.config["SQLALCHEMY_DATABASE_URI"]):
+            log.warning("embedded queue: jobs run in a thread of the web process, without a "
+                        "job timeout: an in-memory SQLite database cannot be shared with a "
+                        "worker process")
+        else:
+            run = Supervisor(self).run
+        self.thread = threading.Thread(target=run, args=(schedules,), daemon=True,
                                        name="wfapp-embedded-worker")
         self.thread.start()
 
+    def enqueue_due(self, schedules: list[tuple[str, float, str]], due: dict[str, float]
+                    ) -> None:
+        """Queue the scheduled jobs whose time has come (`due`: name → next monotonic time)."""
+        now = time.monotonic()
+        for name, interval, path in schedules:
+            if due.get(name, 0.0) <= now:
+                due[name] = now + interval
+                self.enqueue(path)
+
+    def idle(self, seconds: float = 1.0) -> None:
+        """Wait until a job is queued, or `seconds` (the schedules' resolution)."""
+        self.wakeup.wait(timeout=seconds)
+        self.wakeup.clear()
+
     def _loop(self, schedules: list[tuple[str, float, str]]) -> None:
-        due = {name: 0.0 for name, _, _ in schedules}
+        due: dict[str, float] = {}
         while True:
-            now = time.monotonic()
-            for name, interval, path in schedules:
-                if due[name] <= now:
-                    due[name] = now + interval
-                    self.enqueue(path)
+            self.enqueue_due(schedules, due)
             self.drain()
-            self.wakeup.wait(timeout=1.0)
-            self.wakeup.clear()
+            self.idle()
 
 
-def _run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
+def run_job(app: Flask, path: str, args: tuple[Any, ...]) -> None:
+    """Run one job in the app context as the worker; log (and survive) its failure."""
     from flask import g
 
     with app.app_context():

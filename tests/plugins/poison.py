@@ -1,4 +1,4 @@
-"""A test plugin whose matching crashes, hangs or raises for chosen payloads (poison events)."""
+"""A test plugin whose matching crashes, hangs, spins or raises for chosen payloads (poison)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wfapp.plugin_api import TriggerType, hookimpl
 
 
 class PoisonTrigger(TriggerType):
-    """Matches every event, except that `{"poison": ...}` kills, hangs or raises first."""
+    """Matches every event, except that `{"poison": ...}` kills, hangs, spins or raises first."""
 
     def matches(self, config: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
         poison = (event.get("payload") or {}).get("poison")
@@ -19,6 +19,9 @@ class PoisonTrigger(TriggerType):
             os._exit(3)  # the worker process dies in the middle of the batch
         if poison == "hang":
             time.sleep(3600)
+        if poison == "spin":
+            while True:  # busy, never returns: holds the GIL as much as Python lets it
+                pass
         if poison == "raise":
             raise RuntimeError("plugin bug")
         return True

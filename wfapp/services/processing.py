@@ -41,7 +41,7 @@ from ..engine import (
     event_view,
     select_transition,
 )
-from ..extensions import db
+from ..extensions import affected, db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, Workflow, utcnow
 from ..queue import TIMEOUTS
 from ..shutdown import stopping
@@ -130,6 +130,14 @@ class _Leases:
 def release_lease(name: str, owner: str) -> None:
     """Give a lease back; commits."""
     release_leases([name], owner)
+
+
+def release_owner(owner: str) -> int:
+    """Free every lease `owner` holds (a worker process known to be dead); commits."""
+    freed = affected(db.session.execute(update(LEASE).where(LEASE.c.owner == owner)
+                                        .values(expires_at=None, owner="")))
+    db.session.commit()
+    return freed
 
 
 # --- batches ------------------------------------------------------------------------------------
