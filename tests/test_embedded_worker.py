@@ -173,3 +173,15 @@ def test_only_an_in_memory_sqlite_database_keeps_the_jobs_in_the_web_process():
     assert not shareable_database("sqlite://")
     assert not shareable_database("sqlite:///:memory:")
     assert not shareable_database("sqlite:///file:db?mode=memory&uri=true")
+
+
+def test_on_sqlite_a_stuck_job_is_killed_within_the_busy_timeout():
+    """A write waiting on a stuck batch's lock is served: the kill comes before SQLite's 30 s."""
+    from wfapp.embedded_worker import SQLITE_JOB_SECONDS, job_deadline
+
+    sqlite = "sqlite:////tmp/wfapp.db"
+    assert job_deadline({"SQLALCHEMY_DATABASE_URI": sqlite, "JOB_TIMEOUT": 120}) == \
+        SQLITE_JOB_SECONDS < 30
+    assert job_deadline({"SQLALCHEMY_DATABASE_URI": sqlite, "JOB_TIMEOUT": 4}) == 4
+    assert job_deadline({"SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://h/db",
+                         "JOB_TIMEOUT": 120}) == 120

@@ -82,6 +82,21 @@ class _Child:
         self.owner = owner  # its name in partition leases (`processing.worker_id`)
 
 
+#: On SQLite a stuck batch may hold the database's one write lock until its worker is killed, and
+#: a write waits at most the busy timeout (30 s, see `wfapp/__init__.py`) before it answers 503:
+#: the worker is killed before that. Every job works to a time budget (JOB_TIME_BUDGET, 20 s).
+SQLITE_JOB_SECONDS = 25.0
+
+
+def job_deadline(config: Any) -> float:
+    """Seconds a job may run before its worker process is killed: JOB_TIMEOUT, and on SQLite
+    at most SQLITE_JOB_SECONDS, so a write waiting on a stuck batch is served, not refused."""
+    seconds = max(1.0, float(config.get("JOB_TIMEOUT", 120)))
+    if str(config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
+        seconds = min(seconds, SQLITE_JOB_SECONDS)
+    return seconds
+
+
 class Supervisor:
     """The embedded worker thread of the web process: runs the schedules, feeds the worker
     process one job at a time, and replaces it when a job runs past JOB_TIMEOUT or it dies."""
@@ -89,7 +104,7 @@ class Supervisor:
     def __init__(self, queue: EmbeddedQueue) -> None:
         self.queue = queue
         self.config = snapshot(queue.app)
-        self.timeout = max(1.0, float(queue.app.config.get("JOB_TIMEOUT", 120)))
+        self.timeout = job_deadline(queue.app.config)
         self.child: _Child | None = None
         self.closing = False
         self.stop_registered = False
