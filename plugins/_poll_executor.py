@@ -60,7 +60,7 @@ IDLE_SECONDS = 2.0
 #: Attempts to store a batch of results before they are dropped (the database is away).
 STORE_ATTEMPTS = 5
 #: How often the inbox is looked at for other events waiting (while there is poll work).
-YIELD_CHECK_SECONDS = 0.25
+YIELD_CHECK_SECONDS = 0.1
 
 #: (the claimed item, the event to store, its error or None, failed attempts to store it)
 Result = tuple[DueInstance, NewEvent, str | None, int]
