@@ -25,6 +25,7 @@ from ..models import Event, EventStatus, Instance, Integration, utcnow
 from ..queue import get_queue
 from . import audit
 from .errors import Conflict, NotFound, ValidationFailed
+from .rowsets import insert_new_rows
 
 EVENT = Event.__table__
 PARTITIONS = 64
@@ -81,6 +82,8 @@ def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[int]:
     one, many = _insert_statements(connection.dialect.name)
     if len(rows) == 1:
         return list(connection.execute(one, rows[0]).scalars())
+    if connection.dialect.name == "postgresql":
+        return insert_new_rows(connection, EVENT, rows, ["integration_id", "dedupe_key"])
     return [row.id for row in connection.execute(many, rows)]
 
 

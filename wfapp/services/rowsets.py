@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Integer,
     Table,
     Text,
     any_,
@@ -63,6 +64,32 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     given = recordset("v", {c: table.c[c].type for c in names})
     conn.execute(insert(table).from_select(names, select(*(given.c[c] for c in names))),
                  {"rows": rows})
+
+
+def insert_new_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
+                    unique: list[str]) -> list[int]:
+    """Insert `rows` (PostgreSQL) skipping those whose `unique` columns are taken; the new ids,
+    in the rows' order.
+
+    One statement with one bound value. An `INSERT … VALUES` of many rows is a new, long
+    statement text per batch size, which psycopg parses again on every execution (it caches only
+    short ones): for a batch of poll answers that parse cost more than the insert itself.
+    """
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    names = list(rows[0])
+    columns = {c: table.c[c].type for c in names}
+    given = recordset("v", {**columns, ORDER: Integer()})
+    statement = (pg_insert(table)
+                 .from_select(names, select(*(given.c[c] for c in names)).order_by(given.c[ORDER]))
+                 .on_conflict_do_nothing(index_elements=unique).returning(table.c.id))
+    numbered = [{**row, ORDER: n} for n, row in enumerate(rows)]
+    # Inserted in the rows' order, so their ids (one sequence) ascend in the rows' order.
+    return sorted(conn.execute(statement, {"rows": numbered}).scalars())
+
+
+#: The position of a row in its batch, carried beside its columns (no table has this column).
+ORDER = "_row_order"
 
 
 def among(conn: Connection, col: Any, values: list[Any]) -> Any:
