@@ -52,7 +52,7 @@ from . import audit, config_cache, counters, secrets
 from .errors import Conflict, NotFound
 from .events import EVENT_ROW_KEYS, NewEvent, event_rows, kick_soon, stage, store
 from .registry import get_registry
-from .rowsets import insert_rows
+from .rowsets import insert_rows, json_text
 
 DELIVERY = ActionDelivery.__table__
 RESULT_SOURCE = "on_action_result"
@@ -116,12 +116,6 @@ def write_outbox(conn: Any, rows: list[dict[str, Any]]) -> None:
     # One statement for the batch on PostgreSQL (an executemany is a statement per row there).
     insert_rows(conn, DELIVERY, rows)
     _wake_after_commit()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _wake_after_commit() -> None:
@@ -552,8 +546,8 @@ def _exchange_postgres(conn: Connection, done: list[tuple[Row, str, int, ActionR
             # the candidates and running counts once the turn is ours, in its own snapshot.
             driver.execute(_CLAIM_TURN)
         found = driver.cursor(row_factory=namedtuple_row).execute(_round_sql(), {
-            "results": json.dumps(given, default=_json_default),
-            "events": json.dumps(events, default=_json_default), "now": now,
+            "results": json_text(given),
+            "events": json_text(events), "now": now,
             "counter": counters.ACTION_OUTCOMES, "n": max(limit * 4, 100) if limit > 0 else 0,
             # Rows whose calls ended (results not recorded yet) hold no slot; the rows this
             # statement records are left out of the counts by the statement itself.

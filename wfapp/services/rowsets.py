@@ -43,7 +43,12 @@ class _Rows(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> str:
-        return json.dumps(value, default=_iso)
+        return json_text(value)
+
+
+def json_text(rows: Any) -> str:
+    """Rows as the JSON text a recordset reads (timestamps, at any depth, as ISO 8601)."""
+    return json.dumps(rows, default=_iso)
 
 
 def recordset(name: str, columns: dict[str, Any]) -> Any:
