@@ -223,12 +223,13 @@ def demo(app: Flask) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """PostgreSQL-only tests are deselected (not skipped) when the suite runs on SQLite."""
-    if os.environ.get("WFAPP_TEST_DATABASE_URL", "").startswith("postgresql"):
-        return
+    """PostgreSQL-only tests are deselected (not skipped) when the suite runs on SQLite, and
+    SQLite-only tests (its one write lock) when it runs on PostgreSQL."""
+    other = "sqlite" if os.environ.get("WFAPP_TEST_DATABASE_URL", "").startswith(
+        "postgresql") else "postgres"
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("postgres") else keep).append(item)
+        (drop if item.get_closest_marker(other) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -172,7 +172,13 @@ def move(conn: Connection, workflow: CompiledWorkflow, instance: InstanceRow, ch
     actions — only when the compare-and-set succeeded. The history row goes to `history` when
     given (written in bulk by the caller) or is inserted at once.
     """
-    planned = plan_move(workflow, instance, change, now)
+    return write_move(conn, instance, change, plan_move(workflow, instance, change, now), now,
+                      history)
+
+
+def write_move(conn: Connection, instance: InstanceRow, change: Move, planned: PlannedMove,
+               now: datetime, history: list[dict[str, Any]] | None = None) -> bool:
+    """Write a move `plan_move` decided (see `move`); False when someone moved it first."""
     result = conn.execute(
         update(INSTANCE)
         .where(INSTANCE.c.id == instance.id, INSTANCE.c.version == instance.version)
@@ -205,6 +211,14 @@ class NewInstance:
     event_id: int | None = None
 
 
+def initial_instance(item: NewInstance, instance_id: int) -> InstanceRow:
+    """The instance `item` starts, in the initial state of its workflow version, as `id`."""
+    initial = item.workflow.states[item.workflow.initial_state]
+    return InstanceRow(instance_id, item.workflow_id, item.integration_id, item.record_key,
+                       item.run_id, initial.code, 1, dict(item.data or {}), {},
+                       item.workflow.version or 1)
+
+
 def create_instances(conn: Connection, new: list[NewInstance], now: datetime,
                      history: list[dict[str, Any]] | None = None) -> list[InstanceRow]:
     """Insert instances in the initial state of their workflow version, in one statement.
@@ -225,10 +239,8 @@ def create_instances(conn: Connection, new: list[NewInstance], now: datetime,
             for item, initial in zip(new, initials, strict=True)]
     ids = conn.execute(insert(INSTANCE).returning(INSTANCE.c.id, sort_by_parameter_order=True),
                        rows).scalars().all()
-    instances = [InstanceRow(instance_id, item.workflow_id, item.integration_id,
-                             item.record_key, item.run_id, initial.code, 1,
-                             dict(item.data or {}), {}, item.workflow.version or 1)
-                 for instance_id, item, initial in zip(ids, new, initials, strict=True)]
+    instances = [initial_instance(item, instance_id) for instance_id, item in zip(ids, new,
+                                                                                   strict=True)]
     created = [history_row(instance, None, Move(instance.state, None, item.trigger_type,
                                                 item.actor, item.event_id, "instance created"),
                            now)

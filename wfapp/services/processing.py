@@ -15,7 +15,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
 from types import SimpleNamespace
@@ -56,6 +56,7 @@ from .firing import (
     apply_planned,
     compiled_workflow,
     create_instances,
+    initial_instance,
     notes_excerpt,
     plan_move,
     row_to_instance,
@@ -332,7 +333,14 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
     instances = _load_instances(conn, events, modes)
     now = utcnow()
     history: list[dict[str, Any]] = []
-    outcomes, routes = _route_all(conn, events, integrations, instances, workflows, history, now)
+    outcomes, routes, new = _route_all(events, integrations, instances, workflows)
+    if new and conn.dialect.name == "sqlite":
+        # Creating the new instances is the batch's first write (without any, deciding the
+        # first round comes before it anyway).
+        _rehearse(conn, events, routes, new, instances, workflows, now)
+    created = create_instances(conn, [item for _, item in new], now, history)
+    for (key, _item), instance in zip(new, created, strict=True):
+        instances[key] = instance
     deliveries: list[dict[str, Any]] = []
     outcomes.update(_apply(conn, [e for e in events if e.id in routes], routes, instances,
                            workflows, history, deliveries, now))
@@ -449,11 +457,11 @@ def _route(event: Any, integration: Any, instances: dict[tuple[int, str, Any], I
     return _Route(key, integration, workflow, creates=True)
 
 
-def _route_all(conn: Connection, events: list[Any], integrations: dict[int, Any],
-               instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
-               history: list[dict[str, Any]], now: datetime
-               ) -> tuple[dict[int, Outcome], dict[int, _Route]]:
-    """Route every event; create, in one statement, the instances that first events start."""
+def _route_all(events: list[Any], integrations: dict[int, Any],
+               instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows
+               ) -> tuple[dict[int, Outcome], dict[int, _Route],
+                          list[tuple[tuple[int, str, Any], NewInstance]]]:
+    """Route every event; the outcomes of those that go nowhere, and the instances to create."""
     outcomes: dict[int, Outcome] = {}
     routes: dict[int, _Route] = {}
     creating: set[tuple[int, str, Any]] = set()
@@ -472,10 +480,28 @@ def _route_all(conn: Connection, events: list[Any], integrations: dict[int, Any]
                 None if per_run else event.record_key, event.run_id if per_run else None,
                 {} if per_run else dict(event.record or {}), WORKER_ACTOR, event.source,
                 event.id)))
-    created = create_instances(conn, [item for _, item in new], now, history)
-    for (key, _item), instance in zip(new, created, strict=True):
-        instances[key] = instance
-    return outcomes, routes
+    return outcomes, routes, new
+
+
+def _rehearse(conn: Connection, events: list[Any], routes: dict[int, _Route],
+              new: list[tuple[tuple[int, str, Any], NewInstance]],
+              instances: dict[tuple[int, str, Any], InstanceRow], workflows: Workflows,
+              now: datetime) -> None:
+    """Decide the routed events on copies of their instances and throw the result away.
+
+    SQLite has one write lock for the whole database, taken by a batch's first write and held
+    until its commit. Deciding runs plugin code (trigger types, actions); should that hang or
+    spin on some event, it does so here, before the batch writes anything, so pages and API
+    writes go on while the stuck job waits to be killed. The real decisions follow, the same
+    (deciding is deterministic), once the new instances have their ids.
+    """
+    copies = {key: replace(instance) for key, instance in instances.items()}
+    for placeholder, (key, item) in enumerate(new, start=1):
+        copies[key] = initial_instance(item, -placeholder)
+    work = _Round()
+    for event in events:
+        if event.id in routes:
+            _process_one(conn, event, routes[event.id], copies, workflows, work, now)
 
 
 def _process_one(conn: Connection, event: Any, route: _Route,

@@ -6,8 +6,9 @@ moved with the same compare-and-set as every other change (still at the version 
 at), so an instance that someone else moved (or whose timer restarted) is left alone and running
 the sweep twice at once fires nothing twice. Instances of one (workflow, version, state) whose
 On Timeout Transition has no actions move in one set-based UPDATE (a timeout storm of 100,000
-instances is a few hundred statements, not 100,000); a transition with actions goes through
-`firing.move()` per instance, which writes its outbox rows. Each timeout is written to the
+instances is a few hundred statements, not 100,000); a transition with actions is planned per
+instance (`firing.plan_move`, which runs its actions' plugin code) before the batch writes, then
+written through `firing.write_move` with its outbox rows. Each timeout is written to the
 events ledger (source `timeout`) with a history row pointing at it; on PostgreSQL a group's
 update, ledger rows and history rows are one statement. An instance with an event received
 before its timer fell due still waiting in the inbox is not picked (one NOT EXISTS per due row,
@@ -54,12 +55,15 @@ from .firing import (
     HISTORY,
     INSTANCE,
     INSTANCE_COLUMNS,
+    InstanceRow,
     Move,
+    PlannedMove,
     compiled_workflow,
     ledger_row,
-    move,
+    plan_move,
     row_to_instance,
     write_ledger,
+    write_move,
 )
 
 SWEEP_ACTOR = "sweep"
@@ -106,25 +110,42 @@ def _due(now: datetime, limit: int) -> list[Any]:
     return list(db.session.execute(query))
 
 
-def _fire_one(workflow: CompiledWorkflow, row: Any, now: datetime,
-              history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> bool:
-    """Fire the On Timeout Transition of one instance through `move()`, which writes the outbox
-    rows of its actions; True when it moved."""
-    conn = db.session.connection()
+@dataclass
+class _Planned:
+    """The timeout of one instance whose transition has actions, decided but not yet written."""
+
+    row: Any
+    instance: InstanceRow
+    change: Move
+    planned: PlannedMove
+
+
+def _plan_one(workflow: CompiledWorkflow, row: Any, now: datetime) -> _Planned | None:
+    """Decide the On Timeout Transition of one instance, writing nothing (see `plan_move`)."""
     instance = row_to_instance(row)
     state = instance.state
     info = workflow.states.get(state)
     transition, _ = timeout_transition(workflow, state)
     if transition is None:
-        return False
+        return None
     hours = f"{info.timeout_hours:g}" if info and info.timeout_hours else "?"
-    note = f"timed out after {hours} h in {state}"
+    change = Move(transition.to_state, transition.code, TIMEOUT, SWEEP_ACTOR,
+                  notes=f"timed out after {hours} h in {state}")
+    return _Planned(row, instance, change, plan_move(workflow, instance, change, now))
+
+
+def _write_one(workflow: CompiledWorkflow, item: _Planned, now: datetime,
+               history: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> bool:
+    """Write a planned timeout through `write_move`, which writes the outbox rows of its
+    actions; True when it moved."""
+    instance, change = item.instance, item.change
+    state = instance.state
     mine: list[dict[str, Any]] = []
-    change = Move(transition.to_state, transition.code, TIMEOUT, SWEEP_ACTOR, notes=note)
-    if not move(conn, workflow, instance, change, now, mine):
+    if not write_move(db.session.connection(), instance, change, item.planned, now, mine):
         return False
-    ledger.append(ledger_row(instance, TIMEOUT, transition.code, _payload(info, row),
-                             f"fired {transition.code}: {state} → {transition.to_state}", now))
+    ledger.append(ledger_row(instance, TIMEOUT, change.transition or "",
+                             _payload(workflow.states.get(state), item.row),
+                             f"fired {change.transition}: {state} → {change.to_state}", now))
     history.extend(mine)
     return True
 
@@ -263,6 +284,9 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
         ledger: list[dict[str, Any]] = []
         workflows: dict[tuple[int, int], CompiledWorkflow | None] = {}
         groups: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
+        # Timeouts with actions are decided before anything is written: deciding runs the
+        # actions' plugin code, and on SQLite the first write takes the database's one lock.
+        planned: list[tuple[CompiledWorkflow, _Planned]] = []
         handled = 0
         for row in rows:
             # Each instance times out by the definition of the version it follows.
@@ -274,11 +298,15 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
                 continue
             transition, _ = timeout_transition(workflow, row.state)
             if transition is not None and transition.actions:
-                moved = _fire_one(workflow, row, moment, history, ledger)
-                fired += moved
-                handled += moved
+                item = _plan_one(workflow, row, moment)
+                if item is not None:
+                    planned.append((workflow, item))
             else:
                 groups[(row.workflow_id, row.workflow_version, row.state)].append(row)
+        for workflow, item in planned:
+            moved = _write_one(workflow, item, moment, history, ledger)
+            fired += moved
+            handled += moved
         for (workflow_id, version, state), members in groups.items():
             group_workflow = workflows[(workflow_id, version)]
             if group_workflow is not None:
