@@ -36,6 +36,7 @@ import urllib3
 from wfapp.plugin_api import (
     DatabaseCounter,
     DueInstance,
+    InboxYield,
     NewEvent,
     claim_due,
     config,
@@ -81,14 +82,12 @@ class PollExecutor:
         self.needs_secrets = needs_secrets
         self.yields = yields
         self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
-        #: Other events waiting that make the polls yield (0: never yield).
-        self.yield_backlog = max(0, int(config("POLL_YIELD_BACKLOG", 100)))
+        #: Yielding to other events waiting (POLL_YIELD_BACKLOG; 0: never yield).
+        self.yielding = InboxYield(max(0, int(config("POLL_YIELD_BACKLOG", 100))),
+                                   YIELD_CHECK_SECONDS)
         self.yield_workers = max(1, min(self.max_workers,
                                         int(config("POLL_YIELD_CONCURRENCY", 2))))
-        #: Since when (monotonic) the polls yield, or None; when the inbox was last looked at.
-        self.yielding_since: float | None = None
         self.yield_counted = False
-        self.checked_at = 0.0
         self.claimed_at = 0.0
         self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
         self.pool = urllib3.PoolManager(num_pools=64, maxsize=self.max_workers, block=False)
@@ -124,7 +123,7 @@ class PollExecutor:
                 self.pump.start()
             self.cond.notify_all()
             return {"queued": self._queued(), "running": sum(self.running.values()),
-                    "workers": self.workers, "yielding": int(self.yielding_since is not None)}
+                    "workers": self.workers, "yielding": int(self.yielding.active)}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Claim nothing more, give back the claims not started, let running polls finish and
@@ -158,7 +157,7 @@ class PollExecutor:
 
     def _limit(self) -> int:
         """Requests at once in this process: all threads, or few while yielding."""
-        return self.max_workers if self.yielding_since is None else self.yield_workers
+        return self.yield_workers if self.yielding.active else self.max_workers
 
     def _cap(self, integration_id: int, default: int = 1) -> int:
         """An integration's concurrency now: its setting, within the process's limit."""
@@ -255,8 +254,7 @@ class PollExecutor:
         room overall (so a claim brings about a round: few, larger claims)."""
         if self.stopping or self._startable() >= self._limit():
             return False
-        if self.yielding_since is not None and \
-                time.monotonic() - self.claimed_at < YIELD_CHECK_SECONDS:
+        if self.yielding.active and time.monotonic() - self.claimed_at < YIELD_CHECK_SECONDS:
             # While yielding, one small claim per look at the inbox: claims in a tight loop for
             # a couple of polls each would cost the CPU the yield is for.
             return False
@@ -288,8 +286,8 @@ class PollExecutor:
                 if busy:
                     idle_since = time.monotonic()
                 elif self.stopping or time.monotonic() - idle_since > IDLE_SECONDS:
-                    if self.yielding_since is not None:
-                        self._end_yield(time.monotonic())
+                    if self.yielding.active:
+                        self._resume(self.yielding.end(time.monotonic()))
                     self.pump = None
                     return
             if not (results or claim or check):
@@ -322,29 +320,28 @@ class PollExecutor:
     def _check_due(self, woken: bool) -> bool:
         """Whether to look at the inbox now: a scheduling round (so its first claim already
         knows), or poll work, and the last look is old enough (the caller holds the lock)."""
-        if not self.yield_backlog or self.stopping:
+        if self.stopping:
             return False
-        work = woken or self._has_work() or self.yielding_since is not None
-        return work and time.monotonic() - self.checked_at >= YIELD_CHECK_SECONDS
+        work = woken or self._has_work() or self.yielding.active
+        return work and self.yielding.due(time.monotonic())
 
     def _check_yield(self) -> None:
-        """Yield while `yield_backlog` other events wait; resume below half of that.
+        """Yield while POLL_YIELD_BACKLOG other events wait; resume below half of that.
 
         A yield is counted (and logged) once it holds back poll work: a scheduling round with
         nothing due that finds a backlog holds back nothing.
         """
-        waiting = other_events_waiting(self.trigger_type, self.yield_backlog)
+        waiting = other_events_waiting(self.trigger_type, self.yielding.backlog)
         now = time.monotonic()
         held = 0
         with self.cond:
-            self.checked_at = now
-            if waiting >= self.yield_backlog and self.yielding_since is None:
-                self.yielding_since = now
+            began = self.yielding.since
+            change = self.yielding.note(waiting, now)
+            if change == "began":
                 self.yield_counted = False
-            elif self.yielding_since is not None and waiting < max(1, self.yield_backlog // 2):
-                self._end_yield(now)
-            count = self.yielding_since is not None and not self.yield_counted and \
-                self._has_work()
+            elif change == "ended" and began is not None:
+                self._resume(now - began)
+            count = self.yielding.active and not self.yield_counted and self._has_work()
             if count:
                 self.yield_counted = True
                 self.stats["yields"] += 1
@@ -356,12 +353,8 @@ class PollExecutor:
             if self.yields is not None:
                 self.yields.add((self.trigger_type,))
 
-    def _end_yield(self, now: float) -> None:
-        """Back to full concurrency (the caller holds the lock)."""
-        if self.yielding_since is None:
-            return
-        seconds = now - self.yielding_since
-        self.yielding_since = None
+    def _resume(self, seconds: float) -> None:
+        """Back to full concurrency after yielding `seconds` (the caller holds the lock)."""
         if self.yield_counted:
             self.stats["yield_s"] += seconds
             log.info("polls resume after yielding %.1f s to other events", seconds)

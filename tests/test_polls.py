@@ -503,7 +503,7 @@ def test_polls_yield_while_other_events_wait_and_resume_after(yielding, client, 
     wait_until(lambda: len(server.requests()) >= 4)
     # Yielding from the first round on: one request at a time, the card says so.
     assert server.max_active == 1
-    assert executor().yielding_since is not None
+    assert executor().yielding.active
     auth.login("viewer")
     card = parse_page(client.get("/integrations/FEED").get_data(as_text=True))
     assert "Polls are yielding: 10 or more other events wait" in card.ids["poll-yielding"]
@@ -512,7 +512,7 @@ def test_polls_yield_while_other_events_wait_and_resume_after(yielding, client, 
     wait_until(lambda: count_poll_events() == 40, 30)
     wait_until(executor().settled, 30)
     assert server.max_active > 1
-    assert executor().yielding_since is None and executor().stats["yields"] == 1
+    assert not executor().yielding.active and executor().stats["yields"] == 1
     assert sorted(e.record_key for e in poll_events()) == keys
     assert len(server.requests()) == 40
     process_pending()

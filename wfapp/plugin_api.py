@@ -33,10 +33,11 @@ from .paths import MISSING, resolve_path
 from .security import actor_name, public, requires_role
 from .services.schedule_summary import ScheduleSummary
 from .triggers import Field, Panel, TriggerType, glob_match
+from .yielding import InboxYield
 
 __all__ = [
     "ActionContext", "ActionResult", "ActionType", "DatabaseCounter", "DeliveryOutcome",
-    "DueInstance", "Field",
+    "DueInstance", "Field", "InboxYield",
     "InputError", "IntegrationChanged", "IntegrationInfo", "MAX_RECORD_KEY", "MISSING",
     "MetricFamily", "NewEvent",
     "Panel", "Role", "ScheduleSummary", "StorageUnavailable", "StoredEvents", "TriggerType",

@@ -48,6 +48,7 @@ from ..actions import ActionContext, ActionResult, ActionType
 from ..engine import CompiledTransition
 from ..extensions import affected, db
 from ..models import ActionDelivery, ActionStatus, Integration, utcnow
+from ..yielding import InboxYield
 from . import audit, config_cache, counters, secrets
 from .errors import Conflict, NotFound
 from .events import EVENT_ROW_KEYS, NewEvent, event_rows, kick_soon, stage, store
@@ -810,11 +811,10 @@ class ActionExecutor:
         self.stats: dict[str, float] = defaultdict(float)
         # Yielding to the inbox (see ACTION_YIELD_BACKLOG): when it began, when last looked.
         config = app.config
-        self.yield_backlog = max(0, int(config.get("ACTION_YIELD_BACKLOG", 100)))
+        self.yielding = InboxYield(max(0, int(config.get("ACTION_YIELD_BACKLOG", 100))),
+                                   YIELD_CHECK_SECONDS)
         self.yield_workers = max(1, min(int(config.get("ACTION_YIELD_CONCURRENCY", 2)),
                                         self.threads))
-        self.yielding_since: float | None = None
-        self.checked_at = 0.0
 
     def wake(self) -> dict[str, int]:
         """Ask for a claiming round; returns at once."""
@@ -888,33 +888,31 @@ class ActionExecutor:
     # --- the pump -------------------------------------------------------------------------------
 
     def _free(self) -> int:
-        limit = self.yield_workers if self.yielding_since is not None else self.threads
+        limit = self.yield_workers if self.yielding.active else self.threads
         return max(0, limit - self.active - len(self.queue))
 
     def _check_yield(self) -> None:
         """Yield while `yield_backlog` events other than action results wait to be applied;
         resume below half of that. Deliveries are work this process schedules; the inbox holds
         work other systems wait for, so on shared cores the inbox goes first."""
-        if not self.yield_backlog or time.monotonic() - self.checked_at < YIELD_CHECK_SECONDS:
+        if not self.yielding.due(time.monotonic()):
             return
         from .events import pending_other_than
 
-        waiting = pending_other_than(RESULT_SOURCE, self.yield_backlog)
+        waiting = pending_other_than(RESULT_SOURCE, self.yielding.backlog)
         db.session.rollback()  # no transaction left open on the pump's session
         now = time.monotonic()
         with self.cond:
-            self.checked_at = now
-            if waiting >= self.yield_backlog and self.yielding_since is None:
-                self.yielding_since = now
+            began = self.yielding.since
+            change = self.yielding.note(waiting, now)
+            if change == "began":
                 self.stats["yields"] += 1
                 log.info("action deliveries yield: %s+ events wait in the inbox; at most %d at "
                          "once in this process until they are applied", waiting,
                          self.yield_workers)
-            elif self.yielding_since is not None and waiting < max(1, self.yield_backlog // 2):
-                seconds = now - self.yielding_since
-                self.stats["yield_s"] += seconds
-                self.yielding_since = None
-                log.info("action deliveries resume after yielding %.1f s", seconds)
+            elif change == "ended" and began is not None:
+                self.stats["yield_s"] += now - began
+                log.info("action deliveries resume after yielding %.1f s", now - began)
 
     def _pump(self) -> None:
         try:
@@ -933,7 +931,7 @@ class ActionExecutor:
         while True:
             with self.cond:
                 held = self.held_until - time.monotonic()
-                yielding = self.yielding_since is not None
+                yielding = self.yielding.active
                 if not (self.woken or self.results or
                         (self.more and held <= 0 and (self._free() > 0 or yielding)
                          and not self.stopping)):
