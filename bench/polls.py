@@ -164,13 +164,15 @@ def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, f
     stored = time.perf_counter() - start
     cpu = cpu_seconds(pids)
     pg_cpu = cpu_seconds(_postgres()) if os.environ.get("BENCH_DEBUG") else 0.0
+    machine = _machine_cpu()
     get_queue().kick()
     wait_for(RING_DONE, before + args.events)
     took = time.perf_counter() - start
     if os.environ.get("BENCH_DEBUG"):
         print(f"  processing round {round_no}: {took:.2f} s, {count(POLL_EVENTS) - polls_before}"
               f" polls stored meanwhile; CPU-s: workers {cpu_seconds(pids) - cpu:.2f}, "
-              f"PostgreSQL {cpu_seconds(_postgres()) - pg_cpu:.2f}", flush=True)
+              f"PostgreSQL {cpu_seconds(_postgres()) - pg_cpu:.2f}, the machine "
+              f"{_machine_cpu() - machine:.2f} of {os.cpu_count() * took:.2f}", flush=True)
     return took, stored, cpu_seconds(pids) - cpu
 
 
@@ -254,6 +256,13 @@ def _postgres() -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _machine_cpu() -> float:
+    """CPU seconds every process of the machine has used so far, all cores (Linux /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(v) for v in fields) - int(fields[3]) - int(fields[4])  # less idle, iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> float:
