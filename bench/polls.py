@@ -163,12 +163,12 @@ def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, f
     ingest(get_integration("RING"), batch, kick=False)
     stored = time.perf_counter() - start
     cpu = cpu_seconds(pids)
-    pg_cpu = cpu_seconds(_postgres()) if os.environ.get("BENCH_DEBUG") else 0.0
-    machine = _machine_cpu()
+    debug = bool(os.environ.get("BENCH_DEBUG"))
+    pg_cpu, machine = (cpu_seconds(_postgres()), _machine_cpu()) if debug else (0.0, 0.0)
     get_queue().kick()
     wait_for(RING_DONE, before + args.events)
     took = time.perf_counter() - start
-    if os.environ.get("BENCH_DEBUG"):
+    if debug:
         print(f"  processing round {round_no}: {took:.2f} s, {count(POLL_EVENTS) - polls_before}"
               f" polls stored meanwhile; CPU-s: workers {cpu_seconds(pids) - cpu:.2f}, "
               f"PostgreSQL {cpu_seconds(_postgres()) - pg_cpu:.2f}, the machine "

@@ -809,7 +809,7 @@ class ActionExecutor:
         self.local = threading.local()
         #: Counts (rounds, claimed, recorded, dropped) and seconds the pump's rounds took.
         self.stats: dict[str, float] = defaultdict(float)
-        # Yielding to the inbox (see ACTION_YIELD_BACKLOG): when it began, when last looked.
+        # Yielding to the inbox (ACTION_YIELD_BACKLOG; 0: never yield).
         config = app.config
         self.yielding = InboxYield(max(0, int(config.get("ACTION_YIELD_BACKLOG", 100))),
                                    YIELD_CHECK_SECONDS)
@@ -892,9 +892,10 @@ class ActionExecutor:
         return max(0, limit - self.active - len(self.queue))
 
     def _check_yield(self) -> None:
-        """Yield while `yield_backlog` events other than action results wait to be applied;
-        resume below half of that. Deliveries are work this process schedules; the inbox holds
-        work other systems wait for, so on shared cores the inbox goes first."""
+        """Yield while ACTION_YIELD_BACKLOG events other than action results wait to be
+        applied; resume below half of that (`InboxYield`). Deliveries are work this process
+        schedules; the inbox holds work other systems wait for, so on shared cores the inbox
+        goes first."""
         if not self.yielding.due(time.monotonic()):
             return
         from .events import pending_other_than

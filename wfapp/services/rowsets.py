@@ -71,6 +71,10 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
                  {"rows": rows})
 
 
+#: The position of a row in its batch, carried beside its columns (no table has this column).
+ORDER = "_row_order"
+
+
 def insert_new_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
                     unique: list[str]) -> list[int]:
     """Insert `rows` (PostgreSQL) skipping those whose `unique` columns are taken; the new ids,
@@ -91,10 +95,6 @@ def insert_new_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
     numbered = [{**row, ORDER: n} for n, row in enumerate(rows)]
     # Inserted in the rows' order, so their ids (one sequence) ascend in the rows' order.
     return sorted(conn.execute(statement, {"rows": numbered}).scalars())
-
-
-#: The position of a row in its batch, carried beside its columns (no table has this column).
-ORDER = "_row_order"
 
 
 def among(conn: Connection, col: Any, values: list[Any]) -> Any:
