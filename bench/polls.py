@@ -2,7 +2,7 @@
 
     python bench/polls.py [--instances 10000] [--latency 0.05] [--workers 2]
                           [--poll-concurrency 64] [--events 5000] [--timeouts 2000]
-                          [--yield-backlog 100] [--yield-concurrency 2]
+                          [--yield-backlog 100] [--yield-concurrency 0]
 
 N instances wait in a state left by a poll transition; a local endpoint (its own process, a
 threaded HTTP server) answers each poll after `--latency` seconds. K `flask --app wfapp worker`
@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--timeouts", type=int, default=2000)
     parser.add_argument("--yield-backlog", type=int, default=100,
                         help="POLL_YIELD_BACKLOG of the workers (0: polls never yield)")
-    parser.add_argument("--yield-concurrency", type=int, default=2,
+    parser.add_argument("--yield-concurrency", type=int, default=0,
                         help="POLL_YIELD_CONCURRENCY of the workers")
     parser.add_argument("--worker-logs", metavar="DIR",
                         help="keep the workers' output in DIR/worker-N.log (their yield and "
@@ -318,8 +318,9 @@ def main() -> None:
           f"endpoint latency {args.latency * 1000:.0f} ms, K={args.workers} workers × "
           f"{args.poll_concurrency} poll threads (Poll Concurrency {args.poll_concurrency}, one "
           "integration); polls yield "
-          + (f"to {args.yield_backlog}+ other events waiting ({args.yield_concurrency} at once "
-             "per worker meanwhile)" if args.yield_backlog else "never"))
+          + (f"to {args.yield_backlog}+ other events waiting "
+             f"({args.yield_concurrency or 'none'} at once per worker meanwhile)"
+             if args.yield_backlog else "never"))
     with app.app_context():
         from sqlalchemy import text
 
@@ -361,6 +362,10 @@ def main() -> None:
             applied = time.perf_counter() - start
             cpu_workers = cpu_seconds(pids) - cpu_before[0]
             cpu_endpoint = cpu_seconds([endpoint.pid]) - cpu_before[1]
+            # Quiet again, on the database as the cycle left it (10,000 more events, the timers
+            # rewritten): what of the slowdown during the cycle is the database's state, not
+            # the polls running.
+            (after_processing, _, _), after_runs = median_processing(args, 7, pids)
             failed = count("SELECT count(*) FROM event WHERE source = 'on_scheduled_poll' "
                            "AND status = 'failed'")
             polled = count("SELECT count(DISTINCT instance_id) FROM event "
@@ -394,6 +399,9 @@ def main() -> None:
           f"{quiet_processing / busy_processing:.2f} (goal ≥ 0.8; applying alone: "
           f"{(quiet_processing - quiet_stored) / (busy_processing - busy_stored):.2f}); the "
           f"executors began yielding {yields} times during the cycle")
+    print(f"  after the cycle, quiet again (median of 3; runs "
+          f"{', '.join(f'{t:.2f}' for t in after_runs)}): {after_processing:.2f} s; "
+          f"after / before the cycle {quiet_processing / after_processing:.2f}")
     print(f"CPU during the cycle (with the probes above): workers {cpu_workers:.1f} s, the "
           f"endpoint {cpu_endpoint:.1f} s, of {applied * (os.cpu_count() or 1):.0f} core-s "
           "(the rest: PostgreSQL, Redis, this script, and whatever else runs here)")

@@ -14,9 +14,12 @@ last claim came back full, and otherwise waits for the next wake.
 Polls yield to other events: a poll is a pull the product may time, an event a push someone
 waits for, and on a small machine the requests and their answers take the CPU the workers need
 to apply the other events. While at least `POLL_YIELD_BACKLOG` events of other sources wait in
-the inbox (looked at every `YIELD_CHECK_SECONDS` while there is poll work), the executor runs at
-most `POLL_YIELD_CONCURRENCY` requests at once and claims only for those, at most once per
-`YIELD_CHECK_SECONDS`; it resumes its full concurrency once fewer than half as many wait.
+the inbox (looked at every `YIELD_CHECK_SECONDS` while there is poll work), or the engine in this
+process has just taken a batch of that many (`InboxYield.hint`, looked at before every request),
+the executor starts no new request (`POLL_YIELD_CONCURRENCY`, default 0; at most that many at
+once when set) and claims nothing; it resumes its full concurrency once fewer than half as many
+wait. A yield longer than `POLL_YIELD_MAX_SECONDS` lets one poll at a time through, so a steady
+backlog slows a cycle down but cannot stop it. Requests already running finish and are stored.
 Nothing claimed is dropped or given back: what waits in the queues starts later.
 """
 
@@ -84,9 +87,12 @@ class PollExecutor:
         self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
         #: Yielding to other events waiting (POLL_YIELD_BACKLOG; 0: never yield).
         self.yielding = InboxYield(max(0, int(config("POLL_YIELD_BACKLOG", 100))),
-                                   YIELD_CHECK_SECONDS)
-        self.yield_workers = max(1, min(self.max_workers,
-                                        int(config("POLL_YIELD_CONCURRENCY", 2))))
+                                   YIELD_CHECK_SECONDS, engine_hint=True, source=trigger_type)
+        #: Requests at once while yielding (0: none), and how long a yield holds them to that
+        #: before one at a time goes through anyway (a steady backlog must not starve polls).
+        self.yield_workers = max(0, min(self.max_workers,
+                                        int(config("POLL_YIELD_CONCURRENCY", 0))))
+        self.yield_max_seconds = max(0.0, float(config("POLL_YIELD_MAX_SECONDS", 30)))
         self.yield_counted = False
         self.claimed_at = 0.0
         self.max_bytes = max(1024, int(config("POLL_MAX_RESPONSE_BYTES", 1024 * 1024)))
@@ -156,8 +162,13 @@ class PollExecutor:
         return sum(len(q) for q in self.queues.values())
 
     def _limit(self) -> int:
-        """Requests at once in this process: all threads, or few while yielding."""
-        return self.yield_workers if self.yielding.active else self.max_workers
+        """Requests at once in this process: all threads, or few (or none) while yielding."""
+        since = self.yielding.since
+        if since is None:
+            return self.max_workers
+        if self.yield_workers == 0 and time.monotonic() - since >= self.yield_max_seconds:
+            return 1
+        return self.yield_workers
 
     def _cap(self, integration_id: int, default: int = 1) -> int:
         """An integration's concurrency now: its setting, within the process's limit."""
@@ -166,6 +177,9 @@ class PollExecutor:
     def _take(self) -> DueInstance | None:
         """The next item, integrations in turn, skipping those at their concurrency cap."""
         count = len(self.ring)
+        if self.yielding.hint(time.monotonic()):
+            # The engine here took a burst's batch: yield before the next look says so.
+            self.yield_counted = False
         if sum(self.running.values()) >= self._limit():
             return None
         for step in range(count):
@@ -341,15 +355,18 @@ class PollExecutor:
                 self.yield_counted = False
             elif change == "ended" and began is not None:
                 self._resume(now - began)
+            if self.yielding.active:
+                self._spawn()  # a long yield lets one poll at a time through (`_limit`)
             count = self.yielding.active and not self.yield_counted and self._has_work()
             if count:
                 self.yield_counted = True
                 self.stats["yields"] += 1
                 held = self._queued()
         if count:
-            log.info("polls yield: %s+ other events wait in the inbox; at most %d requests at "
-                     "once until they are applied (%d claimed polls wait)", waiting,
-                     self.yield_workers, held)
+            log.info("polls yield: %s+ other events wait in the inbox or are being applied; %s "
+                     "until they are applied (%d claimed polls wait)", waiting,
+                     f"at most {self.yield_workers} requests at once" if self.yield_workers
+                     else "no new request starts", held)
             if self.yields is not None:
                 self.yields.add((self.trigger_type,))
 

@@ -54,8 +54,9 @@ SCHEDULE_SECONDS = 2.0
 
 YIELDS = database_counter(
     "wfapp_poll_yields_total",
-    "Times a worker's poll executor began yielding to other events waiting in the inbox (at "
-    "most POLL_YIELD_CONCURRENCY polls at once until they were applied), by trigger type",
+    "Times a worker's poll executor began yielding to other events waiting in the inbox (no "
+    "new poll, or at most POLL_YIELD_CONCURRENCY at once, until they were applied), by trigger "
+    "type",
     ("trigger_type",))
 
 
@@ -210,11 +211,14 @@ PANEL = """
 polled every interval, at most {{ cap }} at once per worker process (Poll Concurrency). A failing
 poll is stored as a failed event and backs off: interval × 2<sup>n</sup>, at most 10 intervals
 and 1 hour.{% if backlog %} Polls yield to other events: while {{ backlog }} or more of them
-wait in the inbox, at most {{ yield_cap }} polls run at once per worker process.{% endif %}</p>
+wait in the inbox, {% if yield_cap %}at most {{ yield_cap }} polls run at once per worker
+process{% else %}no new poll starts (after {{ yield_max }} one at a time goes through){% endif %}.
+{%- endif %}</p>
 {% if yielding %}
 <div class="alert alert-info small py-2" id="poll-yielding">Polls are yielding: {{ waiting }}
-  or more other events wait in the inbox. Polls run at most {{ yield_cap }} at once per worker
-  process until they are applied; then they resume at full speed.</div>
+  or more other events wait in the inbox. {% if yield_cap %}Polls run at most {{ yield_cap }} at
+  once per worker process{% else %}No new poll starts{% endif %} until they are applied; then
+  they resume at full speed.</div>
 {% endif %}
 {% if rows %}
 <table class="table table-sm" id="poll-schedules">
@@ -262,7 +266,7 @@ def every(seconds: float) -> str:
 def yield_settings() -> tuple[int, int]:
     """(other events waiting that make polls yield — 0: never —, polls at once while they do)."""
     return (max(0, int(config("POLL_YIELD_BACKLOG", 100))),
-            max(1, min(int(config("POLL_YIELD_CONCURRENCY", 2)),
+            max(0, min(int(config("POLL_YIELD_CONCURRENCY", 0)),
                        int(config("POLL_CONCURRENCY", 32)))))
 
 
@@ -285,7 +289,8 @@ def render_panel(integration: IntegrationInfo) -> str:
     waiting = other_events_waiting(NAME, backlog) if backlog and rows else 0
     return render_template_string(
         PANEL, rows=rows, cap=cap, every=every, ok=counts.get("accepted"), bad=counts.get("failed"),
-        backlog=backlog, yield_cap=yield_cap, waiting=waiting, yielding=backlog and
+        backlog=backlog, yield_cap=yield_cap, waiting=waiting,
+        yield_max=every(float(config("POLL_YIELD_MAX_SECONDS", 30))), yielding=backlog and
         waiting >= backlog,
         failed_url=url_for("events.index", integration=integration.code, source=NAME,
                            status="failed"))

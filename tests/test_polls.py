@@ -528,6 +528,69 @@ def test_polls_yield_while_other_events_wait_and_resume_after(yielding, client, 
 
 
 @pytest.fixture
+def pausing(app: Flask) -> None:
+    """The app's executor runs 8 polls at once, none while 10 others wait — for 2 s at most."""
+    app.config.update({"POLL_CONCURRENCY": 8, "POLL_YIELD_BACKLOG": 10,
+                       "POLL_YIELD_CONCURRENCY": 0, "POLL_YIELD_MAX_SECONDS": 2,
+                       "METRICS_CACHE_SECONDS": 0})
+
+
+def test_polls_pause_while_other_events_wait_then_one_at_a_time(pausing, client, auth, server):
+    """The default: while a backlog waits no new poll starts; a yield that lasts lets one at a
+    time through (a steady backlog must not starve the polls); once the backlog is applied they
+    resume at full concurrency, none lost or doubled."""
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(40)]
+    waiting("FEED", keys)
+    _others(keys[:12])
+    server.delay = 0.1
+    make_due()
+    started = time.monotonic()
+    run_polls()
+    wait_until(lambda: executor().yielding.active)
+    time.sleep(1.0)
+    assert server.requests() == []  # the scheduling round looked first: nothing started
+    auth.login("viewer")
+    card = parse_page(client.get("/integrations/FEED").get_data(as_text=True))
+    assert "No new poll starts until they are applied" in card.ids["poll-yielding"]
+    wait_until(lambda: len(server.requests()) >= 3, 30)
+    assert time.monotonic() - started >= 2.0  # POLL_YIELD_MAX_SECONDS
+    assert server.max_active == 1 and executor().yielding.active
+    process_pending()
+    wait_until(lambda: count_poll_events() == 40, 30)
+    wait_until(executor().settled, 30)
+    assert server.max_active > 1 and not executor().yielding.active
+    assert executor().stats["yields"] == 1
+    assert sorted(e.record_key for e in poll_events()) == keys
+    assert len(server.requests()) == 40
+
+
+def test_a_burst_the_engine_takes_here_makes_polls_yield_before_the_inbox_shows_it(
+        pausing, app, server, monkeypatch):
+    """The events of a burst leave the inbox as the engine takes them; the engine's note in
+    this process says there is a backlog all the same, without a query."""
+    from wfapp import yielding as rule
+    from wfapp.plugin_api import other_events_waiting
+
+    monkeypatch.setattr(rule, "ENGINE_NOTE_SECONDS", 1.5)
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(20)]
+    waiting("FEED", keys)
+    app.config["EVENT_PARTITIONS_PER_BATCH"] = 10_000  # the 12 in one batch
+    _others(keys[:12])
+    process_pending()
+    assert other_events_waiting(POLL, 10) == 0  # the inbox holds none of them any more
+    started = time.monotonic()
+    events = poll_round(20)
+    assert executor().stats["yields"] == 1
+    # No request before the note was forgotten (1.5 s after the batch, at least 1 s from here).
+    assert min(request.at for request in server.requests()) - started >= 1.0
+    assert sorted(e.record_key for e in events) == keys
+
+
+@pytest.fixture
 def never_yielding(app: Flask) -> None:
     """The app's executor (made on first use) runs 4 polls at once and never yields."""
     app.config.update({"POLL_CONCURRENCY": 4, "POLL_YIELD_BACKLOG": 0})

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from wfapp.yielding import InboxYield
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from wfapp import yielding
+from wfapp.yielding import InboxYield, engine_took, engine_took_others
 
 
 def test_yields_from_the_backlog_until_fewer_than_half_as_many_wait():
@@ -36,3 +43,80 @@ def test_ending_the_work_ends_the_yield_and_says_how_long_it_lasted():
     assert rule.end(5.0) == 0.0
     rule.note(10, 1.0)
     assert rule.end(3.5) == 2.5 and not rule.active
+
+
+# --- the engine's note: a burst seen from inside the process -----------------------------------
+
+
+@pytest.fixture
+def _engine_note() -> Iterator[None]:
+    """Each test starts with no batch noted (the note is one per process)."""
+    yielding._engine_last = (0.0, {})
+    yield
+    yielding._engine_last = (0.0, {})
+
+
+def test_a_batch_of_other_sources_begins_the_yield_at_once(_engine_note):
+    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    now = time.monotonic()
+    assert not rule.hint(now)
+    engine_took(Counter({"poll": 150, "on_webhook": 99}))
+    assert not rule.hint(time.monotonic())  # the executor's own events are no backlog
+    engine_took(Counter({"poll": 50, "on_webhook": 60, "timeout": 40}))
+    now = time.monotonic()
+    assert rule.hint(now) and rule.active and rule.since == now
+    assert not rule.hint(now + 0.01)  # already yielding: nothing begins
+
+
+def test_the_note_is_forgotten_after_a_while(_engine_note):
+    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    engine_took({"on_webhook": 200})
+    later = time.monotonic() + yielding.ENGINE_NOTE_SECONDS + 0.01
+    assert engine_took_others("poll", later) == 0 and not rule.hint(later)
+
+
+def test_a_yield_lasts_while_the_engine_takes_batches_of_the_backlog(_engine_note):
+    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    assert rule.note(100, time.monotonic()) == "began"
+    # The events in the engine's hands are no longer pending: the look finds none waiting,
+    # yet the engine just took 200 of them.
+    engine_took({"on_webhook": 200})
+    assert rule.note(0, time.monotonic()) == "" and rule.active
+    assert rule.note(0, time.monotonic() + yielding.ENGINE_NOTE_SECONDS + 0.01) == "ended"
+
+
+def test_without_the_engine_hint_only_the_inbox_counts(_engine_note):
+    rule = InboxYield(backlog=100, interval=0.1)
+    engine_took({"on_webhook": 5000})
+    assert not rule.hint(time.monotonic())
+    assert rule.note(0, time.monotonic()) == "" and not rule.active
+    rule.note(100, time.monotonic())
+    assert rule.note(0, time.monotonic()) == "ended"
+
+
+def test_a_backlog_of_0_ignores_the_engine_too(_engine_note):
+    rule = InboxYield(backlog=0, interval=0.1, engine_hint=True, source="poll")
+    engine_took({"on_webhook": 5000})
+    assert not rule.hint(time.monotonic()) and rule.note(0, time.monotonic()) == ""
+
+
+def test_the_engine_notes_each_batch_and_each_sweep(app, demo, _engine_note):
+    """Processing notes the sources of the batch it took, the sweep the timeouts it fires."""
+    from datetime import timedelta
+
+    from wfapp.models import utcnow
+    from wfapp.queue import get_queue
+    from wfapp.services.integrations import get_integration
+    from wfapp.services.runs import start_run
+    from wfapp.services.timeouts import fire_due_timeouts
+
+    app.config["EVENT_PARTITIONS_PER_BATCH"] = 10_000  # every partition in one batch
+    start_run(get_integration("SHOP_ORDERS"), "import",
+              [{"key": f"K{i}", "data": {"total": 0}} for i in range(7)], "tester")
+    get_queue().drain()
+    assert yielding._engine_last[1] == {"on_import": 7}
+    assert engine_took_others("on_scheduled_poll", time.monotonic()) == 7
+    assert engine_took_others("on_import", time.monotonic()) == 0
+    # The demo's NEW state times out after 24 hours.
+    assert fire_due_timeouts(now=utcnow() + timedelta(hours=25)) == 7
+    assert yielding._engine_last[1] == {"timeout": 7}

@@ -70,11 +70,13 @@ DEMO_FEED_INTERVAL = 0
 POLL_CONCURRENCY = 32
 POLL_MAX_RESPONSE_BYTES = 1024 * 1024
 # Polls yield to other events: while this many events of other sources wait in the inbox (0 =
-# never yield), each process runs at most POLL_YIELD_CONCURRENCY polls at once, until fewer
-# than half as many wait. A poll is a pull the product may time; an event is a push someone
-# waits for, and on a small machine both compete for the same CPU.
+# never yield), each process starts no new poll (or at most POLL_YIELD_CONCURRENCY at once),
+# until fewer than half as many wait; a yield longer than POLL_YIELD_MAX_SECONDS lets one poll
+# at a time through. A poll is a pull the product may time; an event is a push someone waits
+# for, and on a small machine both compete for the same CPU.
 POLL_YIELD_BACKLOG = 100
-POLL_YIELD_CONCURRENCY = 2
+POLL_YIELD_CONCURRENCY = 0
+POLL_YIELD_MAX_SECONDS = 30
 # Transition actions (the outbox): delivery threads per worker process, deliveries running at
 # once per integration (across processes), seconds between checks for due deliveries, the lease
 # (visibility timeout) after which a delivery whose worker died is taken again, and the capped

@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from ..extensions import affected, db
 from ..models import Event, EventStatus, InstanceMode, Integration, Lease, Workflow, utcnow
 from ..queue import TIMEOUTS
 from ..shutdown import stopping
+from ..yielding import engine_took
 from . import tally
 from .firing import (
     HISTORY,
@@ -328,6 +330,8 @@ def _batch(partitions: list[int], limit: int, claimed: list[int] | None = None,
         following = _count_attempt(conn, partitions, limit) if claim_next else []
         _end(following, leases)
         return 0, following
+    # Polls in this process pause at once for a burst (wfapp.yielding), not a look later.
+    engine_took(Counter(event.source for event in events))
     integrations, workflows = _integrations(conn, {e.integration_id for e in events})
     modes = {i: row.instance_mode for i, row in integrations.items()}
     instances = _load_instances(conn, events, modes)

@@ -48,6 +48,7 @@ from ..engine import CompiledWorkflow, timeout_due, timeout_transition
 from ..extensions import db
 from ..models import EventStatus, UTCDateTime, Workflow, utcnow
 from ..shutdown import stopping
+from ..yielding import engine_took
 from . import tally
 from .events import partition_of
 from .firing import (
@@ -280,6 +281,7 @@ def fire_due_timeouts(now: datetime | None = None, batch_size: int = 2000,
         if not rows:
             db.session.commit()
             break
+        engine_took({"timeout": len(rows)})  # polls here pause while it fires (wfapp.yielding)
         history: list[dict[str, Any]] = []
         ledger: list[dict[str, Any]] = []
         workflows: dict[tuple[int, int], CompiledWorkflow | None] = {}
