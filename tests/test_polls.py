@@ -465,6 +465,18 @@ def _others(keys: list[str], kind: str = "noop") -> None:
                                      for key in keys], kick=False)
 
 
+def _backlog_before_polls(server: PollServer) -> list[str]:
+    """40 instances waiting for polls (answered after 0.1 s), 12 other events waiting: the
+    instances' keys."""
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(40)]
+    waiting("FEED", keys)
+    _others(keys[:12])
+    server.delay = 0.1
+    return keys
+
+
 def test_other_events_waiting_counts_other_sources_up_to_the_bound(app):
     from wfapp.plugin_api import other_events_waiting
     from wfapp.services.events import NewEvent, ingest
@@ -492,12 +504,7 @@ def test_polls_yield_while_other_events_wait_and_resume_after(yielding, client, 
     a time; once it is applied they run eight at once again, and none is lost or doubled."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    poll_workflow(url=server.url + "/orders/{record_key}")
-    integration()
-    keys = [f"K{i:02d}" for i in range(40)]
-    waiting("FEED", keys)
-    _others(keys[:12])
-    server.delay = 0.1
+    keys = _backlog_before_polls(server)
     make_due()
     run_polls()
     wait_until(lambda: len(server.requests()) >= 4)
@@ -539,12 +546,7 @@ def test_polls_pause_while_other_events_wait_then_one_at_a_time(pausing, client,
     """The default: while a backlog waits no new poll starts; a yield that lasts lets one at a
     time through (a steady backlog must not starve the polls); once the backlog is applied they
     resume at full concurrency, none lost or doubled."""
-    poll_workflow(url=server.url + "/orders/{record_key}")
-    integration()
-    keys = [f"K{i:02d}" for i in range(40)]
-    waiting("FEED", keys)
-    _others(keys[:12])
-    server.delay = 0.1
+    keys = _backlog_before_polls(server)
     make_due()
     started = time.monotonic()
     run_polls()
