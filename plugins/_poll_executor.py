@@ -87,7 +87,7 @@ class PollExecutor:
         self.max_workers = max(1, int(config("POLL_CONCURRENCY", 32)))
         #: Yielding to other events waiting (POLL_YIELD_BACKLOG; 0: never yield).
         self.yielding = InboxYield(max(0, int(config("POLL_YIELD_BACKLOG", 100))),
-                                   YIELD_CHECK_SECONDS, engine_hint=True, source=trigger_type)
+                                   YIELD_CHECK_SECONDS, engine_source=trigger_type)
         #: Requests at once while yielding (0: none), and how long a yield holds them to that
         #: before one at a time goes through anyway (a steady backlog must not starve polls).
         self.yield_workers = max(0, min(self.max_workers,

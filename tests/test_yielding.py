@@ -57,7 +57,7 @@ def _engine_note() -> Iterator[None]:
 
 
 def test_a_batch_of_other_sources_begins_the_yield_at_once(_engine_note):
-    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    rule = InboxYield(backlog=100, interval=0.1, engine_source="poll")
     now = time.monotonic()
     assert not rule.hint(now)
     engine_took(Counter({"poll": 150, "on_webhook": 99}))
@@ -69,14 +69,14 @@ def test_a_batch_of_other_sources_begins_the_yield_at_once(_engine_note):
 
 
 def test_the_note_is_forgotten_after_a_while(_engine_note):
-    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    rule = InboxYield(backlog=100, interval=0.1, engine_source="poll")
     engine_took({"on_webhook": 200})
     later = time.monotonic() + yielding.ENGINE_NOTE_SECONDS + 0.01
     assert engine_took_others("poll", later) == 0 and not rule.hint(later)
 
 
 def test_a_yield_lasts_while_the_engine_takes_batches_of_the_backlog(_engine_note):
-    rule = InboxYield(backlog=100, interval=0.1, engine_hint=True, source="poll")
+    rule = InboxYield(backlog=100, interval=0.1, engine_source="poll")
     assert rule.note(100, time.monotonic()) == "began"
     # The events in the engine's hands are no longer pending: the look finds none waiting,
     # yet the engine just took 200 of them.
@@ -95,7 +95,7 @@ def test_without_the_engine_hint_only_the_inbox_counts(_engine_note):
 
 
 def test_a_backlog_of_0_ignores_the_engine_too(_engine_note):
-    rule = InboxYield(backlog=0, interval=0.1, engine_hint=True, source="poll")
+    rule = InboxYield(backlog=0, interval=0.1, engine_source="poll")
     engine_took({"on_webhook": 5000})
     assert not rule.hint(time.monotonic()) and rule.note(0, time.monotonic()) == ""
 

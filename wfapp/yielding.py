@@ -49,10 +49,9 @@ class InboxYield:
 
     backlog: int  # events waiting that make the work yield; 0: never yield
     interval: float  # seconds between two looks at the inbox
-    #: Also yield to the engine's batches here (`engine_took`), not only to looks at the inbox;
-    #: `source` is the executor's own: its events are not a backlog it yields to.
-    engine_hint: bool = False
-    source: str = ""
+    #: The executor's own source, to also yield to the engine's batches here (`engine_took`)
+    #: except for its own events; None: only looks at the inbox count.
+    engine_source: str | None = None
     since: float | None = None  # when (monotonic) the yield began; None: not yielding
     checked_at: float = 0.0  # when (monotonic) the inbox was last looked at
 
@@ -68,9 +67,9 @@ class InboxYield:
     def hint(self, now: float) -> bool:
         """Begin yielding when the engine here just took a batch holding `backlog` or more
         events of other sources (no query); whether the yield began."""
-        if self.since is not None or not self.backlog or not self.engine_hint:
+        if self.since is not None or not self.backlog or self.engine_source is None:
             return False
-        if engine_took_others(self.source, now) >= self.backlog:
+        if engine_took_others(self.engine_source, now) >= self.backlog:
             self.since = now
             return True
         return False
@@ -79,12 +78,12 @@ class InboxYield:
         """Take in a look at the inbox, `waiting` events (counted up to `backlog`): whether
         the yield began or ended with it, or "" when nothing changed.
 
-        With `engine_hint`, a yield does not end while the engine here still takes batches of
+        With an `engine_source`, a yield does not end while the engine here still takes batches of
         the backlog's size: their events are no longer pending, but still being applied.
         """
         self.checked_at = now
-        if self.engine_hint and self.backlog:
-            waiting = max(waiting, engine_took_others(self.source, now))
+        if self.engine_source is not None and self.backlog:
+            waiting = max(waiting, engine_took_others(self.engine_source, now))
         if self.since is None and self.backlog and waiting >= self.backlog:
             self.since = now
             return "began"
