@@ -275,13 +275,32 @@ class PollExecutor:
         return any(len(self.queues.get(i) or ()) <= self._cap(i, 0) for i in self.more)
 
     def _store_now(self) -> bool:
-        """Whether to store the waiting results: a full batch, a while waited, or the end."""
+        """Whether to store the waiting results: a full batch, a while waited, or the end;
+        while yielding, only when stopping or when held long or many enough (`_holding`)."""
         if not self.results:
             return False
-        if self.stopping or len(self.results) >= STORE_MIN or not (self._queued() or
-                                                                  self.workers):
+        if self.stopping:
+            return True
+        if self._holding():
+            return False
+        if len(self.results) >= STORE_MIN or not (self._queued() or self.workers):
             return True
         return time.monotonic() - self.results_since >= STORE_DELAY
+
+    def _holding(self) -> bool:
+        """Whether answers wait in memory for the yield to end (the caller holds the lock).
+
+        Each stored answer is one more event for this process's engine, applied in order with
+        the burst the polls yield to: storing the answers of the requests that were running
+        when the yield began would put them among the burst. They wait instead, as the
+        claimed polls do, and are stored when the yield ends — but at most
+        POLL_YIELD_MAX_SECONDS and at most STORE_BATCH of them (their timers already moved on:
+        a process killed meanwhile loses them as it loses the polls it claimed, and those
+        instances are polled one interval later).
+        """
+        since = self.yielding.since
+        return (since is not None and len(self.results) < STORE_BATCH
+                and time.monotonic() - since < self.yield_max_seconds)
 
     def _pump(self) -> None:
         idle_since = time.monotonic()

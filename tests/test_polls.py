@@ -592,6 +592,79 @@ def test_a_burst_the_engine_takes_here_makes_polls_yield_before_the_inbox_shows_
     assert sorted(e.record_key for e in events) == keys
 
 
+def test_answers_of_requests_running_when_a_yield_begins_wait_for_it_to_end(
+        pausing, app, server):
+    """The answers of the polls already on their way when a burst arrives would be applied in
+    order with the burst: they wait in the executor until the yield ends, then are stored, each
+    once, after the burst's events."""
+    app.config["POLL_YIELD_MAX_SECONDS"] = 30
+    poll_workflow(url=server.url + "/slow/{record_key}?s=0.8")
+    integration()
+    keys = [f"K{i}" for i in range(8)]
+    waiting("FEED", keys)
+    make_due()
+    run_polls()
+    wait_until(lambda: len(server.requests()) == 8)  # all 8 on their way
+    _others([f"X{i:02d}" for i in range(12)])  # a burst of 12 (the backlog is 10)
+    wait_until(lambda: executor().yielding.active)
+    wait_until(lambda: len(executor().results) == 8)  # answered, but not stored
+    time.sleep(1.0)  # twice the half second after which answers are stored otherwise
+    assert count_poll_events() == 0 and executor().yielding.active
+    assert not executor().settled()
+    process_pending()  # the burst is applied: the yield ends and the answers are stored
+    wait_until(lambda: count_poll_events() == 8)
+    wait_until(executor().settled)
+    stored = poll_events()
+    assert sorted(e.record_key for e in stored) == keys and len(server.requests()) == 8
+    burst = db.session.scalars(select(Event.id).where(Event.source == "on_webhook")).all()
+    assert min(e.id for e in stored) > max(burst)
+    assert executor().stats["yields"] == 1
+
+
+def test_a_yield_holds_answers_no_longer_than_poll_yield_max_seconds(pausing, server):
+    """A steady backlog must not keep answers in memory for long: after
+    POLL_YIELD_MAX_SECONDS (2 s here) they are stored though the yield goes on."""
+    poll_workflow(url=server.url + "/slow/{record_key}?s=0.3")
+    integration()
+    keys = [f"K{i}" for i in range(4)]
+    waiting("FEED", keys)
+    make_due()
+    run_polls()
+    wait_until(lambda: len(server.requests()) == 4)
+    _others([f"X{i:02d}" for i in range(12)])
+    wait_until(lambda: executor().yielding.active)
+    started = time.monotonic()
+    wait_until(lambda: count_poll_events() == 4, 10)
+    assert time.monotonic() - started >= 1.0 and executor().yielding.active
+    assert sorted(e.record_key for e in poll_events()) == keys
+
+
+def test_an_announced_ingest_makes_polls_yield_before_its_commit(pausing, app, server):
+    """A large ingest under way in another process (an import, a BC notification) announces
+    its events before they are committed: the polls yield from the start, and go on once it
+    is retracted (committed and, here, nothing left waiting)."""
+    from wfapp.plugin_api import other_events_waiting
+    from wfapp.queue import get_queue
+
+    poll_workflow(url=server.url + "/orders/{record_key}")
+    integration()
+    keys = [f"K{i:02d}" for i in range(12)]
+    waiting("FEED", keys)
+    handle = get_queue().announce({"on_import": 5000}, 30)
+    assert other_events_waiting(POLL, 10) == 10  # the inbox holds none of them
+    make_due()
+    run_polls()
+    wait_until(lambda: executor().yielding.active)
+    time.sleep(0.8)
+    assert server.requests() == []
+    get_queue().retract(handle)
+    assert other_events_waiting(POLL, 10) == 0
+    wait_until(lambda: count_poll_events() == 12)
+    wait_until(executor().settled)
+    assert sorted(e.record_key for e in poll_events()) == keys
+    assert len(server.requests()) == 12 and not executor().yielding.active
+
+
 @pytest.fixture
 def never_yielding(app: Flask) -> None:
     """The app's executor (made on first use) runs 4 polls at once and never yields."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,88 @@ def test_the_engine_notes_each_batch_and_each_sweep(app, demo, _engine_note):
     # The demo's NEW state times out after 24 hours.
     assert fire_due_timeouts(now=utcnow() + timedelta(hours=25)) == 7
     assert yielding._engine_last[1] == {"timeout": 7}
+
+
+# --- large ingests announce themselves before their commit ------------------------------------
+
+
+def _queues(app: Any, redis_url: str) -> Iterator[Any]:
+    """Each kind of queue: the embedded one, RQ's on the real Redis, and the embedded worker
+    process's, whose calls cross a pipe to the web process's queue."""
+    import multiprocessing
+    import threading
+
+    import redis
+
+    from wfapp.embedded_worker import ParentQueue, Supervisor
+    from wfapp.queue import INCOMING_KEY, EmbeddedQueue, RedisQueue
+
+    yield EmbeddedQueue(app)
+    redis.Redis.from_url(redis_url).delete(INCOMING_KEY)
+    yield RedisQueue(redis_url)
+    web = EmbeddedQueue(app)
+    ours, theirs = multiprocessing.Pipe()
+    threading.Thread(target=Supervisor(web)._serve, args=(theirs,), daemon=True).start()
+    yield ParentQueue(app, ours)
+    ours.close()
+
+
+def test_announcements_count_other_sources_until_retracted_or_expired(app, redis_url):
+    for queue in _queues(app, redis_url):
+        kind = type(queue).__name__
+        assert queue.incoming("on_scheduled_poll") == 0, kind
+        first = queue.announce({"on_import": 120, "on_scheduled_poll": 5}, 30)
+        second = queue.announce({"on_bc_event": 1000}, 0.3)
+        assert queue.incoming("on_scheduled_poll") == 1120, kind
+        assert queue.incoming("on_import") == 1005, kind
+        time.sleep(0.4)  # the second expired: its announcer never retracted it
+        assert queue.incoming("on_scheduled_poll") == 120, kind
+        queue.retract(first)
+        queue.retract(second)  # already gone: no error
+        assert queue.incoming("on_scheduled_poll") == 0, kind
+
+
+def test_a_foreign_member_in_the_announcements_is_ignored(app, redis_url):
+    import redis
+
+    from wfapp.queue import INCOMING_KEY, RedisQueue
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(INCOMING_KEY)
+    client.zadd(INCOMING_KEY, {"garbage": time.time() + 30, "x|{not json": time.time() + 30,
+                               'y|{"on_import": "many"}': time.time() + 30})
+    queue = RedisQueue(redis_url)
+    queue.announce({"on_import": 60}, 30)
+    assert queue.incoming("on_scheduled_poll") == 60
+    client.delete(INCOMING_KEY)
+
+
+def test_a_large_ingest_is_announced_while_it_is_written(app, demo, monkeypatch):
+    """From 50 events on, an ingest announces its events (by source, failed ones left out) for
+    the time of its insert and commit; a small one costs the queue nothing."""
+    from wfapp.queue import get_queue
+    from wfapp.services import events
+    from wfapp.services.events import NewEvent, ingest
+    from wfapp.services.integrations import get_integration
+
+    seen: list[int] = []
+    stage = events.stage
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append(get_queue().incoming("on_scheduled_poll"))
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(events, "stage", watching)
+    shop = get_integration("SHOP_ORDERS")
+    ingest(shop, [NewEvent("on_webhook", "x", f"K{i}", None, {}) for i in range(49)],
+           kick=False)
+    big = [NewEvent("on_webhook", "x", f"L{i}", None, {}) for i in range(60)]
+    big += [NewEvent("on_webhook", "x", f"F{i}", None, {}, failure="refused")
+            for i in range(5)]
+    ingest(shop, big, kick=False)
+    assert seen == [0, 60]
+    assert get_queue().incoming("on_scheduled_poll") == 0  # retracted after the commit
+    # Retracted when the insert fails as well.
+    with pytest.raises(ValueError):
+        ingest(shop, [NewEvent("on_webhook", "x", "K" * 300, None, {})] * 60, kick=False)
+    assert get_queue().incoming("on_scheduled_poll") == 0

@@ -43,7 +43,8 @@ STOP_SECONDS = 10.0
 #: The job that frees the partition leases of a worker process known to be dead.
 RELEASE_JOB = "wfapp.jobs.release_worker"
 #: The queue calls a worker process may make on the web process's queue.
-FORWARDED = frozenset({"enqueue", "kick", "take_kick", "kick_soon", "once"})
+FORWARDED = frozenset({"enqueue", "kick", "take_kick", "kick_soon", "once", "announce",
+                       "retract", "incoming"})
 PR_SET_PDEATHSIG = 1
 
 
@@ -287,6 +288,18 @@ class ParentQueue(EmbeddedQueue):
     def once(self, name: str, seconds: float) -> bool:
         """True at most once per `seconds` (the web process keeps the marks)."""
         return bool(self._call("once", name, seconds))
+
+    def announce(self, counts: dict[str, int], seconds: float) -> str:
+        """Announce in the web process (it keeps the announcements)."""
+        return str(self._call("announce", counts, seconds) or "")
+
+    def retract(self, handle: str) -> None:
+        """Retract in the web process."""
+        self._call("retract", handle)
+
+    def incoming(self, source: str) -> int:
+        """What the web process's announcements say is being stored."""
+        return int(self._call("incoming", source) or 0)
 
 
 def child_main(config: dict[str, Any], jobs: Connection, calls: Connection) -> None:

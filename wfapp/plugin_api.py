@@ -189,14 +189,15 @@ def store_events(integration: IntegrationInfo | str, events: Sequence[NewEvent]
 
 
 def other_events_waiting(source: str, at_least: int) -> int:
-    """How many pending events of other sources than `source` wait in the inbox, counted up
-    to `at_least` (an indexed look, cheap however many of `source`'s own events wait).
+    """How many events of other sources than `source` wait, counted up to `at_least`: those
+    pending in the inbox (an indexed look, cheap however many of `source`'s own events wait)
+    and those a large ingest (50 events or more) announces while it is still writing them.
 
     For a plugin whose work is a pull it may time (polls) to yield to events someone waits for.
     """
-    from .services.events import pending_other_than
+    from .services.events import waiting_other_than
 
-    return pending_other_than(source, at_least)
+    return waiting_other_than(source, at_least)
 
 
 class DatabaseCounter:

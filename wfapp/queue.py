@@ -10,6 +10,7 @@ restart but the events, which live in the database and are picked up again by th
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import threading
@@ -33,6 +34,26 @@ except ImportError:  # pragma: no cover - rq is a dependency
 QUEUE_NAME = "wfapp"
 PROCESS_JOB = "wfapp.jobs.process_events"
 KICK_KEY = "wfapp:kick"
+#: Large ingests under way (not committed yet): a sorted set of announcements by expiry time.
+INCOMING_KEY = "wfapp:inbox:incoming"
+
+
+def _announcement(counts: dict[str, int]) -> str:
+    """One announcement's member: unique, and carrying its events by source."""
+    return f"{os.urandom(8).hex()}|{json.dumps(counts, separators=(',', ':'))}"
+
+
+def _others(members: Any, source: str) -> int:
+    """The events of sources other than `source` in these announcements."""
+    total = 0
+    for member in members:
+        text = member.decode() if isinstance(member, bytes) else str(member)
+        try:
+            counts = json.loads(text.split("|", 1)[1])
+            total += sum(int(n) for name, n in counts.items() if name != source)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            continue  # not one of ours: ignored
+    return total
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -132,6 +153,31 @@ class RedisQueue:
         return bool(self.connection.set(f"wfapp:once:{name}", "1", nx=True,
                                         px=max(1, int(seconds * 1000))))
 
+    def announce(self, counts: dict[str, int], seconds: float) -> str:
+        """Say that these events (by source) are being stored, for at most `seconds`; returns
+        the handle `retract` takes. Seen by `incoming` in every process on every host."""
+        member = _announcement(counts)
+        expires = time.time() + seconds
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(INCOMING_KEY, {member: expires})
+            # Readers drop expired announcements (one left by an announcer that died before
+            # retracting); the key itself goes an hour after the last one.
+            pipe.expire(INCOMING_KEY, 3600)
+            pipe.execute()
+        return member
+
+    def retract(self, handle: str) -> None:
+        """The announced events are committed (or were not stored after all)."""
+        self.connection.zrem(INCOMING_KEY, handle)
+
+    def incoming(self, source: str) -> int:
+        """Events of sources other than `source` that announcements say are being stored."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(INCOMING_KEY, "-inf", time.time())
+            pipe.zrange(INCOMING_KEY, 0, -1)
+            members = pipe.execute()[1]
+        return _others(members, source)
+
 
 _KICKER_LOCK = threading.Lock()
 COALESCE_SECONDS = 0.02
@@ -182,6 +228,7 @@ class EmbeddedQueue:
         self.lock = threading.Lock()
         self.wakeup = threading.Event()
         self.marks: dict[str, float] = {}
+        self.incoming_until: dict[str, float] = {}  # announcement → when it expires (monotonic)
         self.thread: threading.Thread | None = None
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
@@ -215,6 +262,27 @@ class EmbeddedQueue:
                 return False
             self.marks[name] = now + seconds
             return True
+
+    def announce(self, counts: dict[str, int], seconds: float) -> str:
+        """Say that these events (by source) are being stored, for at most `seconds`."""
+        member = _announcement(counts)
+        with self.lock:
+            self.incoming_until[member] = time.monotonic() + seconds
+        return member
+
+    def retract(self, handle: str) -> None:
+        """The announced events are committed (or were not stored after all)."""
+        with self.lock:
+            self.incoming_until.pop(handle, None)
+
+    def incoming(self, source: str) -> int:
+        """Events of sources other than `source` that announcements say are being stored."""
+        now = time.monotonic()
+        with self.lock:
+            for member in [m for m, until in self.incoming_until.items() if until <= now]:
+                del self.incoming_until[member]
+            members = list(self.incoming_until)
+        return _others(members, source)
 
     def take(self) -> tuple[str, tuple[Any, ...]] | None:
         """The next job (taken off the queue), or None."""

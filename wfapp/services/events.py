@@ -145,15 +145,55 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True,
     200 characters (callers check first). With `expect_version`, raises IntegrationChanged
     (storing nothing) unless the integration's config_version is still that.
     """
+    handle = _announce(events)
     try:
         ids, duplicates, queued = stage(integration_id, events, expect_version)
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
+    finally:
+        if handle:
+            _retract(handle)
     if kick and queued:
         _kick_after_commit()
     return ids, duplicates
+
+
+#: An ingest of this many events or more is announced while it is being stored (`_announce`).
+ANNOUNCE_MIN = 50
+#: How long an announcement counts at most (one whose announcer died is never retracted).
+ANNOUNCE_SECONDS = 10.0
+
+
+def _announce(events: Sequence[NewEvent]) -> str | None:
+    """Announce a large ingest before its insert: its handle, or None (small, or no queue).
+
+    Its events become visible to others only at the commit; an import or a BC notification
+    of thousands of items takes a while to write. Work that yields to a backlog (polls, action
+    deliveries) sees the announcement (`waiting_other_than`) and yields from the start, instead
+    of running at full speed until the commit and then competing with the burst.
+    """
+    if len(events) < ANNOUNCE_MIN:
+        return None
+    counts: dict[str, int] = {}
+    for event in events:
+        if event.failure is None:
+            counts[event.source] = counts.get(event.source, 0) + 1
+    if sum(counts.values()) < ANNOUNCE_MIN:
+        return None
+    try:
+        return get_queue().announce(counts, ANNOUNCE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 — a queue outage must not stop an ingest
+        log.debug("could not announce an ingest (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
+def _retract(handle: str) -> None:
+    try:
+        get_queue().retract(handle)
+    except Exception as exc:  # noqa: BLE001 — it expires by itself
+        log.debug("could not retract an announcement (%s: %s)", type(exc).__name__, exc)
 
 
 def stage(integration_id: int, events: Sequence[NewEvent], expect_version: int | None = None
@@ -321,6 +361,20 @@ def pending_other_than(source: str, at_least: int) -> int:
         select(func.count()).select_from(below).scalar_subquery(),
         select(func.count()).select_from(above).scalar_subquery())).one()
     return min(limit, int(found[0]) + int(found[1]))
+
+
+def waiting_other_than(source: str, at_least: int) -> int:
+    """Events of other sources than `source` that wait, counted up to `at_least`: those
+    pending in the inbox and those large ingests announce while they are being stored."""
+    pending = pending_other_than(source, at_least)
+    if pending >= at_least:
+        return pending
+    try:
+        incoming = get_queue().incoming(source)
+    except Exception as exc:  # noqa: BLE001 — without the queue, the inbox alone says
+        log.debug("could not read announcements (%s: %s)", type(exc).__name__, exc)
+        incoming = 0
+    return min(max(1, at_least), pending + incoming)
 
 
 

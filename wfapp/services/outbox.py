@@ -898,9 +898,9 @@ class ActionExecutor:
         goes first."""
         if not self.yielding.due(time.monotonic()):
             return
-        from .events import pending_other_than
+        from .events import waiting_other_than
 
-        waiting = pending_other_than(RESULT_SOURCE, self.yielding.backlog)
+        waiting = waiting_other_than(RESULT_SOURCE, self.yielding.backlog)
         db.session.rollback()  # no transaction left open on the pump's session
         now = time.monotonic()
         with self.cond:
