@@ -157,6 +157,25 @@ POLLS_DONE = POLL_EVENTS + " AND status <> 'pending'"
 YIELDS = "SELECT coalesce(sum(count), 0) FROM metric_count WHERE name = 'wfapp_poll_yields_total'"
 
 
+def checkpoint() -> None:
+    """A PostgreSQL checkpoint now, so that the next timed round starts where every other one
+    does in the checkpoint cycle.
+
+    This benchmark writes about half a gigabyte of WAL a minute, so PostgreSQL checkpoints
+    (max_wal_size) every 50–60 s; after each one the first change of every page writes the
+    whole page to the WAL, and commits wait longer for it. Where a round fell in that cycle
+    moved its time by ±20 % (commits waiting on WALSync: 4 % of samples in one phase, 12 % in
+    the next), in quiet and busy rounds alike.
+    """
+    from sqlalchemy import text
+
+    from wfapp.extensions import db
+
+    db.session.commit()
+    with db.engine.connect() as conn:
+        conn.execute(text("CHECKPOINT"))
+
+
 def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, float, float]:
     """Seconds from queueing E webhook events for the RING instances until all are applied; of
     those, the seconds this script took to store them (one transaction: the workers see none
@@ -166,6 +185,8 @@ def time_processing(args: Any, round_no: int, pids: list[int]) -> tuple[float, f
     from wfapp.services.events import NewEvent, ingest
     from wfapp.services.integrations import get_integration
 
+    if args.checkpoint:
+        checkpoint()
     polls_before = count(POLL_EVENTS)
     batch = [NewEvent("on_webhook", "next", f"R{i % args.ring}", None, {},
                       dedupe_key=f"r{round_no}-{i}") for i in range(args.events)]
@@ -206,6 +227,8 @@ def time_sweep(args: Any) -> float:
 
     from wfapp.extensions import db
 
+    if args.checkpoint:
+        checkpoint()
     before = count(TIMED_OUT)
     start = time.perf_counter()
     db.session.execute(text("UPDATE instance SET timeout_due_at = now() WHERE state = 'HOLD'"))
@@ -218,7 +241,7 @@ def median_sweep(args: Any, runs: int = 3) -> tuple[float, list[float]]:
     """`time_sweep` `runs` times (the timed instances put back after each): the median and all.
 
     The sweep runs once a second, so one run measures mostly where in that second the timeouts
-    fell due (0.4 s or 1.3 s for the same code); the median of three says more.
+    fell due (0.4 s or 1.3 s for the same code); the median of several says more.
     """
     times = []
     for _ in range(runs):
@@ -304,6 +327,8 @@ def main() -> None:
                         help="processing rounds before, during and after the cycle (the median "
                              "of each is printed)")
     parser.add_argument("--timeouts", type=int, default=2000)
+    parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                        help="do not start each timed round with a PostgreSQL CHECKPOINT")
     parser.add_argument("--yield-backlog", type=int, default=100,
                         help="POLL_YIELD_BACKLOG of the workers (0: polls never yield)")
     parser.add_argument("--yield-concurrency", type=int, default=0,
@@ -346,7 +371,7 @@ def main() -> None:
         seed(args, url)
         procs = start_workers(args.workers, env, log_dir=args.worker_logs)
         try:
-            quiet_sweep, quiet_sweeps = median_sweep(args)
+            quiet_sweep, quiet_sweeps = median_sweep(args, args.rounds)
             pids = [p.pid for p in procs]
             (quiet_processing, quiet_stored, quiet_cpu), quiet_runs = median_processing(
                 args, 1, pids, args.rounds)
@@ -365,7 +390,7 @@ def main() -> None:
             start = time.perf_counter()
             cpu_before = cpu_seconds(pids), cpu_seconds([endpoint.pid])
             wait_for(POLL_EVENTS, 1)
-            busy_sweep, busy_sweeps = median_sweep(args)
+            busy_sweep, busy_sweeps = median_sweep(args, args.rounds)
             sweep_polls = count(POLL_EVENTS)
             (busy_processing, busy_stored, busy_cpu), busy_runs = median_processing(
                 args, 1 + args.rounds, pids, args.rounds)
@@ -394,7 +419,8 @@ def main() -> None:
           f"({args.instances / stored:,.0f}/s; goal ≤ 30 s), all evaluated after "
           f"{applied:.1f} s; {failed} failed; {polled:,} instances polled, each once")
     print(f"timeout sweep, {args.timeouts:,} timeouts due at once, all fired after (median of "
-          f"3): {quiet_sweep:.2f} s without polls, {busy_sweep:.2f} s during the poll cycle "
+          f"{args.rounds}): {quiet_sweep:.2f} s without polls, {busy_sweep:.2f} s during the "
+          "poll cycle "
           f"(sweep every 1 s; runs {', '.join(f'{t:.2f}' for t in quiet_sweeps)} and "
           f"{', '.join(f'{t:.2f}' for t in busy_sweeps)}; {sweep_polls:,} polls stored by the "
           "end); during / without "
