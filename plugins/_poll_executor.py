@@ -308,12 +308,23 @@ class PollExecutor:
             with self.cond:
                 if not (self.woken or self._store_now() or self._wants_claim()):
                     self.cond.wait(STORE_DELAY / 2)
+                check = self._check_due(self.woken)
+            if check:
+                # Before deciding what to store: the answers waiting now are held if a yield
+                # begins with this look, not stored among the burst on the way.
+                try:
+                    with self.app.app_context():
+                        self._check_yield()
+                except Exception:  # the database is away: try again on the next round
+                    log.exception("poll pump round failed")
+                    time.sleep(1.0)
+                    continue
+            with self.cond:
                 woken, self.woken = self.woken, False
                 results: list[Result] = []
                 if self._store_now():
                     results, self.results = self.results, []
                 self.storing = bool(results)
-                check = self._check_due(woken)
                 claim = not self.stopping and (woken or self._wants_claim())
                 busy = bool(results or claim or self.results or self._queued() or self.workers)
                 if busy:
@@ -323,12 +334,10 @@ class PollExecutor:
                         self._resume(self.yielding.end(time.monotonic()))
                     self.pump = None
                     return
-            if not (results or claim or check):
+            if not (results or claim):
                 continue
             try:
                 with self.app.app_context():
-                    if check:
-                        self._check_yield()
                     if results:
                         began = time.perf_counter()
                         self._store(results)
