@@ -163,9 +163,9 @@ def checkpoint() -> None:
 
     This benchmark writes about half a gigabyte of WAL a minute, so PostgreSQL checkpoints
     (max_wal_size) every 50–60 s; after each one the first change of every page writes the
-    whole page to the WAL, and commits wait longer for it. Where a round fell in that cycle
-    moved its time by ±20 % (commits waiting on WALSync: 4 % of samples in one phase, 12 % in
-    the next), in quiet and busy rounds alike.
+    whole page to the WAL, and commits wait longer for it (WALSync: 4 % of the samples of one
+    run's first rounds, 11–12 % of its later ones, polls or not). Quiet rounds of one run spread
+    by ±20 %; starting each round at the same point of that cycle narrows it.
     """
     from sqlalchemy import text
 
