@@ -68,8 +68,7 @@ def test_redis_away_after_the_commit_still_answers_success(app_config, users, to
         db.engine.dispose()
 
 
-def test_redis_away_large_imports_go_on_without_announcements(app_config, tokens,
-                                                               monkeypatch):
+def test_redis_away_large_imports_go_on_without_announcements(app_config, tokens):
     """A large ingest announces itself through the queue (polls yield from its start); with
     Redis away it is stored all the same, and the process stops trying for a while instead of
     paying Redis's connect timeout on every large ingest and every look of an executor."""
@@ -78,9 +77,9 @@ def test_redis_away_large_imports_go_on_without_announcements(app_config, tokens
     from sqlalchemy import func, select
 
     from wfapp.models import Event
-    from wfapp.services import events
+    from wfapp.queue import get_queue
+    from wfapp.services.events import waiting_other_than
 
-    monkeypatch.setattr(events, "_announcements_off_until", 0.0)
     app_config["REDIS_URL"] = "redis://127.0.0.1:9/0"  # nothing listens there
     app = create_app(app_config)
     with app.app_context():
@@ -94,13 +93,13 @@ def test_redis_away_large_imports_go_on_without_announcements(app_config, tokens
                 json={"direction": "import",
                       "records": [{"key": f"R{run}-{i}", "data": {}} for i in range(60)]})
             assert answer.status_code == 201, answer.get_data(as_text=True)
-            paused.append(events._announcements_off_until)
+            paused.append(get_queue().announcements_paused_until)
         assert db.session.scalar(select(func.count()).select_from(Event)) == 120
         # The first import found Redis away; the second did not try again.
         assert paused[0] == paused[1] > time.monotonic() + 25
         # An executor's look: the inbox alone (nobody applies the imports here), Redis not asked.
-        assert events.waiting_other_than("on_scheduled_poll", 500) == 120
-        assert events._announcements_off_until == paused[0]
+        assert waiting_other_than("on_scheduled_poll", 500) == 120
+        assert get_queue().announcements_paused_until == paused[0]
         db.session.remove()
         db.engine.dispose()
 

@@ -36,6 +36,8 @@ PROCESS_JOB = "wfapp.jobs.process_events"
 KICK_KEY = "wfapp:kick"
 #: Large ingests under way (not committed yet): a sorted set of announcements by expiry time.
 INCOMING_KEY = "wfapp:inbox:incoming"
+#: How long a queue goes without announcements after Redis failed one (see RedisQueue).
+ANNOUNCE_PAUSE_SECONDS = 30.0
 
 
 def _announcement(counts: dict[str, int]) -> str:
@@ -153,29 +155,60 @@ class RedisQueue:
         return bool(self.connection.set(f"wfapp:once:{name}", "1", nx=True,
                                         px=max(1, int(seconds * 1000))))
 
+    #: After Redis failed an announcement call: when (monotonic) this queue tries again. A
+    #: Redis that does not answer must not add its timeout to every large ingest and to every
+    #: look of a yielding executor; the inbox alone still says what waits.
+    announcements_paused_until = 0.0
+
+    def _announcements_failed(self, what: str, exc: Exception) -> None:
+        self.announcements_paused_until = time.monotonic() + ANNOUNCE_PAUSE_SECONDS
+        log.warning("could not %s (%s: %s); no announcements of large ingests for %.0f s",
+                    what, type(exc).__name__, exc, ANNOUNCE_PAUSE_SECONDS)
+
+    def _announcing(self) -> bool:
+        return time.monotonic() >= self.announcements_paused_until
+
     def announce(self, counts: dict[str, int], seconds: float) -> str:
         """Say that these events (by source) are being stored, for at most `seconds`; returns
-        the handle `retract` takes. Seen by `incoming` in every process on every host."""
+        the handle `retract` takes ("" when Redis failed). Seen by `incoming` in every process
+        on every host."""
+        if not self._announcing():
+            return ""
         member = _announcement(counts)
         expires = time.time() + seconds
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.zadd(INCOMING_KEY, {member: expires})
-            # Readers drop expired announcements (one left by an announcer that died before
-            # retracting); the key itself goes an hour after the last one.
-            pipe.expire(INCOMING_KEY, 3600)
-            pipe.execute()
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.zadd(INCOMING_KEY, {member: expires})
+                # Readers drop expired announcements (one left by an announcer that died before
+                # retracting); the key itself goes an hour after the last one.
+                pipe.expire(INCOMING_KEY, 3600)
+                pipe.execute()
+        except Exception as exc:  # noqa: BLE001 — an announcement is a hint, never a failure
+            self._announcements_failed("announce an ingest", exc)
+            return ""
         return member
 
     def retract(self, handle: str) -> None:
         """The announced events are committed (or were not stored after all)."""
-        self.connection.zrem(INCOMING_KEY, handle)
+        if not handle or not self._announcing():
+            return  # it expires by itself
+        try:
+            self.connection.zrem(INCOMING_KEY, handle)
+        except Exception as exc:  # noqa: BLE001 — it expires by itself
+            self._announcements_failed("retract an announcement", exc)
 
     def incoming(self, source: str) -> int:
         """Events of sources other than `source` that announcements say are being stored."""
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(INCOMING_KEY, "-inf", time.time())
-            pipe.zrange(INCOMING_KEY, 0, -1)
-            members = pipe.execute()[1]
+        if not self._announcing():
+            return 0
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(INCOMING_KEY, "-inf", time.time())
+                pipe.zrange(INCOMING_KEY, 0, -1)
+                members = pipe.execute()[1]
+        except Exception as exc:  # noqa: BLE001 — without it, the inbox alone says
+            self._announcements_failed("read announcements", exc)
+            return 0
         return _others(members, source)
 
 

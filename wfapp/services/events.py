@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -165,22 +164,6 @@ def store(integration_id: int, events: Sequence[NewEvent], kick: bool = True,
 ANNOUNCE_MIN = 50
 #: How long an announcement counts at most (one whose announcer died is never retracted).
 ANNOUNCE_SECONDS = 10.0
-#: After the queue failed to take or give an announcement, how long this process goes without:
-#: a Redis that does not answer must not add its connect timeout to every large ingest and to
-#: every look of a yielding executor (the inbox alone still says what waits).
-ANNOUNCE_PAUSE_SECONDS = 30.0
-_announcements_off_until = 0.0
-
-
-def _announcements_on() -> bool:
-    return time.monotonic() >= _announcements_off_until
-
-
-def _announcements_failed(what: str, exc: Exception) -> None:
-    global _announcements_off_until
-    _announcements_off_until = time.monotonic() + ANNOUNCE_PAUSE_SECONDS
-    log.warning("could not %s (%s: %s); no announcements of large ingests for %.0f s", what,
-                type(exc).__name__, exc, ANNOUNCE_PAUSE_SECONDS)
 
 
 def _announce(events: Sequence[NewEvent]) -> str | None:
@@ -191,7 +174,7 @@ def _announce(events: Sequence[NewEvent]) -> str | None:
     deliveries) sees the announcement (`waiting_other_than`) and yields from the start, instead
     of running at full speed until the commit and then competing with the burst.
     """
-    if len(events) < ANNOUNCE_MIN or not _announcements_on():
+    if len(events) < ANNOUNCE_MIN:
         return None
     counts: dict[str, int] = {}
     for event in events:
@@ -200,9 +183,9 @@ def _announce(events: Sequence[NewEvent]) -> str | None:
     if sum(counts.values()) < ANNOUNCE_MIN:
         return None
     try:
-        return get_queue().announce(counts, ANNOUNCE_SECONDS)
-    except Exception as exc:  # noqa: BLE001 — a queue outage must not stop an ingest
-        _announcements_failed("announce an ingest", exc)
+        return get_queue().announce(counts, ANNOUNCE_SECONDS) or None
+    except Exception as exc:  # noqa: BLE001 — the queue handles its outages; a hint never fails
+        log.warning("could not announce an ingest (%s: %s)", type(exc).__name__, exc)
         return None
 
 
@@ -210,7 +193,7 @@ def _retract(handle: str) -> None:
     try:
         get_queue().retract(handle)
     except Exception as exc:  # noqa: BLE001 — it expires by itself
-        _announcements_failed("retract an announcement", exc)
+        log.warning("could not retract an announcement (%s: %s)", type(exc).__name__, exc)
 
 
 def stage(integration_id: int, events: Sequence[NewEvent], expect_version: int | None = None
@@ -386,12 +369,11 @@ def waiting_other_than(source: str, at_least: int) -> int:
     pending = pending_other_than(source, at_least)
     if pending >= at_least:
         return pending
-    incoming = 0
-    if _announcements_on():
-        try:
-            incoming = get_queue().incoming(source)
-        except Exception as exc:  # noqa: BLE001 — without the queue, the inbox alone says
-            _announcements_failed("read announcements", exc)
+    try:
+        incoming = get_queue().incoming(source)
+    except Exception as exc:  # noqa: BLE001 — without the queue, the inbox alone says
+        log.warning("could not read announcements (%s: %s)", type(exc).__name__, exc)
+        incoming = 0
     return min(max(1, at_least), pending + incoming)
 
 
