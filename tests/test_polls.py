@@ -423,17 +423,24 @@ def test_a_slow_integration_does_not_starve_the_others(small_pool, server):
         stop_polls(30)
 
 
+def _slow_round(server: PollServer, seconds: float, count: int, on_their_way: int) -> list[str]:
+    """`count` instances polled at an endpoint that answers after `seconds`: a round started,
+    returned once `on_their_way` requests are; the instances' keys."""
+    poll_workflow(url=server.url + f"/slow/{{record_key}}?s={seconds}")
+    integration()
+    keys = [f"K{i}" for i in range(count)]
+    waiting("FEED", keys)
+    make_due()
+    run_polls()
+    wait_until(lambda: len(server.requests()) == on_their_way)
+    return keys
+
+
 def test_stopping_gives_back_the_claims_not_started(small_pool, server):
     """A warm shutdown stores what was asked and makes what was not due again: none is lost."""
     from wfapp.models import utcnow
 
-    poll_workflow(url=server.url + "/slow/{record_key}?s=1.5")
-    integration()
-    keys = [f"K{i}" for i in range(10)]
-    waiting("FEED", keys)
-    make_due()
-    run_polls()
-    wait_until(lambda: len(server.requests()) == 4)  # 4 threads busy, 4 more claimed, 2 due
+    keys = _slow_round(server, 1.5, 10, 4)  # 4 threads busy, 4 more claimed, 2 due
     stop_polls(30)
     stored = poll_events()
     assert len(stored) == 4 and len(server.requests()) == 4
@@ -598,13 +605,7 @@ def test_answers_of_requests_running_when_a_yield_begins_wait_for_it_to_end(
     order with the burst: they wait in the executor until the yield ends, then are stored, each
     once, after the burst's events."""
     app.config["POLL_YIELD_MAX_SECONDS"] = 30
-    poll_workflow(url=server.url + "/slow/{record_key}?s=0.8")
-    integration()
-    keys = [f"K{i}" for i in range(8)]
-    waiting("FEED", keys)
-    make_due()
-    run_polls()
-    wait_until(lambda: len(server.requests()) == 8)  # all 8 on their way
+    keys = _slow_round(server, 0.8, 8, 8)  # all 8 on their way
     _others([f"X{i:02d}" for i in range(12)])  # a burst of 12 (the backlog is 10)
     wait_until(lambda: executor().yielding.active)
     wait_until(lambda: len(executor().results) == 8)  # answered, but not stored
@@ -624,13 +625,7 @@ def test_answers_of_requests_running_when_a_yield_begins_wait_for_it_to_end(
 def test_a_yield_holds_answers_no_longer_than_poll_yield_max_seconds(pausing, server):
     """A steady backlog must not keep answers in memory for long: after
     POLL_YIELD_MAX_SECONDS (2 s here) they are stored though the yield goes on."""
-    poll_workflow(url=server.url + "/slow/{record_key}?s=0.3")
-    integration()
-    keys = [f"K{i}" for i in range(4)]
-    waiting("FEED", keys)
-    make_due()
-    run_polls()
-    wait_until(lambda: len(server.requests()) == 4)
+    keys = _slow_round(server, 0.3, 4, 4)
     _others([f"X{i:02d}" for i in range(12)])
     wait_until(lambda: executor().yielding.active)
     started = time.monotonic()
