@@ -291,8 +291,7 @@ def render_panel(integration: IntegrationInfo) -> str:
         PANEL, rows=rows, cap=cap, every=every, ok=counts.get("accepted"), bad=counts.get("failed"),
         backlog=backlog, yield_cap=yield_cap, waiting=waiting,
         yield_max=every(float(config("POLL_YIELD_MAX_SECONDS", 30))) or "0 s",
-        yielding=backlog and
-        waiting >= backlog,
+        yielding=backlog and waiting >= backlog,
         failed_url=url_for("events.index", integration=integration.code, source=NAME,
                            status="failed"))
 
